@@ -1,0 +1,1 @@
+"""libp2p side of medswarm: identity, host, wire format and validation, parameter exchange."""

@@ -1,0 +1,210 @@
+"""The parameter-exchange protocol: serve this node's snapshots, fetch a neighbour's.
+
+A request names (kind, round) and how long the asker will wait; the server long-polls until it
+has that round or the wait runs out. A server that no longer holds an old round answers with its
+newest one, so a node that restarts catches up; the asker's round window decides what it takes.
+"""
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import PeerInfo
+
+from gossip import wire
+from gossip.errors import GossipError, PeerMessageError, PeerUnavailable
+from gossip.host import ensure_connected
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = TProtocol("/medswarm/params/1.0.0")
+READ_CHUNK = 1 << 20
+MAX_SERVER_WAIT = 120.0
+
+
+@dataclass
+class TrafficCounters:
+    """Bytes moved and messages rejected, per peer; the round loop reads and resets them."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    served: dict[str, int] = field(default_factory=dict)  # newest "params" round sent, per peer
+
+    def reset(self) -> None:
+        self.bytes_sent = self.bytes_received = 0
+
+
+@dataclass
+class _Encoded:
+    round: int
+    header: bytes
+    buffers: list[bytes]
+
+
+class SnapshotStore:
+    """The snapshots this node serves, a few rounds per kind, with waiting for future rounds."""
+
+    def __init__(self, keep_rounds: int = 4) -> None:
+        self._keep = keep_rounds
+        self._by_kind: dict[str, dict[int, _Encoded]] = {}
+        self._published = trio.Condition()
+
+    async def publish(self, snap: wire.Snapshot) -> None:
+        header, buffers = wire.encode_snapshot(snap)
+        rounds = self._by_kind.setdefault(snap.kind, {})
+        rounds[snap.round] = _Encoded(snap.round, header, buffers)
+        for old in sorted(rounds)[: -self._keep]:
+            del rounds[old]
+        async with self._published:
+            self._published.notify_all()
+
+    def _lookup(self, kind: str, round_: int) -> _Encoded | None:
+        rounds = self._by_kind.get(kind, {})
+        if round_ in rounds:
+            return rounds[round_]
+        if rounds and round_ < min(rounds):
+            return rounds[max(rounds)]
+        return None
+
+    async def wait_for(self, kind: str, round_: int, wait: float) -> _Encoded | None:
+        with trio.move_on_after(min(max(wait, 0.0), MAX_SERVER_WAIT)):
+            while (found := self._lookup(kind, round_)) is None:
+                async with self._published:
+                    await self._published.wait()
+            return found
+        return None
+
+
+class ParamExchange:
+    """Both sides of the protocol on one libp2p host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        store: SnapshotStore,
+        io_timeout: float,
+        allow_peer: Callable[[str], bool] = lambda _peer: True,
+    ) -> None:
+        self.host = host
+        self.store = store
+        self.io_timeout = io_timeout
+        self.allow_peer = allow_peer
+        self.counters = TrafficCounters()
+        host.set_stream_handler(PROTOCOL, self._handle)
+
+    async def _handle(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id.to_base58()
+        # An exception escaping a stream handler kills the whole host: everything stops here.
+        try:
+            await self._serve(stream, peer)
+        except PeerMessageError as exc:
+            self.counters.rejected[peer] += 1
+            log.warning("rejected request: %s", exc)
+        except trio.TooSlowError:
+            log.info("peer %s: serving timed out", peer)
+        except Exception as exc:  # stream resets, closed connections, library errors
+            log.info("peer %s: serving failed: %r", peer, exc)
+        finally:
+            with trio.move_on_after(1.0):
+                await stream.close()
+
+    async def _serve(self, stream: INetStream, peer: str) -> None:
+        if not self.allow_peer(peer):
+            self.counters.refused[peer] += 1
+            log.warning("refused stream from unauthorised peer %s", peer)
+            await stream.reset()
+            return
+        with trio.fail_after(self.io_timeout):
+            body = await read_frame(stream, wire.MAX_REQUEST_BYTES, peer)
+        kind, round_, wait = wire.decode_request(body, peer)
+        found = await self.store.wait_for(kind, round_, wait)
+        with trio.fail_after(self.io_timeout):
+            if found is None:
+                await stream.write(wire.encode_status("not_ready"))
+                return
+            await stream.write(found.header)
+            for buf in found.buffers:
+                for start in range(0, len(buf), READ_CHUNK):
+                    await stream.write(buf[start : start + READ_CHUNK])
+        self.counters.bytes_sent += len(found.header) + sum(map(len, found.buffers))
+        if kind == "params":
+            self.counters.served[peer] = max(self.counters.served.get(peer, -1), found.round)
+
+    async def fetch(
+        self,
+        info: PeerInfo,
+        round_: int,
+        expect: wire.Expectation,
+        timeout: float,
+        connect_timeout: float,
+    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
+        """Fetch a neighbour's snapshot for `round_`, all within `timeout` seconds.
+
+        Raises PeerUnavailable (dead, slow, nothing in time) or PeerMessageError (invalid: also
+        counted against the peer).
+        """
+        peer = info.peer_id.to_base58()
+        deadline = trio.current_time() + timeout
+        try:
+            with trio.fail_at(deadline):
+                await ensure_connected(self.host, info, connect_timeout)
+                stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
+                try:
+                    return await self._request(stream, peer, round_, expect, deadline)
+                finally:
+                    with trio.move_on_after(1.0):
+                        await stream.close()
+        except trio.TooSlowError:
+            raise PeerUnavailable(peer, f"no answer for round {round_} in {timeout:.1f}s") from None
+        except PeerMessageError:
+            self.counters.rejected[peer] += 1
+            raise
+        except GossipError:
+            raise
+        except Exception as exc:  # stream resets and closed connections surface in many types
+            raise PeerUnavailable(peer, f"transfer failed: {exc!r}") from exc
+
+    async def _request(
+        self,
+        stream: INetStream,
+        peer: str,
+        round_: int,
+        expect: wire.Expectation,
+        deadline: float,
+    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
+        # Leave the server enough of our deadline to send the parameters once they are ready.
+        wait = max(0.0, deadline - trio.current_time() - self.io_timeout / 2)
+        await stream.write(wire.encode_request(expect.kind, round_, wait))
+        body = await read_frame(stream, wire.MAX_HEADER_BYTES, peer)
+        header = wire.parse_header(body, peer, expect)
+        if header.status != "ok":
+            raise PeerUnavailable(peer, f"round {round_}: {header.status}")
+        payload = await read_exactly(stream, header.payload_bytes, peer)
+        self.counters.bytes_received += len(body) + 4 + len(payload)
+        return header, wire.decode_payload(header, payload, peer)
+
+
+async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes:
+    """A length-prefixed frame; the length is checked against `cap` before anything is read."""
+    (length,) = wire.LENGTH_PREFIX.unpack(await read_exactly(stream, wire.LENGTH_PREFIX.size, peer))
+    if length > cap:
+        raise PeerMessageError(peer, "oversized", f"frame of {length} bytes > cap {cap}")
+    return bytes(await read_exactly(stream, length, peer))
+
+
+async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
+    # stream.read(n) returns at most n bytes, and the library's own helper gives up after 100
+    # partial reads: loop until done or the peer closes.
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await stream.read(min(n - len(buf), READ_CHUNK))
+        if not chunk:
+            raise PeerMessageError(peer, "truncated", f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf

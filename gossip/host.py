@@ -1,0 +1,66 @@
+"""One libp2p host per node: persisted Ed25519 identity, Noise security, yamux multiplexing, TCP."""
+
+import logging
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from gossip.errors import GossipError, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def build_host(key_pair: KeyPair) -> IHost:
+    # Security and muxer are explicit: a default host also accepts plaintext dialers, and mplex
+    # is several times slower than yamux.
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+    )
+
+
+def parse_peer_addr(addr: str) -> PeerInfo:
+    """A neighbour's full multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:  # the multiaddr library raises several unrelated types
+        raise GossipError(f"{addr!r} is not a multiaddr ending in /p2p/<peer id>: {exc}") from exc
+
+
+async def ensure_connected(host: IHost, info: PeerInfo, timeout: float) -> None:
+    """Connect unless already connected, within `timeout` (the dial timeouts skip the handshake)."""
+    peer = info.peer_id
+    if host.get_network().connections.get(peer):
+        return
+    try:
+        with trio.fail_after(timeout):
+            await host.connect(info)
+    except trio.TooSlowError:
+        _forget_failed_dial(host, peer)
+        raise PeerUnavailable(peer.to_base58(), f"connect timed out after {timeout:.1f}s") from None
+    except Exception as exc:  # dial errors come in many types; all mean "unreachable this round"
+        _forget_failed_dial(host, peer)
+        raise PeerUnavailable(peer.to_base58(), f"connect failed: {exc}") from exc
+
+
+def _forget_failed_dial(host: IHost, peer: ID) -> None:
+    # After a failed dial py-libp2p blocks the peer for 60 s and keeps its stale address; a
+    # restarted neighbour must be dialable next round, from its configured address.
+    network = host.get_network()
+    unblock = getattr(network, "unblock_peer", None)
+    if unblock is not None:
+        unblock(peer)
+    host.get_peerstore().clear_addrs(peer)

@@ -1,0 +1,1 @@
+"""Consortium ledger: chain backends, contract wrapper, durable outbox, auditor queries."""

@@ -1,0 +1,91 @@
+"""Baselines for the comparison table: each hospital alone, and all data pooled centrally.
+
+Both use `split_validation` with the same fraction and seed as the nodes, so every site's
+validation rows are exactly the rows its node validates on, and the same training schedule as
+the node: ``rounds`` calls of `train_local` (each ``settings.epochs`` epochs, a fresh
+optimizer, seed ``training_seed(model_seed, round)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from torch import nn
+
+from node.dataset import CleanTable, Split, split_validation
+from node.models import build_model
+from node.scaling import Scaler, local_stats
+from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
+
+
+def _splits(
+    tables: Mapping[str, CleanTable], val_fraction: float, split_seed: int
+) -> dict[str, Split]:
+    if not tables:
+        raise ValueError("no sites given")
+    columns = {tuple(t.columns) for t in tables.values()}
+    if len(columns) != 1:
+        raise ValueError(f"sites have different feature columns: {sorted(columns)}")
+    return {site: split_validation(t, val_fraction, split_seed) for site, t in tables.items()}
+
+
+def _fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    model: str,
+    hidden: Sequence[int],
+    settings: TrainSettings,
+    rounds: int,
+    model_seed: int,
+) -> nn.Module:
+    net = build_model(model, x.shape[1], hidden, seed=model_seed)
+    for r in range(rounds):
+        train_local(net, x, y, settings, seed=training_seed(model_seed, r))
+    return net
+
+
+def local_only(
+    tables: Mapping[str, CleanTable],
+    model: str,
+    hidden: Sequence[int],
+    settings: TrainSettings,
+    rounds: int,
+    val_fraction: float,
+    split_seed: int,
+    model_seed: int,
+) -> dict[str, EvalResult]:
+    """Each site alone: its own scaler, its own training split, its own validation split."""
+    results = {}
+    for site, split in _splits(tables, val_fraction, split_seed).items():
+        scaler = Scaler.from_stats(local_stats(split.train_x))
+        net = _fit(
+            scaler.transform(split.train_x),
+            split.train_y,
+            model,
+            hidden,
+            settings,
+            rounds,
+            model_seed,
+        )
+        results[site] = evaluate(net, scaler.transform(split.val_x), split.val_y)
+    return results
+
+
+def pooled(
+    tables: Mapping[str, CleanTable],
+    model: str,
+    hidden: Sequence[int],
+    settings: TrainSettings,
+    rounds: int,
+    val_fraction: float,
+    split_seed: int,
+    model_seed: int,
+) -> dict[str, EvalResult]:
+    """One model on the union of all training splits (pooled scaler), scored on each site."""
+    splits = _splits(tables, val_fraction, split_seed)
+    train_x = np.concatenate([s.train_x for s in splits.values()])
+    train_y = np.concatenate([s.train_y for s in splits.values()])
+    scaler = Scaler.from_stats(local_stats(train_x))
+    net = _fit(scaler.transform(train_x), train_y, model, hidden, settings, rounds, model_seed)
+    return {site: evaluate(net, scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}

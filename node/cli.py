@@ -1,0 +1,177 @@
+"""The `medswarm` command line: node, swarm, ledger and bench sub-commands.
+
+Heavy imports (torch, libp2p) happen inside the commands so `--help` stays quick.
+"""
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ledger import cli as ledger_cli
+from node.errors import NodeError
+
+app = typer.Typer(
+    help="medswarm: hospitals train one model together, with no central server.",
+    no_args_is_help=True,
+)
+node_app = typer.Typer(help="Run one hospital node.", no_args_is_help=True)
+swarm_app = typer.Typer(help="A local swarm of node processes on 127.0.0.1.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: print numbers and write JSON.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(swarm_app, name="swarm")
+app.add_typer(bench_app, name="bench")
+app.add_typer(ledger_cli.app, name="ledger")
+
+console = Console(stderr=True)
+JsonOut = Annotated[Path, typer.Option("--json", help="Write the results as JSON here.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+@node_app.command("init")
+def node_init(
+    folder: Annotated[Path, typer.Argument(help="Folder for node.toml and identity.key.")],
+    name: Annotated[str, typer.Option(help="Readable node name.")] = "hospital",
+    data: Annotated[str, typer.Option(help="This hospital's records.")] = "records.csv",
+    schema: Annotated[str, typer.Option(help="The consortium's schema file.")] = "schema.toml",
+    listen: Annotated[str, typer.Option(help="TCP multiaddr to listen on.")] = (
+        "/ip4/0.0.0.0/tcp/4001"
+    ),
+    neighbour: Annotated[list[str] | None, typer.Option(help="Neighbour multiaddr.")] = None,
+) -> None:
+    """Write a commented example config and a fresh identity key (mode 0600)."""
+    from node.init import init_node
+
+    try:
+        config_path, peer_id = init_node(folder, name, data, schema, listen, neighbour or [])
+    except FileExistsError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {config_path} and {folder / 'identity.key'} (mode 600)")
+    console.print(f"peer id: [bold]{peer_id}[/bold]")
+    console.print(f"neighbours dial you at: <your address>/tcp/<port>/p2p/{peer_id}")
+
+
+@node_app.command("run")
+def node_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
+) -> None:
+    """Run one node until its last round, with a live progress line."""
+    import trio
+
+    from gossip.errors import GossipError
+    from node.config import load_config
+    from node.progress import RoundProgress
+    from node.runner import NodeRunner
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = load_config(config, overrides)
+        with RoundProgress(cfg.node.name, cfg.swarm.rounds, console, enabled=not quiet) as bar:
+            runner = NodeRunner(cfg, on_round=bar.update)
+            summary = trio.run(runner.run)
+    except (NodeError, GossipError) as exc:
+        raise _fail(str(exc)) from None
+    final = summary["final"]
+    if final:
+        console.print(
+            f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
+            f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}"
+        )
+
+
+@swarm_app.command("init")
+def swarm_init(
+    folder: Annotated[Path, typer.Argument(help="Folder for the swarm's node configs.")],
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
+    topology: Annotated[str, typer.Option(help="ring or full.")] = "ring",
+    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "mlp",
+) -> None:
+    """Configs and keys for the four heart-disease hospitals (natural split)."""
+    from sim.local_swarm import init_heart_disease_swarm
+
+    try:
+        paths = init_heart_disease_swarm(folder, rounds=rounds, topology=topology, model=model)
+    except (ValueError, FileExistsError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {len(paths)} node configs under {folder}")
+
+
+@swarm_app.command("up")
+def swarm_up(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `medswarm swarm init`.")],
+    baselines: Annotated[bool, typer.Option(help="Also train local-only and pooled.")] = True,
+) -> None:
+    """Start one process per node, show progress, then compare with the baselines."""
+    from sim.local_swarm import SwarmError, run_swarm
+
+    try:
+        run_swarm(folder, console, baselines=baselines)
+    except (SwarmError, NodeError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@swarm_app.command("demo")
+def swarm_demo(
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
+) -> None:
+    """The heart-disease demo: init (if needed) and run four hospitals, then the table."""
+    from sim.local_swarm import SwarmError, init_heart_disease_swarm, run_swarm
+
+    if not (out / "swarm.json").exists():
+        init_heart_disease_swarm(out, rounds=rounds, topology="ring", model="mlp")
+    try:
+        run_swarm(out, console, baselines=True)
+    except (SwarmError, NodeError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@bench_app.command("transport")
+def bench_transport(
+    json_out: JsonOut = Path("bench-transport.json"),
+    sizes: Annotated[str, typer.Option(help="Comma-separated MB.")] = "1,10,50",
+    repeats: Annotated[int, typer.Option(help="Transfers per size and transport.")] = 3,
+) -> None:
+    """Move parameter sets between two processes over libp2p (Noise+yamux) and plain TCP."""
+    from gossip.bench import run_transport_bench
+
+    results = run_transport_bench([float(s) for s in sizes.split(",")], repeats, console)
+    _write_json(json_out, results)
+
+
+@bench_app.command("swarm")
+def bench_swarm(
+    json_out: JsonOut = Path("bench-swarm.json"),
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
+) -> None:
+    """The heart-disease swarm: time per round, bytes, memory and accuracies."""
+    from sim.local_swarm import run_swarm_bench
+
+    _write_json(json_out, run_swarm_bench(rounds, console))
+
+
+@bench_app.command("ledger")
+def bench_ledger(json_out: JsonOut = Path("bench-ledger.json")) -> None:
+    """Gas and throughput of the consortium contract."""
+    from ledger.bench import run_ledger_bench
+
+    run_ledger_bench(json_out)
+
+
+def _write_json(path: Path, results: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    console.print(f"wrote {path}")

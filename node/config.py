@@ -1,0 +1,178 @@
+"""One node's configuration: a TOML file plus `--set key=value` overrides, parsed once.
+
+Relative paths are relative to the config file's folder. Unknown keys, wrong types and missing
+files are rejected with the file, the key and what was expected. Keys never live here: the config
+names the key file, which holds the secret with mode 0600.
+"""
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from node.errors import ConfigError
+from node.training import TrainSettings
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return value if value.is_absolute() or base is None else (base / value).resolve()
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve(value, info)
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+class NodeSection(_Section):
+    name: str = Field(min_length=1, description="A readable name for logs and reports.")
+    key_file: Path = Field(description="libp2p identity (Ed25519 seed, mode 0600).")
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    neighbours: list[str] = Field(default_factory=list, description="Full /p2p/ multiaddrs.")
+    output_dir: Path = Path("out")
+
+    _paths = field_validator("key_file", "output_dir")(_resolve)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_tcp(cls, value: str) -> str:
+        if "/tcp/" not in value:
+            raise ValueError(f"expected a TCP multiaddr such as /ip4/127.0.0.1/tcp/4001: {value}")
+        return value
+
+
+class DataSection(_Section):
+    path: Path = Field(description="CSV or Parquet records of this hospital.")
+    schema_file: Path = Field(alias="schema", description="The consortium's shared schema TOML.")
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    split_seed: int = 0
+
+    _paths = field_validator("path", "schema_file")(_existing_file)
+
+
+class ModelSection(_Section):
+    name: Literal["logreg", "mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [32])
+    init_seed: int = Field(0, description="The same everywhere so every node starts alike.")
+
+
+class TrainingSection(_Section):
+    epochs: int = Field(1, ge=0, description="Local epochs per round; 0 = averaging only.")
+    batch_size: int = Field(32, gt=0)
+    lr: PositiveFloat = 0.05
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    seed: int = 0
+    threads: int = Field(1, gt=0, description="torch threads for this node.")
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+        )
+
+
+class SwarmSection(_Section):
+    rounds: int = Field(20, gt=0)
+    merge: Literal["metropolis", "median", "trimmed_mean"] = "metropolis"
+    trim_fraction: float = Field(0.2, ge=0, lt=0.5)
+    scaling_rounds: int = Field(30, ge=0, description="Gossip rounds to agree feature scaling.")
+    max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
+
+
+class TimeoutSection(_Section):
+    startup_seconds: float = Field(60.0, ge=0, description="Wait this long for neighbours.")
+    connect_seconds: PositiveFloat = 5.0
+    fetch_seconds: PositiveFloat = 15.0
+    io_seconds: PositiveFloat = 10.0
+    linger_seconds: float = Field(10.0, ge=0, description="Serve after the last round.")
+
+
+class NodeConfig(_Section):
+    source: Path = Field(exclude=True)
+    node: NodeSection
+    data: DataSection
+    model: ModelSection = ModelSection()
+    training: TrainingSection = TrainingSection()
+    swarm: SwarmSection = SwarmSection()
+    timeouts: TimeoutSection = TimeoutSection()
+
+    @model_validator(mode="after")
+    def _fetch_fits_io(self) -> Self:
+        if self.timeouts.fetch_seconds <= self.timeouts.connect_seconds:
+            raise ValueError("timeouts.fetch_seconds must exceed timeouts.connect_seconds")
+        return self
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
+    """Parse and validate a node config; `overrides` are `dotted.key=toml-value` strings."""
+    path = path.resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides or []:
+        _apply_override(raw, item, path)
+    try:
+        return NodeConfig.model_validate(
+            {**raw, "source": path}, context={"base_dir": path.parent}
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _apply_override(raw: dict[str, Any], item: str, path: Path) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word is taken as a string
+    *parents, leaf = key.strip().split(".")
+    target = raw
+    for part in parents:
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: override {key}: {part} is not a table")
+        target = child
+    target[leaf] = value

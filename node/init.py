@@ -1,0 +1,104 @@
+"""`medswarm node init`: a commented example config and a fresh identity key."""
+
+from pathlib import Path
+
+from gossip.identity import create_key_file, peer_id_of
+
+CONFIG_TEMPLATE = """\
+# medswarm node configuration. Relative paths are relative to this file's folder.
+# Override any key at start: medswarm node run --config node.toml --set training.epochs=2
+
+[node]
+name = "{name}"                       # shown in logs and reports
+key_file = "{key_file}"               # libp2p identity (mode 0600); never put keys in this file
+listen = "{listen}"    # TCP multiaddr this node listens on
+# Neighbours: full multiaddrs ending in /p2p/<peer id>; each hospital prints its own with
+# `medswarm node init` or finds it in <output_dir>/peer.json once running.
+neighbours = [{neighbours}]
+output_dir = "{output_dir}"                  # metrics, checkpoints, cleaning report, summary
+
+[data]
+path = "{data}"      # this hospital's records (CSV or Parquet)
+schema = "{schema}"  # the consortium's shared schema
+validation_fraction = 0.25            # held out, seeded, for evaluation and scoring
+split_seed = 0
+
+[model]
+name = "{model}"                         # logreg | mlp
+hidden = [32]                         # mlp hidden layer sizes
+init_seed = 0                         # the same at every hospital: all start from one model
+
+[training]
+epochs = 1                            # local epochs per round (0: averaging only)
+batch_size = 32
+lr = 0.05
+optimizer = "sgd"                     # sgd | adam
+momentum = 0.0
+weight_decay = 0.0
+seed = 0
+threads = 1                           # torch threads
+
+[swarm]
+rounds = {rounds}
+merge = "metropolis"                  # metropolis (sample-weighted consensus) | median | trimmed_mean
+trim_fraction = 0.2                   # for trimmed_mean
+scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
+max_staleness = 2                     # accept neighbour models from rounds >= r - this
+
+[timeouts]
+startup_seconds = 60                  # wait for neighbours to come up
+connect_seconds = 5
+fetch_seconds = 15                    # per neighbour per round: a slower one is skipped
+io_seconds = 10
+linger_seconds = 10                   # keep serving after the last round
+"""
+
+
+def render_config(
+    *,
+    name: str,
+    key_file: str,
+    listen: str,
+    neighbours: list[str],
+    output_dir: str,
+    data: str,
+    schema: str,
+    model: str = "mlp",
+    rounds: int = 20,
+) -> str:
+    return CONFIG_TEMPLATE.format(
+        name=name,
+        key_file=key_file,
+        listen=listen,
+        neighbours=", ".join(f'"{n}"' for n in neighbours),
+        output_dir=output_dir,
+        data=data,
+        schema=schema,
+        model=model,
+        rounds=rounds,
+    )
+
+
+def init_node(
+    folder: Path, name: str, data: str, schema: str, listen: str, neighbours: list[str]
+) -> tuple[Path, str]:
+    """Write folder/node.toml and folder/identity.key; return the config path and peer id."""
+    config_path = folder / "node.toml"
+    key_path = folder / "identity.key"
+    for existing in (config_path, key_path):
+        if existing.exists():
+            raise FileExistsError(f"{existing} already exists; not overwriting")
+    folder.mkdir(parents=True, exist_ok=True)
+    peer_id = peer_id_of(create_key_file(key_path))
+    config_path.write_text(
+        render_config(
+            name=name,
+            key_file="identity.key",
+            listen=listen,
+            neighbours=neighbours,
+            output_dir="out",
+            data=data,
+            schema=schema,
+        )
+    )
+    return config_path, peer_id

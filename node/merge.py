@@ -1,0 +1,109 @@
+"""Merge rules: how a node combines its parameters with the neighbours' that arrived.
+
+Default, `metropolis`: Metropolis-Hastings weights whose stationary distribution is proportional
+to the sample counts. With n_i samples and d_i configured neighbours,
+
+    w_ij = min(1 / (1 + d_i), n_j / (n_i (1 + d_j)))      for each neighbour j that arrived
+    w_ii = 1 - sum_j w_ij
+
+This matrix is row-stochastic and satisfies detailed balance, n_i w_ij = n_j w_ji, so the
+n-weighted mean sum_i n_i x_i / sum_i n_i is invariant under mixing, and on any connected graph
+(the self-weight makes it aperiodic) every node converges to it: consensus on exactly the sample-
+weighted average, as FedAvg would weigh the hospitals, with only each neighbour's own (n_j, d_j)
+known locally. Why not push-sum: it needs every pushed share to arrive, and a lost message loses
+mass for good; here a missing neighbour's weight just stays on the node for that round (which
+breaks detailed balance for that one round only if the failure was one-sided).
+
+`median` and `trimmed_mean` are coordinate-wise robust rules over {own} + arrived: they resist a
+minority of bad neighbours but give up the exact weighted average.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Params = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A neighbour's parameters and the two facts the weights need."""
+
+    params: Params
+    samples: int
+    degree: int
+
+
+def metropolis_weights(
+    samples: int, degree: int, neighbours: Sequence[Contribution]
+) -> tuple[float, list[float]]:
+    """(self weight, one weight per neighbour that arrived)."""
+    if samples < 1 or degree < 0:
+        raise ValueError(f"samples must be >= 1 and degree >= 0, got {samples}, {degree}")
+    weights = [
+        min(1.0 / (1 + degree), nb.samples / (samples * (1 + nb.degree))) for nb in neighbours
+    ]
+    return 1.0 - sum(weights), weights
+
+
+def weighted_sum(parts: Sequence[tuple[float, Params]]) -> dict[str, np.ndarray]:
+    """sum_k w_k x_k per tensor, accumulated in float64, returned in each tensor's dtype."""
+    first = parts[0][1]
+    out = {}
+    for name, tensor in first.items():
+        acc = np.zeros(tensor.shape, dtype=np.float64)
+        for weight, params in parts:
+            acc += weight * params[name]
+        out[name] = acc.astype(tensor.dtype)
+    return out
+
+
+def merge_metropolis(
+    own: Params, samples: int, degree: int, neighbours: Sequence[Contribution]
+) -> dict[str, np.ndarray]:
+    self_weight, weights = metropolis_weights(samples, degree, neighbours)
+    parts = [(self_weight, own)] + [(w, nb.params) for w, nb in zip(weights, neighbours)]
+    return weighted_sum(parts)
+
+
+def merge_median(own: Params, neighbours: Sequence[Contribution]) -> dict[str, np.ndarray]:
+    return _coordinatewise(own, neighbours, lambda stack: np.median(stack, axis=0))
+
+
+def merge_trimmed_mean(
+    own: Params, neighbours: Sequence[Contribution], trim_fraction: float
+) -> dict[str, np.ndarray]:
+    """Drop the k largest and k smallest values per coordinate, k = floor(trim * count)."""
+
+    def trimmed(stack: np.ndarray) -> np.ndarray:
+        k = int(trim_fraction * stack.shape[0])
+        ordered = np.sort(stack, axis=0)
+        return ordered[k : stack.shape[0] - k].mean(axis=0)
+
+    return _coordinatewise(own, neighbours, trimmed)
+
+
+def _coordinatewise(own: Params, neighbours: Sequence[Contribution], reduce) -> dict:  # type: ignore[no-untyped-def]
+    out = {}
+    for name, tensor in own.items():
+        stack = np.stack([tensor] + [nb.params[name] for nb in neighbours]).astype(np.float64)
+        out[name] = np.asarray(reduce(stack)).astype(tensor.dtype)
+    return out
+
+
+def merge(
+    rule: str,
+    own: Params,
+    samples: int,
+    degree: int,
+    neighbours: Sequence[Contribution],
+    trim_fraction: float = 0.2,
+) -> dict[str, np.ndarray]:
+    if rule == "metropolis":
+        return merge_metropolis(own, samples, degree, neighbours)
+    if rule == "median":
+        return merge_median(own, neighbours)
+    if rule == "trimmed_mean":
+        return merge_trimmed_mean(own, neighbours, trim_fraction)
+    raise ValueError(f"unknown merge rule {rule!r}: expected metropolis, median or trimmed_mean")

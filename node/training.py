@@ -1,0 +1,168 @@
+"""Local training and evaluation of a binary classifier on standardized features.
+
+Pure and synchronous: the node runs `train_local` in a worker thread. Thread count
+(`torch.set_num_threads`) is the caller's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from node.models import SeededDropout
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy at logit 0 (probability 0.5), ROC AUC (None with one class), mean BCE loss."""
+
+    accuracy: float
+    auc: float | None
+    loss: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def training_seed(seed: int, round_index: int) -> int:
+    """The seed for `train_local` in round ``round_index`` of a run seeded with ``seed``."""
+    return seed * 100_003 + round_index
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    xa = np.asarray(x, dtype=np.float32)
+    ya = np.asarray(y)
+    if xa.ndim != 2 or ya.shape != (xa.shape[0],):
+        raise ValueError(f"expected x of shape (n, d) and y of shape (n,): {xa.shape} {ya.shape}")
+    if xa.shape[0] == 0:
+        raise ValueError("no rows")
+    if not np.isfinite(xa).all():
+        raise ValueError("x has NaN or infinite values; transform it with the Scaler first")
+    if not np.isin(ya, (0, 1)).all():
+        raise ValueError("y must be 0/1")
+    return torch.from_numpy(xa), torch.from_numpy(ya.astype(np.float32))
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(
+        params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+
+
+def _mean_loss(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float(nn.functional.binary_cross_entropy_with_logits(model(xt), yt))
+    finally:
+        model.train(was_training)
+
+
+def train_local(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSettings, seed: int
+) -> float:
+    """Train in place for ``settings.epochs`` epochs of shuffled minibatches; mean train loss.
+
+    The returned loss is the sample-weighted mean of the minibatch losses seen while training.
+    With ``epochs = 0`` nothing changes and the current loss on ``(x, y)`` is returned. Each
+    call makes a fresh optimizer (no momentum or Adam state carries over between rounds).
+    Shuffling and dropout masks come from a generator seeded with ``seed``.
+    """
+    xt, yt = _tensors(x, y)
+    if settings.epochs == 0:
+        return _mean_loss(model, xt, yt)
+    generator = torch.Generator().manual_seed(seed)
+    dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
+    optimizer = _optimizer(model, settings)
+    loss_fn = nn.BCEWithLogitsLoss()
+    n = xt.shape[0]
+    total, seen = 0.0, 0
+    was_training = model.training
+    model.train()
+    for d in dropouts:
+        d.generator = generator
+    try:
+        for _ in range(settings.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, settings.batch_size):
+                idx = order[start : start + settings.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+    finally:
+        for d in dropouts:
+            d.generator = None
+        model.train(was_training)
+    return total / seen
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None with a single class."""
+    y = np.asarray(y)
+    score = np.asarray(score, dtype=np.float64)
+    n_pos = int((y == 1).sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    sorted_scores = score[order]
+    ranks = np.empty(len(score))
+    # Average 1-based ranks over runs of tied scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(score)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + 1 + e) / 2.0
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> EvalResult:
+    """Accuracy, ROC AUC and mean BCE loss of ``model`` on ``(x, y)``, in eval mode."""
+    xt, yt = _tensors(x, y)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(xt)
+            loss = float(nn.functional.binary_cross_entropy_with_logits(logits, yt))
+    finally:
+        model.train(was_training)
+    scores = logits.numpy().astype(np.float64)
+    labels = np.asarray(y).astype(np.int64)
+    accuracy = float(((scores > 0).astype(np.int64) == labels).mean())
+    return EvalResult(accuracy=accuracy, auc=roc_auc(labels, scores), loss=loss, n=len(labels))

@@ -1,0 +1,306 @@
+"""A local swarm: one `medswarm node run` process per node on 127.0.0.1.
+
+The simulator drives nodes only through their public entry points: it writes node configs and
+keys, starts the CLI, and reads the output folders (metrics.jsonl, summary.json).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from gossip.identity import create_key_file, peer_id_of
+from node.init import render_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEART_DISEASE = REPO_ROOT / "data" / "heart-disease"
+HEART_SITES = {
+    "cleveland": "processed.cleveland.data",
+    "hungarian": "processed.hungarian.data",
+    "switzerland": "processed.switzerland.data",
+    "va": "processed.va.data",
+}
+
+
+class SwarmError(Exception):
+    """A swarm folder is unusable, or a node process failed."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def topology_edges(n: int, topology: str) -> list[set[int]]:
+    """Neighbour sets for n nodes: ring or full."""
+    if topology == "ring":
+        return [{(i - 1) % n, (i + 1) % n} - {i} for i in range(n)]
+    if topology == "full":
+        return [set(range(n)) - {i} for i in range(n)]
+    raise ValueError(f"unknown topology {topology!r}: expected ring or full")
+
+
+def init_swarm(
+    folder: Path,
+    sites: Mapping[str, Path],
+    schema: Path,
+    *,
+    rounds: int,
+    topology: str = "ring",
+    model: str = "mlp",
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Path]:
+    """Write one config and identity per site; `extra` adds per-node `--set` overrides."""
+    if (folder / "swarm.json").exists():
+        raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
+    names = list(sites)
+    edges = topology_edges(len(names), topology)
+    ports = [free_port() for _ in names]
+    peer_ids = []
+    for name in names:
+        node_dir = folder / "nodes" / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        peer_ids.append(peer_id_of(create_key_file(node_dir / "identity.key")))
+    configs = []
+    for i, name in enumerate(names):
+        node_dir = folder / "nodes" / name
+        neighbours = [
+            f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{peer_ids[j]}" for j in sorted(edges[i])
+        ]
+        text = render_config(
+            name=name,
+            key_file="identity.key",
+            listen=f"/ip4/127.0.0.1/tcp/{ports[i]}",
+            neighbours=neighbours,
+            output_dir="out",
+            data=str(sites[name].resolve()),
+            schema=str(schema.resolve()),
+            model=model,
+            rounds=rounds,
+        )
+        (node_dir / "node.toml").write_text(text)
+        configs.append(node_dir / "node.toml")
+    manifest = {
+        "nodes": names,
+        "topology": topology,
+        "rounds": rounds,
+        "overrides": {k: dict(v) for k, v in (extra or {}).items()},
+    }
+    (folder / "swarm.json").write_text(json.dumps(manifest, indent=1))
+    return configs
+
+
+def init_heart_disease_swarm(
+    folder: Path, *, rounds: int = 20, topology: str = "ring", model: str = "mlp"
+) -> list[Path]:
+    if not HEART_DISEASE.is_dir():
+        raise ValueError(f"heart-disease data not found at {HEART_DISEASE}")
+    sites = {name: HEART_DISEASE / file for name, file in HEART_SITES.items()}
+    return init_swarm(
+        folder, sites, HEART_DISEASE / "schema.toml", rounds=rounds, topology=topology, model=model
+    )
+
+
+def node_command(config: Path, overrides: Mapping[str, Any] = {}) -> list[str]:
+    cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(config), "--quiet"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    return cmd
+
+
+def start_node(folder: Path, name: str, overrides: Mapping[str, Any] = {}) -> subprocess.Popen:
+    """Start one node process; its output goes to nodes/<name>/node.log."""
+    node_dir = folder / "nodes" / name
+    log = open(node_dir / "node.log", "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        node_command(node_dir / "node.toml", overrides),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line being written right now
+    return records
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((folder / "swarm.json").read_text()))
+    except FileNotFoundError:
+        raise SwarmError(f"{folder}: no swarm.json; create one with `medswarm swarm init`") from None
+
+
+def run_processes(folder: Path, console: Console, timeout: float = 1800) -> float:
+    """Start every node, show progress until all exit; return the wall-clock seconds."""
+    manifest = load_manifest(folder)
+    names, rounds = manifest["nodes"], manifest["rounds"]
+    began = time.perf_counter()
+    procs = {n: start_node(folder, n, manifest["overrides"].get(n, {})) for n in names}
+    progress = Progress(
+        TextColumn("{task.fields[name]:<12}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    tasks = {n: progress.add_task("", total=rounds, name=n, status="starting") for n in names}
+    try:
+        with progress:
+            while any(p.poll() is None for p in procs.values()):
+                if time.perf_counter() - began > timeout:
+                    raise SwarmError(f"swarm did not finish within {timeout:.0f}s")
+                for n in names:
+                    records = read_metrics(folder / "nodes" / n / "out" / "metrics.jsonl")
+                    if records:
+                        last = records[-1]
+                        status = f"merged acc {last['merged']['accuracy']:.3f}"
+                        progress.update(tasks[n], completed=last["round"], status=status)
+                time.sleep(0.3)
+    finally:
+        stop_processes(procs.values())
+    failed = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
+    if failed:
+        logs = "\n".join(
+            f"--- {n} (exit {code}):\n" + _tail(folder / "nodes" / n / "node.log")
+            for n, code in failed.items()
+        )
+        raise SwarmError(f"node processes failed:\n{logs}")
+    return time.perf_counter() - began
+
+
+def stop_processes(procs: Any) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
+    """Final swarm metrics per node, with local-only and pooled baselines on the same splits."""
+    from node.baselines import local_only, pooled
+    from node.config import load_config
+    from node.dataset import load_schema, load_table
+
+    manifest = load_manifest(folder)
+    results: dict[str, Any] = {"nodes": {}}
+    tables, cfg = {}, None
+    for name in manifest["nodes"]:
+        cfg = load_config(folder / "nodes" / name / "node.toml")
+        summary = json.loads((cfg.node.output_dir / "summary.json").read_text())
+        results["nodes"][name] = {"swarm": summary["final"]["merged"], "peak_rss_mb": summary["peak_rss_mb"]}
+        tables[name] = load_table(cfg.data.path, load_schema(cfg.data.schema_file))
+    if baselines and cfg is not None:
+        args = dict(
+            model=cfg.model.name,
+            hidden=cfg.model.hidden,
+            settings=cfg.training.settings(),
+            rounds=cfg.swarm.rounds,
+            val_fraction=cfg.data.validation_fraction,
+            split_seed=cfg.data.split_seed,
+            model_seed=cfg.model.init_seed,
+        )
+        for kind, fn in (("local_only", local_only), ("pooled", pooled)):
+            for name, res in fn(tables, **args).items():
+                results["nodes"][name][kind] = res.to_dict()
+    results["mean"] = {
+        kind: {
+            metric: _mean([r[kind][metric] for r in results["nodes"].values() if kind in r])
+            for metric in ("accuracy", "auc")
+        }
+        for kind in ("swarm", "local_only", "pooled")
+        if all(kind in r for r in results["nodes"].values())
+    }
+    return results
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    table = Table(title="validation accuracy / AUC per hospital")
+    table.add_column("hospital")
+    kinds = [k for k in ("local_only", "swarm", "pooled") if k in results["mean"]]
+    for kind in kinds:
+        table.add_column(f"{kind} acc", justify="right")
+        table.add_column(f"{kind} AUC", justify="right")
+    rows = list(results["nodes"].items()) + [("mean", results["mean"])]
+    for name, r in rows:
+        cells = []
+        for kind in kinds:
+            cells += [_fmt(r[kind]["accuracy"]), _fmt(r[kind]["auc"])]
+        table.add_row(name, *cells)
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_swarm(folder: Path, console: Console, baselines: bool = True) -> dict[str, Any]:
+    wall = run_processes(folder, console)
+    results = swarm_results(folder, baselines)
+    results["wall_seconds"] = wall
+    (folder / "results.json").write_text(json.dumps(results, indent=1))
+    console.print(results_table(results))
+    console.print(f"swarm finished in {wall:.1f}s; results in {folder / 'results.json'}")
+    return results
+
+
+def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="medswarm-bench-") as tmp:
+        folder = Path(tmp)
+        init_heart_disease_swarm(folder, rounds=rounds)
+        results = run_swarm(folder, console)
+        per_node = {}
+        for name in results["nodes"]:
+            records = read_metrics(folder / "nodes" / name / "out" / "metrics.jsonl")
+            per_node[name] = {
+                "round_seconds_mean": _mean([r["round_seconds"] for r in records]),
+                "bytes_sent_per_round": _mean([r["bytes_sent"] for r in records]),
+                "bytes_received_per_round": _mean([r["bytes_received"] for r in records]),
+                "peak_rss_mb": results["nodes"][name]["peak_rss_mb"],
+            }
+    bench = {
+        "rounds": rounds,
+        "nodes": len(per_node),
+        "wall_seconds": results["wall_seconds"],
+        "per_node": per_node,
+        "accuracy": {k: v["accuracy"] for k, v in results["mean"].items()},
+        "auc": {k: v["auc"] for k, v in results["mean"].items()},
+    }
+    console.print_json(data=bench)
+    return bench
