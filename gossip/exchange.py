@@ -203,7 +203,10 @@ async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
     # partial reads: loop until done or the peer closes.
     buf = bytearray()
     while len(buf) < n:
-        chunk = await stream.read(min(n - len(buf), READ_CHUNK))
+        try:
+            chunk = await stream.read(min(n - len(buf), READ_CHUNK))
+        except EOFError:  # the library signals a peer's close either way
+            chunk = b""
         if not chunk:
             raise PeerMessageError(peer, "truncated", f"stream ended after {len(buf)} of {n} bytes")
         buf += chunk

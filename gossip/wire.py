@@ -83,7 +83,7 @@ class Header:
 
 
 def specs_of(tensors: Mapping[str, np.ndarray]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(n, str(t.dtype), tuple(t.shape)) for n, t in tensors.items())
+    return tuple(TensorSpec(n, t.dtype.name, tuple(t.shape)) for n, t in tensors.items())
 
 
 def frame(header: Mapping[str, Any]) -> bytes:
@@ -119,14 +119,15 @@ def encode_snapshot(snap: Snapshot) -> tuple[bytes, list[bytes]]:
     buffers: list[bytes] = []
     entries = []
     for name, tensor in snap.tensors.items():
-        if str(tensor.dtype) not in ALLOWED_DTYPES:
+        dtype = tensor.dtype.name  # byte order is not part of the name: it always travels as <
+        if dtype not in ALLOWED_DTYPES:
             raise ValueError(f"tensor {name}: dtype {tensor.dtype} cannot travel")
         raw = np.ascontiguousarray(tensor, dtype=tensor.dtype.newbyteorder("<")).tobytes()
         buffers.append(raw)
         entries.append(
             {
                 "name": name,
-                "dtype": str(tensor.dtype),
+                "dtype": dtype,
                 "shape": list(tensor.shape),
                 "nbytes": len(raw),
                 "digest": hashlib.sha256(raw).digest(),

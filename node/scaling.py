@@ -8,7 +8,8 @@ the swarm gossip-averages those vectors; every node then builds the same `Scaler
 
 Precision: the variance comes from ``E[x^2] - E[x]^2``, whose absolute error is about
 ``1e-16 * E[x^2]``. That is negligible for clinical features, but a column whose spread is
-tiny next to its magnitude (std below ~1e-6 of its mean) loses digits.
+tiny next to its magnitude loses digits; below 1e-6 of the column's root mean square it is
+treated as constant (std 1).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 import numpy as np
 
 STD_FLOOR = 1e-8
+# A std below this fraction of the column's root mean square is rounding noise of
+# E[x^2] - E[x]^2 (a constant column), not spread.
+RELATIVE_STD_FLOOR = 1e-6
 
 
 def local_stats(x: np.ndarray) -> np.ndarray:
@@ -58,7 +62,8 @@ class Scaler:
     def from_stats(cls, stats: np.ndarray) -> Scaler:
         """Build from one site's `local_stats`, or the sum or plain average of several sites'.
 
-        A column with count 0 gets mean 0 and std 1; a std below 1e-8 becomes 1.
+        A column with count 0 gets mean 0 and std 1. A std below 1e-8, or below 1e-6 of the
+        column's root mean square (a constant column, up to rounding), becomes 1.
         """
         stats = np.asarray(stats, dtype=np.float64)
         if stats.ndim != 1 or stats.size % 3 != 0 or stats.size == 0:
@@ -73,7 +78,8 @@ class Scaler:
         mean = np.where(seen, total / safe, 0.0)
         var = np.maximum(np.where(seen, sumsq / safe - mean**2, 1.0), 0.0)
         std = np.sqrt(var)
-        std = np.where(std < STD_FLOOR, 1.0, std)
+        rms = np.sqrt(np.where(seen, sumsq / safe, 0.0))
+        std = np.where((std < STD_FLOOR) | (std < RELATIVE_STD_FLOOR * rms), 1.0, std)
         return cls(mean=mean, std=std)
 
     def transform(self, x: np.ndarray) -> np.ndarray:

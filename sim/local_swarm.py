@@ -255,8 +255,9 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column("hospital")
     kinds = [k for k in ("local_only", "swarm", "pooled") if k in results["mean"]]
     for kind in kinds:
-        table.add_column(f"{kind} acc", justify="right")
-        table.add_column(f"{kind} AUC", justify="right")
+        label = kind.replace("_only", "")
+        table.add_column(f"{label} acc", justify="right")
+        table.add_column(f"{label} AUC", justify="right")
     rows = list(results["nodes"].items()) + [("mean", results["mean"])]
     for name, r in rows:
         cells = []

@@ -1,0 +1,562 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+/// @title Consortium: the medswarm consortium ledger.
+/// @notice Membership, per-round model commitments, per-epoch contribution reports, median
+/// scores and a pull-payment reward pool. Auditor-only data (names, digests, sample counts,
+/// individual scores) lives in events; storage keeps only what later calls must check.
+///
+/// Report encoding (`entries`): concatenated 10-byte records, each a big-endian uint16 member
+/// index followed by a big-endian int64 score (fixed point, score * 1e6), subjects strictly
+/// ascending. Storing reports as one chained hash per epoch, and taking them back as calldata
+/// at finalize, keeps a report's storage cost constant in the number of scores.
+contract Consortium {
+    /// Finalize holds every report in memory and a report about all peers is ~10 bytes each:
+    /// 100 members keeps a full finalize under the 128 KiB transaction-size limit of clients.
+    uint256 public constant MAX_MEMBERS_LIMIT = 100;
+    uint256 internal constant ENTRY_BYTES = 10;
+
+    struct Member {
+        bool known; // registered at some time: `index` is valid
+        bool active;
+        uint16 index;
+        uint64 nextRound; // 1 + highest round committed (0: none)
+        uint64 nextEpoch; // 1 + last epoch reported (0: none); reports go in epoch order
+        uint96 owed; // accrued and not yet withdrawn, in wei
+    }
+
+    struct MemberView {
+        bool known;
+        bool active;
+        uint16 index;
+        uint64 nextRound;
+        uint64 nextEpoch;
+        uint256 owed;
+        uint256 paid;
+        string peerId;
+    }
+
+    struct State {
+        uint16 memberCount;
+        uint16 maxMembers;
+        uint16 adminCount;
+        bool locked; // reentrancy guard
+        uint64 nextEpoch; // first epoch not finalized; epochs finalize in order
+        uint128 rewardPerEpoch;
+    }
+
+    struct Commitment {
+        uint64 round;
+        bytes32 digest;
+        uint64 samples;
+    }
+
+    struct Report {
+        address reporter;
+        bytes entries;
+    }
+
+    struct EpochResult {
+        bytes32 resultsHash; // chained hash of (member, score, reports, share) in index order
+        uint128 reward; // what the epoch could hand out
+        uint128 allocated; // what it did hand out (<= reward; the rest stays in the pool)
+    }
+
+    uint64 public immutable roundsPerEpoch;
+    uint64 public immutable graceRounds;
+    uint16 public immutable minReports;
+    uint64 public immutable deployedAt; // block number: where an auditor starts reading logs
+
+    State internal _state;
+    uint256 public totalOwed;
+    mapping(address => bool) public isAdmin;
+    mapping(address => Member) internal _members;
+    mapping(address => uint256) public paidTo;
+    mapping(uint256 => address) public memberAt;
+    mapping(address => string) internal _peerIdOf;
+    mapping(bytes32 => address) internal _byPeerId;
+    mapping(address => mapping(uint256 => uint256)) internal _committed; // round >> 8 -> bits
+    mapping(uint64 => bytes32) public reportsHash;
+    mapping(uint64 => EpochResult) public epochResult;
+
+    error NotAdmin(address caller);
+    error LastAdmin(address admin);
+    error InvalidConfig(string field, uint256 value);
+    error NotMember(address account);
+    error MemberInactive(address member);
+    error AlreadyMember(address member);
+    error BadPeerId(string peerId);
+    error PeerIdTaken(string peerId, address holder);
+    error MemberCapReached(uint16 maxMembers);
+    error AlreadyCommitted(address member, uint64 round);
+    error EmptyBatch();
+    error AlreadyReported(address member, uint64 epoch);
+    error ReportOutOfOrder(address member, uint64 epoch, uint64 lastReported);
+    error BadReportEncoding(uint256 length);
+    error UnknownSubject(uint16 subject, uint16 memberCount);
+    error SelfScore(address member, uint64 epoch);
+    error SubjectsNotAscending(uint16 previous, uint16 subject);
+    error EpochAlreadyFinalized(uint64 epoch);
+    error EpochOutOfOrder(uint64 epoch, uint64 nextEpoch);
+    error EpochNotClosed(uint64 epoch, uint256 membersPast, uint256 activeMembers);
+    error ReportsMismatch(uint64 epoch, bytes32 stored, bytes32 supplied);
+    error ZeroAmount();
+    error NothingToWithdraw(address member);
+    error TransferFailed(address to, uint256 amount);
+    error Reentrancy();
+
+    event AdminChanged(address indexed account, bool isAdmin, address indexed by);
+    event MemberRegistered(
+        address indexed member, uint16 indexed index, string peerId, string name, address indexed by
+    );
+    event MemberDeactivated(address indexed member, uint16 indexed index, address indexed by);
+    event MaxMembersChanged(uint16 maxMembers, address indexed by);
+    event ModelCommitted(
+        uint64 indexed round, address indexed member, bytes32 digest, uint64 samples
+    );
+    event ScoresReported(uint64 indexed epoch, address indexed reporter, bytes entries);
+    event ScoreCombined(
+        uint64 indexed epoch, address indexed member, int64 score, uint32 reports
+    );
+    event RewardAccrued(uint64 indexed epoch, address indexed member, uint256 amount);
+    event EpochFinalized(
+        uint64 indexed epoch, address indexed by, uint256 reward, uint256 allocated, bytes32 resultsHash
+    );
+    event PoolFunded(address indexed from, uint256 amount);
+    event RewardPerEpochChanged(uint256 amount, address indexed by);
+    event RewardWithdrawn(address indexed member, uint256 amount);
+
+    modifier onlyAdmin() {
+        if (!isAdmin[msg.sender]) revert NotAdmin(msg.sender);
+        _;
+    }
+
+    modifier nonReentrant() {
+        if (_state.locked) revert Reentrancy();
+        _state.locked = true;
+        _;
+        _state.locked = false;
+    }
+
+    constructor(
+        address[] memory admins,
+        uint16 maxMembers_,
+        uint64 roundsPerEpoch_,
+        uint16 minReports_,
+        uint64 graceRounds_,
+        uint128 rewardPerEpoch_
+    ) {
+        if (admins.length == 0) revert InvalidConfig("admins", 0);
+        if (maxMembers_ == 0 || maxMembers_ > MAX_MEMBERS_LIMIT) {
+            revert InvalidConfig("maxMembers", maxMembers_);
+        }
+        if (roundsPerEpoch_ == 0) revert InvalidConfig("roundsPerEpoch", 0);
+        if (minReports_ == 0) revert InvalidConfig("minReports", 0);
+        roundsPerEpoch = roundsPerEpoch_;
+        graceRounds = graceRounds_;
+        minReports = minReports_;
+        deployedAt = uint64(block.number);
+        _state.maxMembers = maxMembers_;
+        _state.rewardPerEpoch = rewardPerEpoch_;
+        emit MaxMembersChanged(maxMembers_, msg.sender);
+        emit RewardPerEpochChanged(rewardPerEpoch_, msg.sender);
+        for (uint256 i; i < admins.length; ++i) {
+            if (!isAdmin[admins[i]]) {
+                isAdmin[admins[i]] = true;
+                _state.adminCount += 1;
+                emit AdminChanged(admins[i], true, msg.sender);
+            }
+        }
+    }
+
+    // ----- administration -----------------------------------------------------------------
+
+    function setAdmin(address account, bool enabled) external onlyAdmin {
+        if (isAdmin[account] == enabled) return;
+        if (!enabled && _state.adminCount == 1) revert LastAdmin(account);
+        isAdmin[account] = enabled;
+        if (enabled) _state.adminCount += 1;
+        else _state.adminCount -= 1;
+        emit AdminChanged(account, enabled, msg.sender);
+    }
+
+    function setMaxMembers(uint16 maxMembers_) external onlyAdmin {
+        if (maxMembers_ < _state.memberCount || maxMembers_ > MAX_MEMBERS_LIMIT) {
+            revert InvalidConfig("maxMembers", maxMembers_);
+        }
+        _state.maxMembers = maxMembers_;
+        emit MaxMembersChanged(maxMembers_, msg.sender);
+    }
+
+    function setRewardPerEpoch(uint128 amount) external onlyAdmin {
+        _state.rewardPerEpoch = amount;
+        emit RewardPerEpochChanged(amount, msg.sender);
+    }
+
+    /// Register a hospital, or reactivate a deactivated one (it keeps its index and balances).
+    function register(address member, string calldata peerId, string calldata name)
+        external
+        onlyAdmin
+    {
+        uint256 len = bytes(peerId).length;
+        if (len == 0 || len > 128) revert BadPeerId(peerId);
+        bytes32 key = keccak256(bytes(peerId));
+        address holder = _byPeerId[key];
+        if (holder != address(0) && holder != member) revert PeerIdTaken(peerId, holder);
+        Member storage m = _members[member];
+        if (m.active) revert AlreadyMember(member);
+        if (!m.known) {
+            State memory s = _state;
+            if (s.memberCount >= s.maxMembers) revert MemberCapReached(s.maxMembers);
+            m.known = true;
+            m.index = s.memberCount;
+            memberAt[s.memberCount] = member;
+            _state.memberCount = s.memberCount + 1;
+        } else {
+            delete _byPeerId[keccak256(bytes(_peerIdOf[member]))];
+        }
+        m.active = true;
+        _peerIdOf[member] = peerId;
+        _byPeerId[key] = member;
+        emit MemberRegistered(member, m.index, peerId, name, msg.sender);
+    }
+
+    function deactivate(address member) external onlyAdmin {
+        Member storage m = _members[member];
+        if (!m.active) revert MemberInactive(member);
+        m.active = false;
+        emit MemberDeactivated(member, m.index, msg.sender);
+    }
+
+    // ----- commitments ----------------------------------------------------------------------
+
+    function commit(uint64 round, bytes32 digest, uint64 samples) external {
+        Member memory m = _activeMember(msg.sender);
+        mapping(uint256 => uint256) storage words = _committed[msg.sender];
+        uint256 bit = 1 << (round & 0xff);
+        uint256 bits = words[round >> 8];
+        if (bits & bit != 0) revert AlreadyCommitted(msg.sender, round);
+        words[round >> 8] = bits | bit;
+        if (round >= m.nextRound) _members[msg.sender].nextRound = round + 1;
+        emit ModelCommitted(round, msg.sender, digest, samples);
+    }
+
+    /// Several commitments in one transaction (an outbox catching up, or committing once per
+    /// epoch): bitmap words are written once per word, the member slot once per batch.
+    function commitBatch(Commitment[] calldata items) external {
+        Member memory m = _activeMember(msg.sender);
+        uint64 next = _commitMany(m, items);
+        if (next != m.nextRound) _members[msg.sender].nextRound = next;
+    }
+
+    function report(uint64 epoch, bytes calldata entries) external {
+        Member memory m = _activeMember(msg.sender);
+        _report(m, epoch, entries);
+        _members[msg.sender].nextEpoch = epoch + 1;
+    }
+
+    /// An epoch's commitments and its report in one transaction: the cheapest way to write,
+    /// one transaction per member per epoch.
+    function commitAndReport(Commitment[] calldata items, uint64 epoch, bytes calldata entries)
+        external
+    {
+        Member memory m = _activeMember(msg.sender);
+        uint64 next = _commitMany(m, items);
+        _report(m, epoch, entries);
+        Member storage stored = _members[msg.sender];
+        stored.nextRound = next;
+        stored.nextEpoch = epoch + 1;
+    }
+
+    /// Close an epoch: `reports` are the epoch's ScoresReported events in log order (checked
+    /// against the stored hash). Callable by anyone once more than half of the active members
+    /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later.
+    function finalize(uint64 epoch, Report[] calldata reports) external nonReentrant {
+        uint64 next = _state.nextEpoch;
+        if (epoch < next) revert EpochAlreadyFinalized(epoch);
+        if (epoch > next) revert EpochOutOfOrder(epoch, next);
+        _checkReports(epoch, reports);
+        (address[] memory addrs, bool[] memory active) = _closedMembers(epoch);
+        int256[] memory scores = new int256[](addrs.length);
+        uint256[] memory counts = _combine(reports, active, scores);
+        uint256 reward = _state.rewardPerEpoch;
+        uint256 pool = address(this).balance - totalOwed;
+        if (reward > pool) reward = pool;
+        _accrue(epoch, reward, addrs, scores, counts);
+    }
+
+    // ----- rewards --------------------------------------------------------------------------
+
+    function fund() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        emit PoolFunded(msg.sender, msg.value);
+    }
+
+    receive() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        emit PoolFunded(msg.sender, msg.value);
+    }
+
+    /// Pull payment to the member itself; state first, transfer last, and a lock on top.
+    function withdraw() external nonReentrant {
+        Member storage m = _members[msg.sender];
+        if (!m.known) revert NotMember(msg.sender);
+        uint256 amount = m.owed;
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        m.owed = 0;
+        totalOwed -= amount;
+        paidTo[msg.sender] += amount;
+        emit RewardWithdrawn(msg.sender, amount);
+        (bool ok,) = payable(msg.sender).call{value: amount}("");
+        if (!ok) revert TransferFailed(msg.sender, amount);
+    }
+
+    // ----- pure rules (public so tests and auditors can check them directly) --------------
+
+    /// Shares proportional to positive scores, rounded down: the sum never exceeds `reward`.
+    function splitReward(uint256 reward, int256[] memory scores)
+        public
+        pure
+        returns (uint256[] memory shares)
+    {
+        shares = new uint256[](scores.length);
+        uint256 total;
+        for (uint256 i; i < scores.length; ++i) {
+            if (scores[i] > 0) total += uint256(scores[i]);
+        }
+        if (total == 0) return shares;
+        for (uint256 i; i < scores.length; ++i) {
+            if (scores[i] > 0) shares[i] = reward * uint256(scores[i]) / total;
+        }
+    }
+
+    /// Median; for an even count the mean of the two middle values, rounded toward zero.
+    /// Sorts `values` in place (insertion sort: a subject has fewer than 100 reports).
+    function median(int256[] memory values) public pure returns (int256) {
+        uint256 n = values.length;
+        for (uint256 i = 1; i < n; ++i) {
+            int256 v = values[i];
+            uint256 j = i;
+            while (j > 0 && values[j - 1] > v) {
+                values[j] = values[j - 1];
+                --j;
+            }
+            values[j] = v;
+        }
+        if (n % 2 == 1) return values[n / 2];
+        return (values[n / 2 - 1] + values[n / 2]) / 2;
+    }
+
+    // ----- views ----------------------------------------------------------------------------
+
+    function state()
+        external
+        view
+        returns (
+            uint16 memberCount,
+            uint16 maxMembers,
+            uint16 adminCount,
+            uint64 nextEpoch,
+            uint128 rewardPerEpoch,
+            uint256 pool
+        )
+    {
+        State memory s = _state;
+        return (
+            s.memberCount,
+            s.maxMembers,
+            s.adminCount,
+            s.nextEpoch,
+            s.rewardPerEpoch,
+            address(this).balance - totalOwed
+        );
+    }
+
+    function member(address account) external view returns (MemberView memory) {
+        Member memory m = _members[account];
+        return MemberView(
+            m.known, m.active, m.index, m.nextRound, m.nextEpoch, m.owed, paidTo[account],
+            _peerIdOf[account]
+        );
+    }
+
+    function memberByPeerId(string calldata peerId) external view returns (address) {
+        return _byPeerId[keccak256(bytes(peerId))];
+    }
+
+    function isActiveMember(address account) external view returns (bool) {
+        return _members[account].active;
+    }
+
+    function committed(address account, uint64 round) external view returns (bool) {
+        return _committed[account][round >> 8] & (1 << (round & 0xff)) != 0;
+    }
+
+    /// One 256-round word of a member's commitment bitmap (bit i: round word * 256 + i).
+    function committedWord(address account, uint256 word) external view returns (uint256) {
+        return _committed[account][word];
+    }
+
+    // ----- internals ------------------------------------------------------------------------
+
+    function _activeMember(address account) internal view returns (Member memory m) {
+        m = _members[account];
+        if (!m.active) {
+            if (!m.known) revert NotMember(account);
+            revert MemberInactive(account);
+        }
+    }
+
+    /// Emit every combined score, credit every share, record the epoch's result.
+    function _accrue(
+        uint64 epoch,
+        uint256 reward,
+        address[] memory addrs,
+        int256[] memory scores,
+        uint256[] memory counts
+    ) internal {
+        uint256[] memory shares = splitReward(reward, scores);
+        bytes32 results;
+        uint256 allocated;
+        for (uint256 i; i < addrs.length; ++i) {
+            if (counts[i] == 0) continue; // not scored (inactive or too few reports)
+            int64 score = int64(scores[i]);
+            emit ScoreCombined(epoch, addrs[i], score, uint32(counts[i]));
+            results = keccak256(
+                abi.encodePacked(results, addrs[i], score, uint32(counts[i]), uint128(shares[i]))
+            );
+            if (shares[i] == 0) continue;
+            _members[addrs[i]].owed += uint96(shares[i]);
+            allocated += shares[i];
+            emit RewardAccrued(epoch, addrs[i], shares[i]);
+        }
+        totalOwed += allocated;
+        epochResult[epoch] = EpochResult(results, uint128(reward), uint128(allocated));
+        _state.nextEpoch = epoch + 1;
+        emit EpochFinalized(epoch, msg.sender, reward, allocated, results);
+    }
+
+    /// Mark and log `items`; returns the member's new nextRound.
+    function _commitMany(Member memory m, Commitment[] calldata items)
+        internal
+        returns (uint64 next)
+    {
+        if (items.length == 0) revert EmptyBatch();
+        mapping(uint256 => uint256) storage words = _committed[msg.sender];
+        next = m.nextRound;
+        uint256 word = items[0].round >> 8;
+        uint256 bits = words[word];
+        for (uint256 i; i < items.length; ++i) {
+            uint64 round = items[i].round;
+            if (round >> 8 != word) {
+                words[word] = bits;
+                word = round >> 8;
+                bits = words[word];
+            }
+            uint256 bit = 1 << (round & 0xff);
+            if (bits & bit != 0) revert AlreadyCommitted(msg.sender, round);
+            bits |= bit;
+            if (round >= next) next = round + 1;
+            emit ModelCommitted(round, msg.sender, items[i].digest, items[i].samples);
+        }
+        words[word] = bits;
+    }
+
+    /// Validate `entries` (known subjects, never the reporter, ascending) and chain them into
+    /// the epoch's reports hash. The caller records nextEpoch.
+    function _report(Member memory m, uint64 epoch, bytes calldata entries) internal {
+        State memory s = _state;
+        if (epoch < s.nextEpoch) revert EpochAlreadyFinalized(epoch);
+        if (m.nextEpoch > epoch) {
+            if (m.nextEpoch == epoch + 1) revert AlreadyReported(msg.sender, epoch);
+            revert ReportOutOfOrder(msg.sender, epoch, m.nextEpoch - 1);
+        }
+        uint256 n = entries.length;
+        if (n == 0 || n % ENTRY_BYTES != 0) revert BadReportEncoding(n);
+        uint256 previous;
+        for (uint256 off; off < n; off += ENTRY_BYTES) {
+            uint16 subject = uint16(bytes2(entries[off:off + 2]));
+            if (subject >= s.memberCount) revert UnknownSubject(subject, s.memberCount);
+            if (subject == m.index) revert SelfScore(msg.sender, epoch);
+            if (off != 0 && subject <= previous) {
+                revert SubjectsNotAscending(uint16(previous), subject);
+            }
+            previous = subject;
+        }
+        reportsHash[epoch] = keccak256(abi.encodePacked(reportsHash[epoch], msg.sender, entries));
+        emit ScoresReported(epoch, msg.sender, entries);
+    }
+
+    function _checkReports(uint64 epoch, Report[] calldata reports) internal view {
+        bytes32 h;
+        for (uint256 i; i < reports.length; ++i) {
+            h = keccak256(abi.encodePacked(h, reports[i].reporter, reports[i].entries));
+        }
+        bytes32 stored = reportsHash[epoch];
+        if (h != stored) revert ReportsMismatch(epoch, stored, h);
+    }
+
+    /// Every member's address and active flag, by index; reverts unless the epoch is closed.
+    function _closedMembers(uint64 epoch)
+        internal
+        view
+        returns (address[] memory addrs, bool[] memory active)
+    {
+        addrs = new address[](_state.memberCount);
+        active = new bool[](addrs.length);
+        uint256 closeRound = (uint256(epoch) + 1) * roundsPerEpoch + graceRounds;
+        uint256 activeCount;
+        uint256 past;
+        for (uint256 i; i < addrs.length; ++i) {
+            address a = memberAt[i];
+            Member memory m = _members[a];
+            addrs[i] = a;
+            if (!m.active) continue;
+            active[i] = true;
+            activeCount += 1;
+            if (m.nextRound > closeRound) past += 1;
+        }
+        if (past * 2 <= activeCount) revert EpochNotClosed(epoch, past, activeCount);
+    }
+
+    /// Median score per active subject from the reports of active reporters; `counts[i]` is
+    /// the number of reports behind `scores[i]`, or 0 when the subject gets no score.
+    function _combine(Report[] calldata reports, bool[] memory active, int256[] memory scores)
+        internal
+        view
+        returns (uint256[] memory counts)
+    {
+        uint256 n = active.length;
+        counts = new uint256[](n);
+        bool[] memory counted = new bool[](reports.length);
+        for (uint256 r; r < reports.length; ++r) {
+            Member memory rep = _members[reports[r].reporter];
+            if (!active[rep.index]) continue; // a deactivated member's reports no longer count
+            counted[r] = true;
+            bytes calldata e = reports[r].entries;
+            for (uint256 off; off < e.length; off += ENTRY_BYTES) {
+                counts[uint16(bytes2(e[off:off + 2]))] += 1;
+            }
+        }
+        int256[][] memory buckets = new int256[][](n);
+        for (uint256 i; i < n; ++i) {
+            buckets[i] = new int256[](counts[i]);
+            counts[i] = 0; // reused as the fill pointer
+        }
+        for (uint256 r; r < reports.length; ++r) {
+            if (!counted[r]) continue;
+            bytes calldata e = reports[r].entries;
+            for (uint256 off; off < e.length; off += ENTRY_BYTES) {
+                uint256 subject = uint16(bytes2(e[off:off + 2]));
+                buckets[subject][counts[subject]++] = int64(uint64(bytes8(e[off + 2:off + 10])));
+            }
+        }
+        for (uint256 i; i < n; ++i) {
+            if (!active[i] || counts[i] < minReports) {
+                counts[i] = 0;
+                continue;
+            }
+            scores[i] = median(buckets[i]);
+        }
+    }
+}

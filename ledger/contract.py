@@ -1,0 +1,304 @@
+"""`Ledger`: the Python API over the Consortium contract on any backend.
+
+Writes return a TxResult or raise LedgerRevert (the contract's custom error, decoded) or
+ChainUnavailable (transport failure: retry later). Reads return frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_hex_address, to_checksum_address
+from web3.contract import Contract
+
+from ledger.artifacts import Artifact, load_artifact
+from ledger.backends.base import Chain
+from ledger.errors import LedgerError
+from ledger.events import EventDecoder, read_events
+from ledger.revert import ErrorDecoder
+from ledger.scores import encode_entries, to_fixed
+from ledger.tx import Sender, TxResult, transport_guard
+from ledger.views import Commitment, EpochResult, LedgerState, MemberInfo, Report
+
+CONTRACT_NAME = "Consortium"
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    max_members: int = 16
+    rounds_per_epoch: int = 10
+    min_reports: int = 2
+    grace_rounds: int = 1
+    reward_per_epoch: int = 10**18  # wei
+    admins: tuple[str, ...] = ()  # empty: the deployer alone
+
+
+class Ledger:
+    """One contract on one chain, acting as one account (read-only without an account)."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        address: str,
+        account: LocalAccount | None = None,
+        artifact: Artifact | None = None,
+    ) -> None:
+        self.chain = chain
+        self.artifact = artifact or load_artifact(CONTRACT_NAME)
+        self.address = to_checksum_address(address)
+        self.contract: Contract = chain.w3.eth.contract(address=self.address, abi=self.artifact.abi)
+        self.errors = ErrorDecoder(self.artifact.abi)
+        self.events = EventDecoder(self.artifact.abi)
+        self.account = account
+        self._sender = (
+            Sender(chain.w3, account, self.errors, chain.name) if account is not None else None
+        )
+        self._index_to_address: dict[int, str] = {}
+
+    # ----- construction -------------------------------------------------------------------
+
+    @classmethod
+    def deploy(
+        cls, chain: Chain, account: LocalAccount, config: DeployConfig | None = None
+    ) -> Ledger:
+        config = config or DeployConfig()
+        artifact = load_artifact(CONTRACT_NAME)
+        admins = list(config.admins) or [account.address]
+        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        data = factory.constructor(
+            admins,
+            config.max_members,
+            config.rounds_per_epoch,
+            config.min_reports,
+            config.grace_rounds,
+            config.reward_per_epoch,
+        ).data_in_transaction
+        sender = Sender(chain.w3, account, ErrorDecoder(artifact.abi), chain.name)
+        result = sender.send(None, data, description={"function": "constructor"})
+        assert result.contract_address is not None
+        ledger = cls(chain, result.contract_address, account, artifact)
+        ledger._sender = sender
+        return ledger
+
+    def as_account(self, account: LocalAccount) -> Ledger:
+        """The same contract, sending as `account`."""
+        return Ledger(self.chain, self.address, account, self.artifact)
+
+    @property
+    def sender_address(self) -> str:
+        if self.account is None:
+            raise LedgerError("this Ledger has no account: read-only")
+        return str(self.account.address)
+
+    # ----- writes -------------------------------------------------------------------------
+
+    def _transact(self, fn: str, *args: Any, value: int = 0) -> TxResult:
+        if self._sender is None:
+            raise LedgerError(f"{fn}: this Ledger has no account (read-only)")
+        data = self.contract.encode_abi(fn, args=list(args))
+        return self._sender.send(
+            self.address, data, value=value, description={"function": fn, "args": args}
+        )
+
+    def register(self, member: str, peer_id: str, name: str) -> TxResult:
+        return self._transact("register", to_checksum_address(member), peer_id, name)
+
+    def deactivate(self, member: str) -> TxResult:
+        return self._transact("deactivate", to_checksum_address(member))
+
+    def set_admin(self, account: str, enabled: bool) -> TxResult:
+        return self._transact("setAdmin", to_checksum_address(account), enabled)
+
+    def set_max_members(self, max_members: int) -> TxResult:
+        return self._transact("setMaxMembers", max_members)
+
+    def set_reward_per_epoch(self, wei: int) -> TxResult:
+        return self._transact("setRewardPerEpoch", wei)
+
+    def commit(self, round: int, digest: bytes, samples: int) -> TxResult:
+        """Commit the sha256 `digest` of this member's model for `round`."""
+        return self._transact("commit", round, _digest(digest), samples)
+
+    def commit_batch(self, items: Sequence[Commitment]) -> TxResult:
+        return self._transact(
+            "commitBatch", [(c.round, _digest(c.digest), c.samples) for c in items]
+        )
+
+    def report(self, epoch: int, scores: Mapping[str, float]) -> TxResult:
+        """Report `epoch`'s scores, keyed by peer ID or address (scores as floats)."""
+        return self.report_fixed(epoch, self.fixed_scores(scores))
+
+    def report_fixed(self, epoch: int, scores: Mapping[int, int]) -> TxResult:
+        """Report fixed-point scores (score * 1e6) keyed by member index."""
+        return self._transact("report", epoch, encode_entries(scores))
+
+    def commit_and_report(
+        self, items: Sequence[Commitment], epoch: int, scores: Mapping[int, int]
+    ) -> TxResult:
+        """An epoch's commitments and its report (fixed scores by member index) in one tx."""
+        return self._transact(
+            "commitAndReport",
+            [(c.round, _digest(c.digest), c.samples) for c in items],
+            epoch,
+            encode_entries(scores),
+        )
+
+    def fixed_scores(self, scores: Mapping[str, float]) -> dict[int, int]:
+        """{peer ID or address: float score} -> {member index: fixed-point score}."""
+        return {self.index_of(k): to_fixed(v) for k, v in scores.items()}
+
+    def finalize(self, epoch: int) -> TxResult:
+        """Finalize `epoch`, supplying its reports from the chain's events."""
+        reports = [(r.reporter, r.entries) for r in self.reports(epoch)]
+        return self._transact("finalize", epoch, reports)
+
+    def fund(self, wei: int) -> TxResult:
+        return self._transact("fund", value=wei)
+
+    def withdraw(self) -> TxResult:
+        return self._transact("withdraw")
+
+    # ----- reads --------------------------------------------------------------------------
+
+    def _call(self, fn: str, *args: Any) -> Any:
+        return transport_guard(
+            self.chain.name, lambda: self.contract.functions[fn](*args).call()
+        )
+
+    @cached_property
+    def _constants(self) -> tuple[int, int, int, int]:
+        return (
+            self._call("roundsPerEpoch"),
+            self._call("graceRounds"),
+            self._call("minReports"),
+            self._call("deployedAt"),
+        )
+
+    @property
+    def deployed_at(self) -> int:
+        return self._constants[3]
+
+    def state(self) -> LedgerState:
+        count, max_members, admins, next_epoch, reward, pool = self._call("state")
+        rounds, grace, min_reports, deployed = self._constants
+        balance = transport_guard(
+            self.chain.name, lambda: self.chain.w3.eth.get_balance(self.address)
+        )
+        return LedgerState(
+            address=self.address,
+            member_count=count,
+            max_members=max_members,
+            admin_count=admins,
+            next_epoch=next_epoch,
+            reward_per_epoch=reward,
+            pool=pool,
+            total_owed=self._call("totalOwed"),
+            balance=balance,
+            rounds_per_epoch=rounds,
+            grace_rounds=grace,
+            min_reports=min_reports,
+            deployed_at=deployed,
+        )
+
+    def member(self, address: str) -> MemberInfo | None:
+        """The member at `address`, or None if it was never registered."""
+        address = to_checksum_address(address)
+        known, active, index, next_round, next_epoch, owed, paid, peer_id = self._call(
+            "member", address
+        )
+        if not known:
+            return None
+        return MemberInfo(address, index, active, peer_id, next_round, next_epoch, owed, paid)
+
+    def members(self) -> list[MemberInfo]:
+        """Every member ever registered (active or not), by index."""
+        count = self._call("state")[0]
+        found = []
+        for index in range(count):
+            info = self.member(self.member_address(index))
+            assert info is not None
+            found.append(info)
+        return found
+
+    def member_address(self, index: int) -> str:
+        if index not in self._index_to_address:  # indexes never change: cache
+            self._index_to_address[index] = to_checksum_address(self._call("memberAt", index))
+        return self._index_to_address[index]
+
+    def member_by_peer_id(self, peer_id: str) -> MemberInfo | None:
+        address = self._call("memberByPeerId", peer_id)
+        if int(address, 16) == 0:
+            return None
+        return self.member(address)
+
+    def is_active_member(self, who: str) -> bool:
+        """True if `who` (an address or a libp2p peer ID) is an active member."""
+        if _ADDRESS_RE.match(who):
+            return bool(self._call("isActiveMember", to_checksum_address(who)))
+        info = self.member_by_peer_id(who)
+        return info is not None and info.active
+
+    def index_of(self, who: str) -> int:
+        info = (
+            self.member(who) if is_hex_address(who) else self.member_by_peer_id(who)
+        )
+        if info is None:
+            raise LedgerError(f"{who} is not a registered member")
+        return info.index
+
+    def is_admin(self, address: str) -> bool:
+        return bool(self._call("isAdmin", to_checksum_address(address)))
+
+    def committed(self, member: str, round: int) -> bool:
+        return bool(self._call("committed", to_checksum_address(member), round))
+
+    def committed_word(self, member: str, word: int) -> int:
+        return int(self._call("committedWord", to_checksum_address(member), word))
+
+    def epoch_result(self, epoch: int) -> EpochResult:
+        results_hash, reward, allocated = self._call("epochResult", epoch)
+        next_epoch = self._call("state")[3]
+        return EpochResult(
+            epoch=epoch,
+            finalized=epoch < next_epoch,
+            reports_hash=bytes(self._call("reportsHash", epoch)),
+            results_hash=bytes(results_hash),
+            reward=reward,
+            allocated=allocated,
+        )
+
+    def reports(self, epoch: int) -> list[Report]:
+        """The epoch's ScoresReported events in log order (what finalize must be given)."""
+        topic = self.events.topic("ScoresReported")
+        epoch_topic = epoch.to_bytes(32, "big")
+        found = transport_guard(
+            self.chain.name,
+            lambda: read_events(
+                self.chain.w3, self.events, self.address, self.deployed_at, None,
+                topics=[topic, epoch_topic],
+            ),
+        )  # fmt: skip
+        return [
+            Report(epoch, e.args["reporter"], e.args["entries"], e.block_number, e.log_index)
+            for e in found
+        ]
+
+    def split_reward(self, reward: int, scores: Iterable[int]) -> list[int]:
+        """The contract's own split rule, evaluated on chain (a pure call)."""
+        return list(self._call("splitReward", reward, list(scores)))
+
+    def median(self, values: Iterable[int]) -> int:
+        return int(self._call("median", list(values)))
+
+
+def _digest(digest: bytes | str) -> bytes:
+    raw = bytes.fromhex(digest.removeprefix("0x")) if isinstance(digest, str) else bytes(digest)
+    if len(raw) != 32:
+        raise LedgerError(f"a model digest is 32 bytes (sha256), got {len(raw)}")
+    return raw

@@ -1,0 +1,62 @@
+"""Typed read views of the contract (frozen: they are snapshots)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Commitment:
+    round: int
+    digest: bytes  # sha256 of the model file
+    samples: int
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    address: str
+    index: int
+    active: bool
+    peer_id: str
+    next_round: int  # 1 + highest committed round; 0: none yet
+    next_epoch: int  # 1 + last reported epoch; 0: none yet
+    owed: int  # wei accrued, not withdrawn
+    paid: int  # wei withdrawn so far
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    address: str
+    member_count: int
+    max_members: int
+    admin_count: int
+    next_epoch: int  # first epoch not yet finalized
+    reward_per_epoch: int
+    pool: int  # balance - total owed: what future epochs can hand out
+    total_owed: int
+    balance: int
+    rounds_per_epoch: int
+    grace_rounds: int
+    min_reports: int
+    deployed_at: int
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    finalized: bool
+    reports_hash: bytes
+    results_hash: bytes
+    reward: int
+    allocated: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """One ScoresReported event: who reported what, in the packed encoding."""
+
+    epoch: int
+    reporter: str
+    entries: bytes
+    block_number: int
+    log_index: int

@@ -1,0 +1,65 @@
+"""(c) A node killed mid-run: the others finish every round; restarted over its output folder,
+it resumes from its checkpoint, rejoins, and finishes too."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from sim.local_swarm import init_heart_disease_swarm, start_node, stop_processes
+from tests.integration.swarm_support import metrics, out_dir
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 150
+VICTIM = "hungarian"
+SETTINGS = {"training.epochs": 3, "timeouts.linger_seconds": 20}
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
+    swarm = tmp_path / "swarm"
+    init_heart_disease_swarm(swarm, rounds=ROUNDS, topology="ring")
+    names = json.loads((swarm / "swarm.json").read_text())["nodes"]
+    procs = {n: start_node(swarm, n, SETTINGS) for n in names}
+    try:
+        wait_until(lambda: len(metrics(swarm, VICTIM)) >= 5, 180, "the victim's 5th round")
+        os.killpg(procs[VICTIM].pid, signal.SIGKILL)
+        procs[VICTIM].wait()
+        killed_at = time.time()
+        state = json.loads((out_dir(swarm, VICTIM) / "checkpoint" / "state.json").read_text())
+        checkpoint_round = state["round"]
+        assert 5 <= checkpoint_round < ROUNDS
+
+        restarted = start_node(swarm, VICTIM, SETTINGS)
+        procs[VICTIM] = restarted
+        for name, proc in procs.items():
+            assert proc.wait(timeout=300) == 0, (swarm / "nodes" / name / "node.log").read_text()
+    finally:
+        stop_processes(procs.values())
+
+    victim_id = metrics(swarm, VICTIM)[0]["peer_id"]
+    for name in names:
+        rounds = [r["round"] for r in metrics(swarm, name)]
+        assert rounds == list(range(1, ROUNDS + 1)), name
+    # The victim's ring neighbours noticed it was gone, skipped it and carried on.
+    others = [r for n in names if n != VICTIM for r in metrics(swarm, n)]
+    assert any(victim_id in r["failures"] for r in others)
+    # Rounds up to the checkpoint were not redone; the rest ran after the restart.
+    for record in metrics(swarm, VICTIM):
+        if record["round"] <= checkpoint_round:
+            assert record["time"] < killed_at
+        else:
+            assert record["time"] > killed_at
+    # Back in the swarm: after the restart it merged with its neighbours again.
+    after = [r for r in metrics(swarm, VICTIM) if r["round"] > checkpoint_round]
+    assert any(r["neighbours_reached"] for r in after)

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from gossip.identity import create_key_file
+from node.config import load_config
+from node.errors import ConfigError
+from node.init import init_node
+
+REPO = Path(__file__).resolve().parents[3]
+DATA = REPO / "data" / "heart-disease"
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path, _ = init_node(
+        tmp_path,
+        "cleveland",
+        str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"),
+        "/ip4/127.0.0.1/tcp/0",
+        [],
+    )
+    return path
+
+
+def test_node_init_writes_a_valid_commented_config_and_a_private_key(config_path):
+    text = config_path.read_text()
+    assert "# medswarm node configuration" in text
+    assert (config_path.parent / "identity.key").stat().st_mode & 0o777 == 0o600
+    cfg = load_config(config_path)
+    assert cfg.node.name == "cleveland"
+    assert cfg.node.key_file == config_path.parent / "identity.key"
+    assert cfg.node.output_dir == config_path.parent / "out"
+    assert cfg.swarm.merge == "metropolis"
+    # The key itself never appears in the config.
+    assert (config_path.parent / "identity.key").read_bytes().hex() not in text
+
+
+def test_init_refuses_to_overwrite(config_path):
+    with pytest.raises(FileExistsError):
+        init_node(config_path.parent, "x", "d.csv", "s.toml", "/ip4/127.0.0.1/tcp/0", [])
+
+
+def test_overrides_are_typed_and_validated(config_path):
+    cfg = load_config(config_path, ["training.epochs=3", "model.hidden=[8, 4]", "node.name=zz"])
+    assert cfg.training.epochs == 3
+    assert cfg.model.hidden == [8, 4]
+    assert cfg.node.name == "zz"
+    with pytest.raises(ConfigError, match="training.epochs"):
+        load_config(config_path, ["training.epochs=-1"])
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load_config(config_path, ["training.epochs"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("[training]", "[training]\nepochz = 2"), r"training.epochz: unknown key"),
+        (('name = "mlp"', 'name = "transformer"'), r"model.name: Input should be 'logreg' or"),
+        (("epochs = 1 ", 'epochs = "one" '), r"training.epochs: .*integer"),
+        (("processed.cleveland.data", "missing.data"), r"data.path: .*file not found"),
+        (('listen = "/ip4/127.0.0.1/tcp/0"', 'listen = "/ip4/127.0.0.1/udp/1"'), r"node.listen"),
+    ],
+)
+def test_bad_configs_name_the_file_and_key(config_path, edit, message):
+    old, new = edit
+    text = config_path.read_text()
+    assert old in text
+    config_path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(config_path)
+    assert str(config_path) in str(err.value)
+
+
+def test_missing_section_and_missing_file(tmp_path):
+    create_key_file(tmp_path / "k")
+    (tmp_path / "c.toml").write_text('[node]\nname = "a"\nkey_file = "k"\n')
+    with pytest.raises(ConfigError, match="data: required key is missing"):
+        load_config(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    (tmp_path / "bad.toml").write_text("[node\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")

@@ -1,0 +1,127 @@
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node import merge as m
+
+
+def contribution(value, samples, degree):
+    return m.Contribution({"w": np.array(value, dtype=np.float64)}, samples, degree)
+
+
+@st.composite
+def connected_graphs(draw):
+    n = draw(st.integers(2, 9))
+    seed = draw(st.integers(0, 10_000))
+    p = draw(st.floats(0.2, 1.0))
+    g = nx.gnp_random_graph(n, p, seed=seed)
+    # Add a spanning path so the graph is always connected.
+    g.add_edges_from((i, i + 1) for i in range(n - 1))
+    samples = draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n))
+    values = draw(st.lists(st.floats(-100, 100, allow_nan=False), min_size=n, max_size=n))
+    return g, samples, values
+
+
+def mixing_matrix(g, samples):
+    n = g.number_of_nodes()
+    w = np.zeros((n, n))
+    for i in range(n):
+        nbrs = sorted(g.neighbors(i))
+        self_w, ws = m.metropolis_weights(
+            samples[i], g.degree(i), [contribution(0.0, samples[j], g.degree(j)) for j in nbrs]
+        )
+        w[i, i] = self_w
+        w[i, nbrs] = ws
+    return w
+
+
+@settings(max_examples=80, deadline=None)
+@given(connected_graphs())
+def test_metropolis_is_row_stochastic_with_detailed_balance_in_sample_counts(case):
+    g, samples, _ = case
+    w = mixing_matrix(g, samples)
+    assert (w >= -1e-12).all()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    flow = np.array(samples)[:, None] * w
+    np.testing.assert_allclose(flow, flow.T, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(connected_graphs())
+def test_repeated_merging_reaches_the_sample_weighted_average(case):
+    """Run the node-level merge function synchronously on every node of a connected graph."""
+    g, samples, values = case
+    x = [np.array([v]) for v in values]
+    target = np.dot(samples, values) / sum(samples)
+    for _ in range(3000):
+        x = [
+            m.merge_metropolis(
+                {"w": x[i]},
+                samples[i],
+                g.degree(i),
+                [m.Contribution({"w": x[j]}, samples[j], g.degree(j)) for j in sorted(g[i])],
+            )["w"]
+            for i in g.nodes
+        ]
+        spread = max(abs(v[0] - target) for v in x)
+        if spread <= 1e-6 * (1 + abs(target)):
+            break
+    assert spread <= 1e-6 * (1 + abs(target))
+
+
+@settings(max_examples=60, deadline=None)
+@given(connected_graphs())
+def test_one_mixing_step_preserves_the_weighted_mean(case):
+    g, samples, values = case
+    w = mixing_matrix(g, samples)
+    x = np.array(values)
+    n = np.array(samples, dtype=float)
+    assert np.dot(n, w @ x) == pytest.approx(np.dot(n, x), rel=1e-9, abs=1e-6)
+
+
+def test_missing_neighbour_weight_stays_on_self():
+    own = {"w": np.array([1.0])}
+    full = m.metropolis_weights(10, 2, [contribution(0, 10, 2), contribution(0, 10, 2)])
+    partial = m.metropolis_weights(10, 2, [contribution(0, 10, 2)])
+    assert partial[0] == pytest.approx(full[0] + full[1][1])
+    assert m.merge_metropolis(own, 10, 2, [])["w"][0] == 1.0
+
+
+def test_weights_keep_dtype_and_accumulate_in_float64():
+    own = {"w": np.full(3, 1e-3, np.float32)}
+    out = m.merge("metropolis", own, 5, 1, [m.Contribution(own, 5, 1)])
+    assert out["w"].dtype == np.float32
+    np.testing.assert_allclose(out["w"], 1e-3, rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=9))
+def test_robust_rules_stay_within_the_range_of_the_inputs(values):
+    own = {"w": np.array([values[0]])}
+    nbs = [contribution([v], 1, 1) for v in values[1:]]
+    for rule in ("median", "trimmed_mean"):
+        out = m.merge(rule, own, 1, 1, nbs)["w"][0]
+        assert min(values) - 1e-6 <= out <= max(values) + 1e-6
+
+
+def test_median_and_trimmed_mean_ignore_one_outlier():
+    own = {"w": np.array([1.0])}
+    nbs = [
+        contribution([1.1], 1, 4),
+        contribution([0.9], 1, 4),
+        contribution([1e9], 1, 4),
+        contribution([1.0], 1, 4),
+    ]
+    assert m.merge("median", own, 1, 4, nbs)["w"][0] == pytest.approx(1.0)
+    assert m.merge("trimmed_mean", own, 1, 4, nbs, trim_fraction=0.2)["w"][0] == pytest.approx(
+        1.0333333, rel=1e-5
+    )
+    with pytest.raises(ValueError, match="unknown merge rule"):
+        m.merge("mean", own, 1, 4, nbs)
+
+
+def test_invalid_sample_count_is_refused():
+    with pytest.raises(ValueError):
+        m.metropolis_weights(0, 1, [])

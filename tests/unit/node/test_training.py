@@ -1,0 +1,152 @@
+"""Local training and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+from node.models import build_model
+from node.training import EvalResult, TrainSettings, evaluate, roc_auc, train_local
+
+
+def _separable(n: int = 200, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w = rng.normal(size=d)
+    y = (x @ w > 0).astype(np.int64)
+    return x, y
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("logreg", TrainSettings(epochs=10, lr=0.5)),
+        ("mlp", TrainSettings(epochs=10, lr=0.1, momentum=0.9)),
+        ("mlp", TrainSettings(epochs=10, lr=0.01, optimizer="adam", weight_decay=1e-4)),
+    ],
+)
+def test_training_reduces_loss_on_separable_data(name, settings):
+    x, y = _separable()
+    model = build_model(name, x.shape[1], hidden=(16,), seed=0)
+    before = evaluate(model, x, y)
+    first = train_local(model, x, y, settings, seed=0)
+    later = train_local(model, x, y, settings, seed=1)
+    after = evaluate(model, x, y)
+    assert later < first
+    assert after.loss < 0.5 * before.loss
+    assert after.accuracy >= 0.95
+
+
+def test_same_seed_same_result_including_dropout():
+    x, y = _separable()
+    settings = TrainSettings(epochs=2, batch_size=16)
+    runs = []
+    for _ in range(2):
+        model = build_model("mlp", 5, hidden=(8,), seed=3, dropout=0.5)
+        loss = train_local(model, x, y, settings, seed=11)
+        runs.append((loss, _state(model)))
+    other = build_model("mlp", 5, hidden=(8,), seed=3, dropout=0.5)
+    train_local(other, x, y, settings, seed=12)
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    assert not all(torch.equal(runs[0][1][k], v) for k, v in other.state_dict().items())
+
+
+def test_training_does_not_touch_the_global_rng():
+    x, y = _separable()
+    model = build_model("mlp", 5, hidden=(8,), dropout=0.2)
+    before = torch.random.get_rng_state()
+    train_local(model, x, y, TrainSettings(), seed=0)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_zero_epochs_is_a_no_op_returning_the_current_loss():
+    x, y = _separable()
+    model = build_model("logreg", 5, seed=0)
+    state = _state(model)
+    loss = train_local(model, x, y, TrainSettings(epochs=0), seed=0)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert loss == pytest.approx(evaluate(model, x, y).loss, rel=1e-6)
+
+
+def test_mode_is_restored():
+    x, y = _separable(n=20)
+    model = build_model("mlp", 5, hidden=(4,)).eval()
+    train_local(model, x, y, TrainSettings(), seed=0)
+    assert not model.training
+    model.train()
+    evaluate(model, x, y)
+    assert model.training
+
+
+def test_evaluate_matches_sklearn_on_a_fixed_model():
+    model = build_model("logreg", 2)
+    model.load_state_dict(
+        {"linear.weight": torch.tensor([[1.0, -2.0]]), "linear.bias": torch.tensor([0.25])}
+    )
+    x = np.array(
+        [[0, 0], [1, 1], [2, 0], [0, 1], [1, 0], [3, 1], [0, 0], [-1, 0.5]], dtype=np.float32
+    )
+    y = np.array([1, 0, 1, 0, 0, 1, 0, 1])
+    logits = x.astype(np.float64) @ np.array([1.0, -2.0]) + 0.25  # has ties: rows 0 and 6
+    prob = 1 / (1 + np.exp(-logits))
+
+    result = evaluate(model, x, y)
+
+    assert result.n == 8
+    assert result.accuracy == pytest.approx(accuracy_score(y, prob > 0.5))
+    assert result.auc == pytest.approx(roc_auc_score(y, logits))
+    assert result.loss == pytest.approx(log_loss(y, prob), rel=1e-5)
+    assert result.to_dict() == {
+        "accuracy": result.accuracy,
+        "auc": result.auc,
+        "loss": result.loss,
+        "n": 8,
+    }
+
+
+def test_roc_auc_matches_sklearn_with_many_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    score = rng.integers(0, 5, 300).astype(np.float64) + y
+    assert roc_auc(y, score) == pytest.approx(roc_auc_score(y, score))
+
+
+def test_auc_is_none_with_one_class():
+    x, _ = _separable(n=10)
+    result = evaluate(build_model("logreg", 5), x, np.ones(10, dtype=np.int64))
+    assert isinstance(result, EvalResult)
+    assert result.auc is None
+    assert 0.0 <= result.accuracy <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "pattern"),
+    [
+        (np.full((3, 2), np.nan), np.zeros(3), "Scaler"),
+        (np.zeros((3, 2)), np.array([0, 1, 2]), "0/1"),
+        (np.zeros((3, 2)), np.zeros(4), "shape"),
+        (np.zeros((0, 2)), np.zeros(0), "no rows"),
+    ],
+)
+def test_bad_inputs_are_rejected(x, y, pattern):
+    model = build_model("logreg", 2)
+    with pytest.raises(ValueError, match=pattern):
+        train_local(model, x, y, TrainSettings(), seed=0)
+    with pytest.raises(ValueError, match=pattern):
+        evaluate(model, x, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"epochs": -1}, {"batch_size": 0}, {"lr": 0.0}, {"momentum": 1.0}, {"optimizer": "rmsprop"}],
+)
+def test_settings_are_validated(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        TrainSettings(**kwargs)
