@@ -17,7 +17,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from gossip import wire
 from gossip.errors import GossipError, PeerMessageError, PeerUnavailable
-from gossip.host import ensure_connected
+from gossip.host import WRITE_CHUNK, ensure_connected
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,9 @@ class ParamExchange:
                 return
             await stream.write(found.header)
             for buf in found.buffers:
-                for start in range(0, len(buf), READ_CHUNK):
-                    await stream.write(buf[start : start + READ_CHUNK])
+                view = memoryview(buf)  # slices of a view are not copies
+                for start in range(0, len(view), WRITE_CHUNK):
+                    await stream.write(view[start : start + WRITE_CHUNK])  # type: ignore[arg-type]
         self.counters.bytes_sent += len(found.header) + sum(map(len, found.buffers))
         if kind == "params":
             self.counters.served[peer] = max(self.counters.served.get(peer, -1), found.round)
@@ -200,14 +201,19 @@ async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes:
 
 async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
     # stream.read(n) returns at most n bytes, and the library's own helper gives up after 100
-    # partial reads: loop until done or the peer closes.
-    buf = bytearray()
-    while len(buf) < n:
+    # partial reads: loop until done or the peer closes. `n` is always capped by the caller (a
+    # frame cap, or a payload size the header checks matched against the local model), so the
+    # buffer is allocated once and filled in place instead of grown by `+=`.
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
         try:
-            chunk = await stream.read(min(n - len(buf), READ_CHUNK))
+            chunk = await stream.read(min(n - got, READ_CHUNK))
         except EOFError:  # the library signals a peer's close either way
             chunk = b""
         if not chunk:
-            raise PeerMessageError(peer, "truncated", f"stream ended after {len(buf)} of {n} bytes")
-        buf += chunk
+            raise PeerMessageError(peer, "truncated", f"stream ended after {got} of {n} bytes")
+        view[got : got + len(chunk)] = chunk
+        got += len(chunk)
     return buf

@@ -11,14 +11,23 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as YAMUX_HEADER_SIZE
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gossip.errors import GossipError, PeerUnavailable
 
 log = logging.getLogger(__name__)
+
+# The largest stream write that yamux sends as one frame which Noise sends as one message.
+# yamux cuts writes into frames of up to 64 KiB (12-byte header + 65524 bytes), but a Noise
+# message carries at most 65519 plaintext bytes, so every full yamux frame used to travel as a
+# 65519-byte message plus a 17-byte one: two encryptions, two sends, two reads and decrypts per
+# frame. Writes of this size keep every frame in a single Noise message.
+WRITE_CHUNK = NOISE_MAX_PLAINTEXT - YAMUX_HEADER_SIZE
 
 
 def build_host(key_pair: KeyPair) -> IHost:

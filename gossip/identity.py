@@ -29,7 +29,9 @@ def load_key_file(path: Path) -> KeyPair:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise IdentityError(f"{path}: identity key file not found (create one: medswarm node init)")
+        raise IdentityError(
+            f"{path}: identity key file not found (create one: medswarm node init)"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise IdentityError(
             f"{path}: identity key file has mode {stat.S_IMODE(mode):o}; expected 600 (chmod 600)"

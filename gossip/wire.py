@@ -102,7 +102,8 @@ def decode_request(body: bytes, peer: str) -> tuple[str, int, float]:
     if (
         msg.get("v") != WIRE_VERSION
         or not isinstance(kind, str)
-        or not _is_int(round_)
+        or not isinstance(round_, int)
+        or isinstance(round_, bool)
         or not isinstance(wait, float)
     ):
         raise PeerMessageError(peer, "schema", f"malformed request {msg!r}")

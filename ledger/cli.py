@@ -1,5 +1,387 @@
-"""`medswarm ledger ...`: the auditor's and admin's commands (filled in by the ledger issue)."""
+"""`medswarm ledger ...`: the auditor's and admin's commands.
+
+Every command takes `--chain` (embedded | anvil | ganache | http(s) URL) and, except deploy,
+`--contract ADDR`. With `--chain anvil --state FILE` each command runs a managed Anvil that
+loads and saves FILE, so a local consortium persists between commands; `serve` keeps one
+running for nodes. Keys come from `--key-file` (mode 0600), $MEDSWARM_ETH_KEY, or, on local
+dev chains only, `--dev-account N` (the public test mnemonic).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+from web3 import Web3
 
-app = typer.Typer(help="Consortium ledger: deploy, register, fund, status, audit, withdraw.")
+from ledger.accounts import KEY_ENV, load_key_env, load_key_file
+from ledger.accounts import dev_account as dev_key
+from ledger.audit import AuditReport, check_models, run_audit
+from ledger.backends import Chain, connect
+from ledger.contract import DeployConfig, Ledger
+from ledger.errors import LedgerError, LedgerRevert
+from ledger.scores import from_fixed
+
+app = typer.Typer(
+    help="Consortium ledger: deploy, register, fund, status, audit, withdraw.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+ChainOpt = Annotated[
+    str, typer.Option("--chain", help="embedded | anvil | ganache | http(s)://host:port")
+]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state", help="Anvil state file, loaded and saved (anvil only).")
+]
+ContractOpt = Annotated[
+    str, typer.Option("--contract", envvar="MEDSWARM_LEDGER_CONTRACT", help="Contract address.")
+]
+KeyFileOpt = Annotated[
+    Path | None, typer.Option("--key-file", help="Hex private key file, mode 0600.")
+]
+DevOpt = Annotated[
+    int | None,
+    typer.Option("--dev-account", help="Dev account N of the test mnemonic (local chains)."),
+]
+LOCAL_CHAINS = ("embedded", "anvil", "ganache")
+
+
+def parse_wei(text: str) -> int:
+    """'1000', '1.5ether', '2 gwei', '10wei' -> wei."""
+    cleaned = text.strip().lower().replace(" ", "")
+    for unit in ("ether", "eth", "gwei", "wei"):
+        if cleaned.endswith(unit):
+            number = cleaned[: -len(unit)]
+            name = "ether" if unit == "eth" else unit
+            break
+    else:
+        number, name = cleaned, "wei"
+    try:
+        return int(Web3.to_wei(Decimal(number), name))  # type: ignore[arg-type]
+    except (InvalidOperation, ValueError) as exc:
+        raise typer.BadParameter(f"not an amount: {text!r}") from exc
+
+
+def _account(chain: str, key_file: Path | None, dev: int | None) -> LocalAccount:
+    if key_file is not None:
+        return load_key_file(key_file)
+    from_env = load_key_env()
+    if from_env is not None:
+        return from_env
+    if dev is not None:
+        if chain not in LOCAL_CHAINS and "127.0.0.1" not in chain and "localhost" not in chain:
+            raise LedgerError("--dev-account is only for local dev chains")
+        return dev_key(dev)
+    raise LedgerError(f"no key: pass --key-file, set ${KEY_ENV}, or --dev-account on a dev chain")
+
+
+@contextmanager
+def _session(chain: str, state: Path | None) -> Iterator[Chain]:
+    if state is not None and chain != "anvil":
+        raise LedgerError("--state only applies to --chain anvil")
+    with connect(chain, state_path=state) as handle:
+        yield handle
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Contract rejections and ledger errors: one line on stderr, exit status 2."""
+    try:
+        yield
+    except LedgerRevert as exc:
+        err.print(f"[red]rejected by the contract:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except LedgerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def deploy(
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+    max_members: int = typer.Option(16, help="Member cap (<= 100)."),
+    rounds_per_epoch: int = typer.Option(10, help="Rounds per reward epoch."),
+    min_reports: int = typer.Option(2, help="Reports needed for a combined score."),
+    grace_rounds: int = typer.Option(1, help="Rounds after an epoch before it can close."),
+    reward_per_epoch: str = typer.Option("1ether", help="Reward per epoch (wei or '1.5ether')."),
+    admin: list[str] = typer.Option([], help="Admin address (repeat); default: the deployer."),
+) -> None:
+    """Deploy the Consortium contract; prints its address."""
+    with _errors(), _session(chain, state) as c:
+        config = DeployConfig(
+            max_members=max_members,
+            rounds_per_epoch=rounds_per_epoch,
+            min_reports=min_reports,
+            grace_rounds=grace_rounds,
+            reward_per_epoch=parse_wei(reward_per_epoch),
+            admins=tuple(admin),
+        )
+        ledger = Ledger.deploy(c, _account(chain, key_file, dev_account), config)
+        err.print(f"deployed Consortium on {c.name} at block {ledger.deployed_at}")
+        typer.echo(ledger.address)
+
+
+@app.command()
+def register(
+    member: str = typer.Option(..., help="The hospital's Ethereum address."),
+    peer_id: str = typer.Option(..., "--peer-id", help="Its libp2p peer ID."),
+    name: str = typer.Option(..., help="Its name (recorded in the event log)."),
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Register (or reactivate) a member hospital. Admins only."""
+    with _errors(), _session(chain, state) as c:
+        ledger = Ledger(c, contract, _account(chain, key_file, dev_account))
+        result = ledger.register(member, peer_id, name)
+        err.print(f"registered {member} ({peer_id}) in tx {result.tx_hash}")
+
+
+@app.command()
+def deactivate(
+    member: str = typer.Option(..., help="The member's Ethereum address."),
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Deactivate a member: it can no longer write; what it is owed stays withdrawable."""
+    with _errors(), _session(chain, state) as c:
+        Ledger(c, contract, _account(chain, key_file, dev_account)).deactivate(member)
+        err.print(f"deactivated {member}")
+
+
+@app.command()
+def fund(
+    amount: str = typer.Option(..., help="Amount (wei, or e.g. '2ether')."),
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Add native currency to the reward pool (anyone may)."""
+    with _errors(), _session(chain, state) as c:
+        wei = parse_wei(amount)
+        Ledger(c, contract, _account(chain, key_file, dev_account)).fund(wei)
+        err.print(f"funded the pool with {wei} wei")
+
+
+@app.command("set-reward")
+def set_reward(
+    amount: str = typer.Option(..., help="Reward per epoch (wei, or e.g. '1ether')."),
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Set the reward handed out per epoch. Admins only."""
+    with _errors(), _session(chain, state) as c:
+        wei = parse_wei(amount)
+        Ledger(c, contract, _account(chain, key_file, dev_account)).set_reward_per_epoch(wei)
+        err.print(f"reward per epoch is now {wei} wei")
+
+
+@app.command()
+def finalize(
+    epoch: int = typer.Option(..., help="The epoch to finalize (the next unfinalized one)."),
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Finalize a closed epoch: combine scores, credit rewards (anyone may)."""
+    with _errors(), _session(chain, state) as c:
+        result = Ledger(c, contract, _account(chain, key_file, dev_account)).finalize(epoch)
+        err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
+
+
+@app.command()
+def withdraw(
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    key_file: KeyFileOpt = None,
+    dev_account: DevOpt = None,
+) -> None:
+    """Withdraw what this member is owed, to itself."""
+    with _errors(), _session(chain, state) as c:
+        ledger = Ledger(c, contract, _account(chain, key_file, dev_account))
+        info = ledger.member(ledger.sender_address)
+        ledger.withdraw()
+        err.print(f"withdrew {info.owed if info else '?'} wei to {ledger.sender_address}")
+
+
+@app.command()
+def status(
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """The contract's configuration, pool and members, from its views."""
+    with _errors(), _session(chain, state) as c:
+        ledger = Ledger(c, contract)
+        st = ledger.state()
+        members = ledger.members()
+        if as_json:
+            typer.echo(
+                json.dumps({"state": asdict(st), "members": [asdict(m) for m in members]}, indent=2)
+            )
+            return
+        table = Table(title=f"Consortium {st.address} on {c.name}")
+        table.add_column("setting")
+        table.add_column("value", justify="right")
+        for key, value in asdict(st).items():
+            table.add_row(key, str(value))
+        out.print(table)
+        out.print(_members_table(members))
+
+
+def _members_table(members: list[Any], names: dict[str, str] | None = None) -> Table:
+    table = Table(title="Members")
+    for col in ("#", "address", "peer id", "name", "active", "next round", "owed", "paid"):
+        table.add_column(col)
+    for m in members:
+        table.add_row(
+            str(m.index), m.address, m.peer_id, (names or {}).get(m.address, getattr(m, "name", "")),
+            "yes" if m.active else "no", str(m.next_round), str(m.owed), str(m.paid),
+        )  # fmt: skip
+    return table
+
+
+@app.command()
+def audit(
+    chain: ChainOpt = "anvil",
+    state: StateOpt = None,
+    contract: ContractOpt = ...,  # type: ignore[assignment]
+    out_dir: Path = typer.Option(Path("ledger-audit"), "--out", help="Where JSON and CSV go."),
+    models: Path | None = typer.Option(
+        None, "--models", help="Check DIR/<address|peer-id>/round-<r>.safetensors digests."
+    ),
+) -> None:
+    """Rebuild the state from events, check it against the views; exit 1 on any mismatch."""
+    with _errors(), _session(chain, state) as c:
+        report = run_audit(Ledger(c, contract))
+        if models is not None:
+            check_models(report, models)
+    _print_audit(report)
+    write_audit(report, out_dir)
+    err.print(f"wrote {out_dir}/audit.json and CSV files")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_audit(report: AuditReport) -> None:
+    out.print(_members_table(report.members))
+    per_round = report.commitments_per_round()
+    summary = Table(title=f"Audit of {report.contract} up to block {report.to_block}")
+    summary.add_column("item")
+    summary.add_column("value", justify="right")
+    rows = {
+        "events replayed": report.events,
+        "commitments": len(report.commitments),
+        "rounds with commitments": len(per_round),
+        "epochs finalized": report.epochs_finalized,
+        "funded (wei)": report.funded,
+        "owed (wei)": report.owed,
+        "paid (wei)": report.paid,
+        "pool (wei)": report.pool,
+        "balance (wei)": report.balance,
+        "model files checked": report.models_checked,
+        "findings": len(report.findings),
+    }
+    for key, value in rows.items():
+        summary.add_row(key, str(value))
+    out.print(summary)
+    if report.scores:
+        scores = Table(title="Combined scores (last 20)")
+        for col in ("epoch", "member", "score", "reports", "reward (wei)"):
+            scores.add_column(col)
+        for s in report.scores[-20:]:
+            scores.add_row(
+                str(s.epoch), s.member, f"{from_fixed(s.score):.6f}", str(s.reports), str(s.reward)
+            )
+        out.print(scores)
+    if report.findings:
+        bad = Table(title="[red]Mismatches[/red]")
+        for col in ("check", "subject", "expected (events/files)", "actual (contract)"):
+            bad.add_column(col)
+        for f in report.findings:
+            bad.add_row(f.check, f.subject, f.expected, f.actual)
+        out.print(bad)
+    else:
+        out.print("[green]OK: the events, the rules and the contract's views agree.[/green]")
+
+
+def write_audit(report: AuditReport, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "ok": report.ok,
+        **{k: v for k, v in asdict(report).items() if k not in ("commitments",)},
+        "commitments_per_round": report.commitments_per_round(),
+        "commitments": len(report.commitments),
+    }
+    (out_dir / "audit.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
+    _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
+    _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
+    _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
+
+
+FINDING_FIELDS = ["check", "subject", "expected", "actual"]
+
+
+def _csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None) -> None:
+    fields = list(rows[0]) if rows else (header or [])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@app.command()
+def serve(
+    state: StateOpt = None,
+    port: int = typer.Option(8545, help="Port on 127.0.0.1 (0: any free port)."),
+) -> None:
+    """Run a managed Anvil in the foreground for nodes to use; Ctrl-C stops it (saving state)."""
+    from ledger.backends.anvil import AnvilProcess
+
+    with _errors():
+        proc = AnvilProcess(state_path=state, port=port)
+        proc.start()
+        typer.echo(proc.url)
+        sys.stdout.flush()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while proc.running and not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            proc.stop()

@@ -36,9 +36,7 @@ EVM_VERSION = "shanghai"  # runs on Anvil, Ganache 7.9 and eth-tester alike
 SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},
     "evmVersion": EVM_VERSION,
-    "outputSelection": {
-        "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
-    },
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
 }
 SHIM = CONTRACTS_DIR / "solcjs-shim.js"
 _VERSION_RE = re.compile(r"Version: (\d+\.\d+\.\d+\+commit\.[0-9a-f]+)")

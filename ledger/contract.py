@@ -167,9 +167,7 @@ class Ledger:
     # ----- reads --------------------------------------------------------------------------
 
     def _call(self, fn: str, *args: Any) -> Any:
-        return transport_guard(
-            self.chain.name, lambda: self.contract.functions[fn](*args).call()
-        )
+        return transport_guard(self.chain.name, lambda: self.contract.functions[fn](*args).call())
 
     @cached_property
     def _constants(self) -> tuple[int, int, int, int]:
@@ -245,9 +243,7 @@ class Ledger:
         return info is not None and info.active
 
     def index_of(self, who: str) -> int:
-        info = (
-            self.member(who) if is_hex_address(who) else self.member_by_peer_id(who)
-        )
+        info = self.member(who) if is_hex_address(who) else self.member_by_peer_id(who)
         if info is None:
             raise LedgerError(f"{who} is not a registered member")
         return info.index

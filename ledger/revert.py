@@ -85,6 +85,11 @@ def revert_data(exc: BaseException) -> bytes | str | None:
         if isinstance(exc.args[0] if exc.args else None, bytes):
             return exc.args[0]  # type: ignore[no-any-return]
         body = text[len(_PREFIX) :] if text.startswith(_PREFIX) else text
+        if body.startswith("0x"):
+            try:
+                return bytes.fromhex(body[2:])
+            except ValueError:
+                return body
         if body.startswith(("b'", 'b"')):
             try:
                 value = ast.literal_eval(body)
@@ -96,9 +101,7 @@ def revert_data(exc: BaseException) -> bytes | str | None:
     return None
 
 
-def to_revert(
-    decoder: ErrorDecoder, exc: BaseException, tx: dict[str, Any]
-) -> LedgerRevert | None:
+def to_revert(decoder: ErrorDecoder, exc: BaseException, tx: dict[str, Any]) -> LedgerRevert | None:
     """A LedgerRevert for `exc` if it is a contract revert, else None (not ours to judge)."""
     data = revert_data(exc)
     if data is None:

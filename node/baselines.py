@@ -72,6 +72,43 @@ def local_only(
     return results
 
 
+def local_only_cross_site(
+    tables: Mapping[str, CleanTable],
+    model: str,
+    hidden: Sequence[int],
+    settings: TrainSettings,
+    rounds: int,
+    val_fraction: float,
+    split_seed: int,
+    model_seed: int,
+) -> dict[str, EvalResult]:
+    """Each site alone, scored on every site's validation split (FLamby's protocol for local
+    models): the mean of the per-site metrics, i.e. how well a model trained on one hospital's
+    records serves the consortium's patients."""
+    splits = _splits(tables, val_fraction, split_seed)
+    results = {}
+    for site, split in splits.items():
+        scaler = Scaler.from_stats(local_stats(split.train_x))
+        net = _fit(
+            scaler.transform(split.train_x),
+            split.train_y,
+            model,
+            hidden,
+            settings,
+            rounds,
+            model_seed,
+        )
+        scores = [evaluate(net, scaler.transform(s.val_x), s.val_y) for s in splits.values()]
+        aucs = [e.auc for e in scores if e.auc is not None]
+        results[site] = EvalResult(
+            accuracy=float(np.mean([e.accuracy for e in scores])),
+            auc=float(np.mean(aucs)) if aucs else None,
+            loss=float(np.mean([e.loss for e in scores])),
+            n=sum(e.n for e in scores),
+        )
+    return results
+
+
 def pooled(
     tables: Mapping[str, CleanTable],
     model: str,

@@ -138,9 +138,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
     for item in overrides or []:
         _apply_override(raw, item, path)
     try:
-        return NodeConfig.model_validate(
-            {**raw, "source": path}, context={"base_dir": path.parent}
-        )
+        return NodeConfig.model_validate({**raw, "source": path}, context={"base_dir": path.parent})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
 

@@ -40,7 +40,7 @@ threads = 1                           # torch threads
 
 [swarm]
 rounds = {rounds}
-merge = "metropolis"                  # metropolis (sample-weighted consensus) | median | trimmed_mean
+merge = "metropolis"     # metropolis (sample-weighted consensus) | median | trimmed_mean
 trim_fraction = 0.2                   # for trimmed_mean
 scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
 max_staleness = 2                     # accept neighbour models from rounds >= r - this

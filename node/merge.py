@@ -63,7 +63,9 @@ def merge_metropolis(
     own: Params, samples: int, degree: int, neighbours: Sequence[Contribution]
 ) -> dict[str, np.ndarray]:
     self_weight, weights = metropolis_weights(samples, degree, neighbours)
-    parts = [(self_weight, own)] + [(w, nb.params) for w, nb in zip(weights, neighbours)]
+    parts = [(self_weight, own)] + [
+        (w, nb.params) for w, nb in zip(weights, neighbours, strict=True)
+    ]
     return weighted_sum(parts)
 
 

@@ -32,7 +32,7 @@ from node.config import NodeConfig
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.models import build_model
 from node.scaling import Scaler, local_stats
-from node.training import evaluate, train_local
+from node.training import evaluate, train_local, training_seed
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class NodeRunner:
     def _load_data(self) -> Split:
         schema = load_schema(self.cfg.data.schema_file)
         table = load_table(self.cfg.data.path, schema)
-        write_atomic(self.out / "cleaning.json", json.dumps(table.report.to_dict(), indent=1).encode())
+        write_atomic(
+            self.out / "cleaning.json", json.dumps(table.report.to_dict(), indent=1).encode()
+        )
         return split_validation(table, self.cfg.data.validation_fraction, self.cfg.data.split_seed)
 
     async def run(self) -> dict[str, Any]:
@@ -88,8 +90,9 @@ class NodeRunner:
             addrs = [str(a) for a in host.get_addrs()]
             write_atomic(
                 self.out / "peer.json",
-                json.dumps({"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs})
-                .encode(),
+                json.dumps(
+                    {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+                ).encode(),
             )
             log.info("node %s listening on %s", self.cfg.node.name, addrs)
             await self._wait_for_neighbours()
@@ -114,7 +117,9 @@ class NodeRunner:
             still = []
             for info in pending:
                 try:
-                    await ensure_connected(self.exchange.host, info, self.cfg.timeouts.connect_seconds)
+                    await ensure_connected(
+                        self.exchange.host, info, self.cfg.timeouts.connect_seconds
+                    )
                 except PeerUnavailable:
                     still.append(info)
             pending = still
@@ -154,17 +159,29 @@ class NodeRunner:
             began = time.perf_counter()
             self.exchange.counters.reset()
             loss = await trio.to_thread.run_sync(
-                train_local, model, train_x, split.train_y, settings, cfg.training.seed * 100_003 + r
+                train_local,
+                model,
+                train_x,
+                split.train_y,
+                settings,
+                training_seed(cfg.training.seed, r),
             )
             local_eval = evaluate(model, val_x, split.val_y)
             own = model_params(model)
-            expect = wire.Expectation("params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs)
+            expect = wire.Expectation(
+                "params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs
+            )
             arrivals, failures = await self._exchange_round("params", r, own, self.samples, expect)
             contributions = [
                 merging.Contribution(a.tensors, a.header.samples, a.header.degree) for a in arrivals
             ]
             merged = merging.merge(
-                cfg.swarm.merge, own, self.samples, self.degree, contributions, cfg.swarm.trim_fraction
+                cfg.swarm.merge,
+                own,
+                self.samples,
+                self.degree,
+                contributions,
+                cfg.swarm.trim_fraction,
             )
             load_params(model, merged)
             merged_eval = evaluate(model, val_x, split.val_y)
@@ -189,8 +206,14 @@ class NodeRunner:
             self._append_metrics(record)
             save_checkpoint(self.out / "checkpoint", r, merged, {"scaler": scaler.to_dict()})
             self.on_round(record)
-        summary = {"node": cfg.node.name, "peer_id": self.peer_id, "rounds": cfg.swarm.rounds,
-                   "final": record, "peak_rss_mb": peak_rss_mb(), "scaler": scaler.to_dict()}
+        summary = {
+            "node": cfg.node.name,
+            "peer_id": self.peer_id,
+            "rounds": cfg.swarm.rounds,
+            "final": record,
+            "peak_rss_mb": peak_rss_mb(),
+            "scaler": scaler.to_dict(),
+        }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1).encode())
         return summary
 

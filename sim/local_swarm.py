@@ -76,9 +76,7 @@ def init_swarm(
     configs = []
     for i, name in enumerate(names):
         node_dir = folder / "nodes" / name
-        neighbours = [
-            f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{peer_ids[j]}" for j in sorted(edges[i])
-        ]
+        neighbours = [f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{peer_ids[j]}" for j in sorted(edges[i])]
         text = render_config(
             name=name,
             key_file="identity.key",
@@ -123,15 +121,15 @@ def node_command(config: Path, overrides: Mapping[str, Any] = {}) -> list[str]:
 def start_node(folder: Path, name: str, overrides: Mapping[str, Any] = {}) -> subprocess.Popen:
     """Start one node process; its output goes to nodes/<name>/node.log."""
     node_dir = folder / "nodes" / name
-    log = open(node_dir / "node.log", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        node_command(node_dir / "node.toml", overrides),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    with open(node_dir / "node.log", "ab") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(
+            node_command(node_dir / "node.toml", overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -150,7 +148,9 @@ def load_manifest(folder: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((folder / "swarm.json").read_text()))
     except FileNotFoundError:
-        raise SwarmError(f"{folder}: no swarm.json; create one with `medswarm swarm init`") from None
+        raise SwarmError(
+            f"{folder}: no swarm.json; create one with `medswarm swarm init`"
+        ) from None
 
 
 def run_processes(folder: Path, console: Console, timeout: float = 1800) -> float:
@@ -204,12 +204,14 @@ def stop_processes(procs: Any) -> None:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
 
 
 def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
     """Final swarm metrics per node, with local-only and pooled baselines on the same splits."""
-    from node.baselines import local_only, pooled
+    from node.baselines import local_only, local_only_cross_site, pooled
     from node.config import load_config
     from node.dataset import load_schema, load_table
 
@@ -219,10 +221,13 @@ def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
     for name in manifest["nodes"]:
         cfg = load_config(folder / "nodes" / name / "node.toml")
         summary = json.loads((cfg.node.output_dir / "summary.json").read_text())
-        results["nodes"][name] = {"swarm": summary["final"]["merged"], "peak_rss_mb": summary["peak_rss_mb"]}
+        results["nodes"][name] = {
+            "swarm": summary["final"]["merged"],
+            "peak_rss_mb": summary["peak_rss_mb"],
+        }
         tables[name] = load_table(cfg.data.path, load_schema(cfg.data.schema_file))
     if baselines and cfg is not None:
-        args = dict(
+        args: dict[str, Any] = dict(
             model=cfg.model.name,
             hidden=cfg.model.hidden,
             settings=cfg.training.settings(),
@@ -231,7 +236,12 @@ def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
             split_seed=cfg.data.split_seed,
             model_seed=cfg.model.init_seed,
         )
-        for kind, fn in (("local_only", local_only), ("pooled", pooled)):
+        baseline_fns = {
+            "local_only": local_only,
+            "local_cross_site": local_only_cross_site,
+            "pooled": pooled,
+        }
+        for kind, fn in baseline_fns.items():
             for name, res in fn(tables, **args).items():
                 results["nodes"][name][kind] = res.to_dict()
     results["mean"] = {
@@ -239,7 +249,7 @@ def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
             metric: _mean([r[kind][metric] for r in results["nodes"].values() if kind in r])
             for metric in ("accuracy", "auc")
         }
-        for kind in ("swarm", "local_only", "pooled")
+        for kind in ("swarm", "local_only", "local_cross_site", "pooled")
         if all(kind in r for r in results["nodes"].values())
     }
     return results
@@ -250,14 +260,26 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
+LABELS = {
+    "local_only": "local",
+    "local_cross_site": "local on\nall sites",
+    "swarm": "swarm",
+    "pooled": "pooled",
+}
+
+
 def results_table(results: dict[str, Any]) -> Table:
-    table = Table(title="validation accuracy / AUC per hospital")
+    table = Table(
+        title="validation accuracy / AUC per hospital",
+        caption="local: each hospital alone, on its own validation split; local on all sites: "
+        "that model on every hospital's validation split (FLamby's protocol); swarm: the "
+        "node's final merged model; pooled: one model on all training rows",
+    )
     table.add_column("hospital")
-    kinds = [k for k in ("local_only", "swarm", "pooled") if k in results["mean"]]
+    kinds = [k for k in LABELS if k in results["mean"]]
     for kind in kinds:
-        label = kind.replace("_only", "")
-        table.add_column(f"{label} acc", justify="right")
-        table.add_column(f"{label} AUC", justify="right")
+        table.add_column(f"{LABELS[kind]}\nacc", justify="right")
+        table.add_column(f"{LABELS[kind]}\nAUC", justify="right")
     rows = list(results["nodes"].items()) + [("mean", results["mean"])]
     for name, r in rows:
         cells = []

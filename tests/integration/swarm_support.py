@@ -30,7 +30,7 @@ def synthetic_sites(folder: Path, sizes: dict[str, int], seed: int = 0) -> dict[
     for name, rows in sizes.items():
         x = rng.normal(size=(rows, 2))
         y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=rows) > 0).astype(int)
-        lines = ["a,b,y"] + [f"{a:.6f},{b:.6f},{t}" for (a, b), t in zip(x, y)]
+        lines = ["a,b,y"] + [f"{a:.6f},{b:.6f},{t}" for (a, b), t in zip(x, y, strict=True)]
         path = folder / f"{name}.csv"
         path.write_text("\n".join(lines) + "\n")
         sites[name] = path

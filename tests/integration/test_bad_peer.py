@@ -39,14 +39,27 @@ def bad_response(behaviour: str, kind: str, round_: int, me: str) -> list[bytes]
     if behaviour == "oversized":
         return [wire.LENGTH_PREFIX.pack(wire.MAX_HEADER_BYTES + 1) + b"\0" * 64]
     if behaviour == "wrong_shape":
-        snap = wire.Snapshot(kind, round_, me, 10, 1,
-                             {k: np.zeros(v.shape + (2,), v.dtype) for k, v in tensors.items()})
+        snap = wire.Snapshot(
+            kind,
+            round_,
+            me,
+            10,
+            1,
+            {k: np.zeros(v.shape + (2,), v.dtype) for k, v in tensors.items()},
+        )
     if behaviour == "nan":
-        snap = wire.Snapshot(kind, round_, me, 10, 1,
-                             {k: np.full(v.shape, np.nan, v.dtype) for k, v in tensors.items()})
+        snap = wire.Snapshot(
+            kind,
+            round_,
+            me,
+            10,
+            1,
+            {k: np.full(v.shape, np.nan, v.dtype) for k, v in tensors.items()},
+        )
     if behaviour == "impostor":
-        snap = wire.Snapshot(kind, round_, "12D3KooWKcTfJHmsB4Dbd1Bv4RbKWkR6nb3fXGNYEvf4oSAtGhzq",
-                             10, 1, tensors)
+        snap = wire.Snapshot(
+            kind, round_, "12D3KooWKcTfJHmsB4Dbd1Bv4RbKWkR6nb3fXGNYEvf4oSAtGhzq", 10, 1, tensors
+        )
     header, buffers = wire.encode_snapshot(snap)
     payload = b"".join(buffers)
     if behaviour == "truncated":
@@ -55,8 +68,14 @@ def bad_response(behaviour: str, kind: str, round_: int, me: str) -> list[bytes]
 
 
 BEHAVIOURS = ["garbage", "oversized", "wrong_shape", "nan", "impostor", "truncated"]
-EXPECTED_RULE = {"garbage": "schema", "oversized": "oversized", "wrong_shape": "shape",
-                 "nan": "non_finite", "impostor": "identity", "truncated": "truncated"}
+EXPECTED_RULE = {
+    "garbage": "schema",
+    "oversized": "oversized",
+    "wrong_shape": "shape",
+    "nan": "non_finite",
+    "impostor": "identity",
+    "truncated": "truncated",
+}
 
 
 def test_invalid_messages_are_rejected_counted_and_the_node_keeps_going(tmp_path):
@@ -109,6 +128,6 @@ def test_invalid_messages_are_rejected_counted_and_the_node_keeps_going(tmp_path
     assert all(r["neighbours_reached"] == [] for r in records)
     assert records[-1]["rejected_total"] == {evil_id: len(sent)}
     params_behaviours = sent[SCALING_ROUNDS:]
-    for record, behaviour in zip(records, params_behaviours):
+    for record, behaviour in zip(records, params_behaviours, strict=True):
         reason = record["failures"][evil_id]
         assert reason.startswith(f"rejected ({EXPECTED_RULE[behaviour]})"), (behaviour, reason)

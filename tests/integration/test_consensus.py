@@ -26,8 +26,15 @@ def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path):
         for i, name in enumerate(SIZES)
     }
     swarm = tmp_path / "swarm"
-    init_swarm(swarm, sites, tmp_path / "data" / "schema.toml", rounds=ROUNDS, topology="ring",
-               model="logreg", extra=extra)
+    init_swarm(
+        swarm,
+        sites,
+        tmp_path / "data" / "schema.toml",
+        rounds=ROUNDS,
+        topology="ring",
+        model="logreg",
+        extra=extra,
+    )
     run_processes(swarm, QUIET, timeout=600)
 
     samples = {n: metrics(swarm, n)[-1]["train_samples"] for n in SIZES}

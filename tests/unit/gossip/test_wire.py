@@ -61,8 +61,9 @@ def test_any_flipped_payload_byte_is_caught_by_the_digest(params, data):
         return
     i = data.draw(st.integers(0, len(payload) - 1))
     payload[i] ^= 0xFF
-    header = wire.parse_header(header_frame[4:], PEER, wire.Expectation(
-        "params", 0, 9, wire.specs_of(params)))
+    header = wire.parse_header(
+        header_frame[4:], PEER, wire.Expectation("params", 0, 9, wire.specs_of(params))
+    )
     with pytest.raises(PeerMessageError) as err:
         wire.decode_payload(header, payload, PEER)
     assert err.value.rule in {"digest", "non_finite"}
@@ -121,8 +122,7 @@ def test_wrong_shape_and_wrong_dtype_are_rejected_before_any_payload():
 
 
 def test_nbytes_that_disagrees_with_shape_is_rejected():
-    entry = {"name": "w", "dtype": "float32", "shape": [2, 2], "nbytes": 10**9,
-             "digest": bytes(32)}
+    entry = {"name": "w", "dtype": "float32", "shape": [2, 2], "nbytes": 10**9, "digest": bytes(32)}
     with pytest.raises(PeerMessageError, match="nbytes"):
         wire.parse_header(msgpack.packb(header_dict(tensors=[entry])), PEER, EXPECT)
 
@@ -164,7 +164,11 @@ def test_not_ready_status_is_passed_through():
 
 def test_request_roundtrip_and_rejection():
     assert wire.decode_request(wire.encode_request("params", 7, 2.5)[4:], PEER) == (
-        "params", 7, 2.5)
+        "params",
+        7,
+        2.5,
+    )
     with pytest.raises(PeerMessageError):
-        wire.decode_request(msgpack.packb({"v": 1, "kind": "params", "round": True,
-                                           "wait": 1.0}), PEER)
+        wire.decode_request(
+            msgpack.packb({"v": 1, "kind": "params", "round": True, "wait": 1.0}), PEER
+        )

@@ -1,0 +1,398 @@
+"""Rebuild the consortium's whole state from the contract's events, recompute every median
+and reward split, and check all of it against the contract's views and balance.
+
+The audit trusts nothing but the logs and the rules: membership and admins, commitment
+bitmaps, report hashes, combined scores, shares, owed and paid amounts, the pool, and the
+conservation of wei (funded = owed + paid + pool). `check_models` compares model files with
+the committed digests. Every disagreement becomes a Finding; no findings means it matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_utils import keccak, to_checksum_address
+
+from ledger.contract import Ledger
+from ledger.events import Event, read_events
+from ledger.scores import decode_entries, median, split_reward
+from ledger.tx import transport_guard
+
+MODEL_FILE_RE = re.compile(r"^round-(\d+)\.safetensors$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # which check failed, e.g. "member.owed"
+    subject: str  # what it is about (address, epoch, file)
+    expected: str  # what the events (or files) say
+    actual: str  # what the contract says
+
+
+@dataclass
+class MemberRecord:
+    address: str
+    index: int
+    peer_id: str
+    name: str
+    active: bool
+    commitments: int = 0
+    next_round: int = 0
+    reports: int = 0
+    next_epoch: int = 0
+    accrued: int = 0
+    paid: int = 0
+
+    @property
+    def owed(self) -> int:
+        return self.accrued - self.paid
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    round: int
+    member: str
+    digest: str
+    samples: int
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    epoch: int
+    member: str
+    score: int  # fixed point (score * 1e6)
+    reports: int
+    reward: int
+
+
+@dataclass
+class AuditReport:
+    contract: str
+    chain: str
+    to_block: int
+    events: int
+    members: list[MemberRecord]
+    commitments: list[CommitRecord]
+    scores: list[ScoreRecord]
+    epochs_finalized: int
+    funded: int
+    paid: int
+    owed: int
+    pool: int
+    balance: int
+    findings: list[Finding] = field(default_factory=list)
+    models_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def commitments_per_round(self) -> dict[int, int]:
+        counts: dict[int, int] = defaultdict(int)
+        for c in self.commitments:
+            counts[c.round] += 1
+        return dict(sorted(counts.items()))
+
+
+class _Replay:
+    """Applies events in chain order, mirroring the contract's rules."""
+
+    def __init__(self) -> None:
+        self.admins: dict[str, bool] = {}
+        self.members: dict[str, MemberRecord] = {}
+        self.by_index: dict[int, str] = {}
+        self.max_members = 0
+        self.reward_per_epoch = 0
+        self.funded = 0
+        self.paid = 0
+        self.owed_total = 0
+        self.next_epoch = 0
+        self.bits: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.commitments: dict[tuple[str, int], CommitRecord] = {}
+        self.reports: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+        self.report_hash: dict[int, bytes] = defaultdict(lambda: b"\0" * 32)
+        self.results: dict[int, tuple[bytes, int, int]] = {}
+        self.scores: list[ScoreRecord] = []
+        self.findings: list[Finding] = []
+        self._combined: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
+        self._accrued: dict[int, dict[str, int]] = defaultdict(dict)
+        self.rounds_per_epoch = 1
+        self.grace_rounds = 0
+        self.min_reports = 1
+
+    def apply(self, e: Event) -> None:
+        handler = getattr(self, f"_on_{e.name}", None)
+        if handler is not None:
+            handler(e, e.args)
+
+    def _find(self, check: str, subject: object, expected: object, actual: object) -> None:
+        self.findings.append(Finding(check, str(subject), str(expected), str(actual)))
+
+    def _on_AdminChanged(self, e: Event, a: dict[str, Any]) -> None:
+        self.admins[a["account"]] = a["isAdmin"]
+
+    def _on_MaxMembersChanged(self, e: Event, a: dict[str, Any]) -> None:
+        self.max_members = a["maxMembers"]
+
+    def _on_RewardPerEpochChanged(self, e: Event, a: dict[str, Any]) -> None:
+        self.reward_per_epoch = a["amount"]
+
+    def _on_MemberRegistered(self, e: Event, a: dict[str, Any]) -> None:
+        address, index = a["member"], a["index"]
+        record = self.members.get(address)
+        if record is None:
+            if index != len(self.by_index):
+                self._find("event.index", address, len(self.by_index), index)
+            record = MemberRecord(address, index, a["peerId"], a["name"], True)
+            self.members[address] = record
+            self.by_index[index] = address
+        else:
+            record.active, record.peer_id, record.name = True, a["peerId"], a["name"]
+
+    def _on_MemberDeactivated(self, e: Event, a: dict[str, Any]) -> None:
+        self.members[a["member"]].active = False
+
+    def _on_ModelCommitted(self, e: Event, a: dict[str, Any]) -> None:
+        member, round_ = a["member"], a["round"]
+        key = (member, round_)
+        if key in self.commitments:
+            self._find("event.duplicate_commitment", f"{member} round {round_}", 1, 2)
+        self.commitments[key] = CommitRecord(
+            round_, member, "0x" + a["digest"].hex(), a["samples"], e.block_number, e.tx_hash
+        )
+        self.bits[member][round_ >> 8] |= 1 << (round_ & 0xFF)
+        record = self.members[member]
+        record.commitments += 1
+        record.next_round = max(record.next_round, round_ + 1)
+
+    def _on_ScoresReported(self, e: Event, a: dict[str, Any]) -> None:
+        epoch, reporter, entries = a["epoch"], a["reporter"], a["entries"]
+        self.reports[epoch].append((reporter, entries))
+        self.report_hash[epoch] = keccak(
+            self.report_hash[epoch] + bytes.fromhex(reporter[2:]) + entries
+        )
+        record = self.members[reporter]
+        record.reports += 1
+        record.next_epoch = epoch + 1
+
+    def _on_ScoreCombined(self, e: Event, a: dict[str, Any]) -> None:
+        self._combined[a["epoch"]][a["member"]] = (a["score"], a["reports"])
+
+    def _on_RewardAccrued(self, e: Event, a: dict[str, Any]) -> None:
+        self._accrued[a["epoch"]][a["member"]] = a["amount"]
+        self.members[a["member"]].accrued += a["amount"]
+        self.owed_total += a["amount"]
+
+    def _on_PoolFunded(self, e: Event, a: dict[str, Any]) -> None:
+        self.funded += a["amount"]
+
+    def _on_RewardWithdrawn(self, e: Event, a: dict[str, Any]) -> None:
+        self.members[a["member"]].paid += a["amount"]
+        self.paid += a["amount"]
+        self.owed_total -= a["amount"]
+
+    def _on_EpochFinalized(self, e: Event, a: dict[str, Any]) -> None:
+        """Recompute the epoch from the replayed reports and membership, compare with what the
+        contract emitted. (Score and accrual events precede this one in the same tx.)"""
+        epoch = a["epoch"]
+        if epoch != self.next_epoch:
+            self._find("event.epoch_order", f"epoch {epoch}", self.next_epoch, epoch)
+        order = [self.by_index[i] for i in range(len(self.by_index))]
+        active = {m for m in order if self.members[m].active}
+        close_round = (epoch + 1) * self.rounds_per_epoch + self.grace_rounds
+        past = sum(1 for m in active if self.members[m].next_round > close_round)
+        if past * 2 <= len(active):
+            self._find("finalize.closed", f"epoch {epoch}", f"> {len(active) / 2}", past)
+        buckets: dict[str, list[int]] = defaultdict(list)
+        for reporter, entries in self.reports.get(epoch, []):
+            if reporter not in active:
+                continue
+            for subject, score in decode_entries(entries).items():
+                buckets[self.by_index[subject]].append(score)
+        scored = [m for m in order if m in active and len(buckets[m]) >= max(self.min_reports, 1)]
+        combined = {m: median(buckets[m]) for m in scored}
+        # The pool this epoch could draw on, from replayed funding and accruals (the accruals
+        # of this very epoch were already applied by their events: take them back out).
+        this_epoch = sum(self._accrued[epoch].values())
+        pool = self.funded - self.paid - (self.owed_total - this_epoch)
+        reward = min(self.reward_per_epoch, pool)
+        shares = dict(zip(scored, split_reward(reward, [combined[m] for m in scored]), strict=True))
+        if reward != a["reward"]:
+            self._find("finalize.reward", f"epoch {epoch}", reward, a["reward"])
+        results = b"\0" * 32
+        for m in scored:
+            results = keccak(
+                results
+                + bytes.fromhex(m[2:])
+                + combined[m].to_bytes(8, "big", signed=True)
+                + len(buckets[m]).to_bytes(4, "big")
+                + shares[m].to_bytes(16, "big")
+            )
+            emitted = self._combined[epoch].get(m)
+            if emitted != (combined[m], len(buckets[m])):
+                self._find(
+                    "finalize.score", f"epoch {epoch} {m}", (combined[m], len(buckets[m])), emitted
+                )
+            if self._accrued[epoch].get(m, 0) != shares[m]:
+                self._find(
+                    "finalize.share", f"epoch {epoch} {m}", shares[m], self._accrued[epoch].get(m)
+                )
+            self.scores.append(ScoreRecord(epoch, m, combined[m], len(buckets[m]), shares[m]))
+        for m in set(self._combined[epoch]) - set(scored):
+            self._find("finalize.score", f"epoch {epoch} {m}", "no score", self._combined[epoch][m])
+        allocated = sum(shares.values())
+        if allocated != a["allocated"] or allocated != this_epoch:
+            self._find("finalize.allocated", f"epoch {epoch}", allocated, a["allocated"])
+        if results != a["resultsHash"]:
+            self._find("finalize.results_hash", f"epoch {epoch}", results.hex(), a["resultsHash"])
+        self.results[epoch] = (results, reward, allocated)
+        self.next_epoch = epoch + 1
+
+
+def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) -> AuditReport:
+    """Replay every event up to `to_block` (default: latest) and check it against the views."""
+    w3 = ledger.chain.w3
+    last = (
+        to_block
+        if to_block is not None
+        else transport_guard(ledger.chain.name, lambda: w3.eth.block_number)
+    )
+    events = transport_guard(
+        ledger.chain.name,
+        lambda: read_events(w3, ledger.events, ledger.address, ledger.deployed_at, last, page=page),
+    )
+    state = ledger.state()
+    replay = _Replay()
+    replay.rounds_per_epoch = state.rounds_per_epoch
+    replay.grace_rounds = state.grace_rounds
+    replay.min_reports = state.min_reports
+    for event in events:
+        replay.apply(event)
+    _check_views(ledger, replay, state)
+    members = [replay.members[replay.by_index[i]] for i in range(len(replay.by_index))]
+    commitments = sorted(replay.commitments.values(), key=lambda c: (c.round, c.member))
+    return AuditReport(
+        contract=ledger.address,
+        chain=ledger.chain.name,
+        to_block=last,
+        events=len(events),
+        members=members,
+        commitments=commitments,
+        scores=replay.scores,
+        epochs_finalized=replay.next_epoch,
+        funded=replay.funded,
+        paid=replay.paid,
+        owed=replay.owed_total,
+        pool=state.pool,
+        balance=state.balance,
+        findings=replay.findings,
+    )
+
+
+def _check_views(ledger: Ledger, r: _Replay, state: Any) -> None:
+    def same(check: str, subject: object, expected: object, actual: object) -> None:
+        if expected != actual:
+            r.findings.append(Finding(check, str(subject), str(expected), str(actual)))
+
+    same("state.member_count", "contract", len(r.by_index), state.member_count)
+    same("state.max_members", "contract", r.max_members, state.max_members)
+    same("state.admin_count", "contract", sum(r.admins.values()), state.admin_count)
+    same("state.next_epoch", "contract", r.next_epoch, state.next_epoch)
+    same("state.reward_per_epoch", "contract", r.reward_per_epoch, state.reward_per_epoch)
+    same("state.total_owed", "contract", r.owed_total, state.total_owed)
+    same("wei.balance", "contract", r.funded - r.paid, state.balance)
+    same("wei.pool", "contract", r.funded - r.paid - r.owed_total, state.pool)
+    same("wei.conservation", "funded", r.funded, state.total_owed + r.paid + state.pool)
+    for account, enabled in r.admins.items():
+        same("admin", account, enabled, ledger.is_admin(account))
+    for index, address in r.by_index.items():
+        same("member.at", f"index {index}", address, ledger.member_address(index))
+        rec = r.members[address]
+        view = ledger.member(address)
+        if view is None:
+            same("member.known", address, True, False)
+            continue
+        same("member.index", address, rec.index, view.index)
+        same("member.active", address, rec.active, view.active)
+        same("member.peer_id", address, rec.peer_id, view.peer_id)
+        same("member.next_round", address, rec.next_round, view.next_round)
+        same("member.next_epoch", address, rec.next_epoch, view.next_epoch)
+        same("member.owed", address, rec.owed, view.owed)
+        same("member.paid", address, rec.paid, view.paid)
+        by_peer = ledger.member_by_peer_id(rec.peer_id)
+        same("member.by_peer_id", rec.peer_id, address, by_peer.address if by_peer else None)
+        words = set(r.bits[address]) | set(
+            range((max(rec.next_round, view.next_round) + 255) // 256)
+        )
+        for word in sorted(words):
+            same(
+                "commitments.bitmap",
+                f"{address} rounds {word * 256}-{word * 256 + 255}",
+                hex(r.bits[address].get(word, 0)),
+                hex(ledger.committed_word(address, word)),
+            )
+    for epoch in sorted(set(r.reports) | set(range(state.next_epoch))):
+        result = ledger.epoch_result(epoch)
+        same(
+            "reports.hash", f"epoch {epoch}", r.report_hash[epoch].hex(), result.reports_hash.hex()
+        )
+        if epoch in r.results:
+            results, reward, allocated = r.results[epoch]
+            same("epoch.results_hash", f"epoch {epoch}", results.hex(), result.results_hash.hex())
+            same("epoch.reward", f"epoch {epoch}", reward, result.reward)
+            same("epoch.allocated", f"epoch {epoch}", allocated, result.allocated)
+
+
+def check_models(report: AuditReport, models_dir: Path) -> list[Finding]:
+    """Compare DIR/<member>/round-<r>.safetensors with the digests committed on chain.
+
+    <member> is the member's address (any case) or its libp2p peer ID. Every file must match
+    a commitment; committed rounds without a file are not checked."""
+    findings: list[Finding] = []
+    by_key: dict[str, str] = {}
+    for m in report.members:
+        by_key[m.address.lower()] = m.address
+        by_key[m.peer_id] = m.address
+    digests = {(c.member, c.round): c.digest for c in report.commitments}
+    checked = 0
+    if not models_dir.is_dir():
+        findings.append(Finding("models.dir", str(models_dir), "a directory", "missing"))
+        return findings
+    for member_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        address = by_key.get(member_dir.name) or by_key.get(member_dir.name.lower())
+        if address is None:
+            findings.append(Finding("models.member", str(member_dir), "a member", "unknown"))
+            continue
+        for path in sorted(member_dir.iterdir()):
+            match = MODEL_FILE_RE.match(path.name)
+            if not match:
+                findings.append(
+                    Finding("models.name", str(path), "round-<r>.safetensors", path.name)
+                )
+                continue
+            round_ = int(match.group(1))
+            checked += 1
+            actual = "0x" + _sha256(path)
+            expected = digests.get((to_checksum_address(address), round_))
+            if expected is None:
+                findings.append(Finding("models.uncommitted", str(path), "a commitment", "none"))
+            elif expected != actual:
+                findings.append(Finding("models.digest", str(path), expected, actual))
+    report.models_checked = checked
+    report.findings.extend(findings)
+    return findings
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

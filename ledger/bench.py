@@ -1,0 +1,212 @@
+"""`medswarm bench ledger`: gas per write, sequential throughput and audit time, on Anvil."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+
+from ledger.accounts import DEV_HD_PREFIX, DEV_MNEMONIC
+from ledger.audit import run_audit
+from ledger.backends import Chain, connect
+from ledger.contract import DeployConfig, Ledger
+from ledger.views import Commitment
+
+ROUNDS_PER_EPOCH = 10
+SCORE = 1_000_000
+
+
+def _accounts(start: int, count: int) -> list[LocalAccount]:
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        Account.from_mnemonic(DEV_MNEMONIC, account_path=f"{DEV_HD_PREFIX}/{i}")
+        for i in range(start, start + count)
+    ]
+
+
+def _digest(member: int, round_: int) -> bytes:
+    return hashlib.sha256(f"model {member} {round_}".encode()).digest()
+
+
+def _consortium(chain: Chain, n: int, **config: Any) -> tuple[Ledger, list[Ledger]]:
+    """A fresh contract with `n` funded, registered members (accounts beyond the dev ten)."""
+    admin = chain.dev_accounts[0]
+    ledger = Ledger.deploy(
+        chain, admin, DeployConfig(max_members=max(n, 1), rounds_per_epoch=ROUNDS_PER_EPOCH,
+                                   min_reports=1, grace_rounds=0, **config)
+    )  # fmt: skip
+    accounts = _accounts(10, n)
+    funder = ledger._sender
+    assert funder is not None
+    for acct in accounts:
+        if chain.w3.eth.get_balance(acct.address) < 10**19:
+            funder.send(acct.address, "0x", value=10**20, description={"function": "transfer"})
+        ledger.register(acct.address, f"peer-{acct.address[2:10]}", f"hospital {acct.address[:8]}")
+    return ledger, [ledger.as_account(a) for a in accounts]
+
+
+def _neighbours(i: int, n: int, k: int) -> list[int]:
+    return [(i + d) % n for d in range(1, k + 1)]
+
+
+def _finalize_gas(chain: Chain, n: int, degree: int) -> int:
+    """Gas of finalizing one epoch where each of `n` members reported `degree` peers."""
+    ledger, members = _consortium(chain, n)
+    ledger.fund(10**18)
+    for i, m in enumerate(members):
+        scores = {j: SCORE * (1 + (i + j) % 7) for j in _neighbours(i, n, degree)}
+        items = [Commitment(r, _digest(i, r), 100) for r in range(ROUNDS_PER_EPOCH + 1)]
+        m.commit_and_report(items, 0, scores)
+    return ledger.finalize(0).gas_used
+
+
+def gas_figures(chain: Chain) -> dict[str, Any]:
+    n = 11  # a reporter scores 10 peers
+    ledger, members = _consortium(chain, n)
+    ledger.fund(10**19)
+    r = ROUNDS_PER_EPOCH
+    single = [members[0].commit(k, _digest(0, k), 100).gas_used for k in range(r + 1)]
+    batch_first = (
+        members[1].commit_batch([Commitment(k, _digest(1, k), 100) for k in range(r)]).gas_used
+    )
+    batch = (
+        members[1]
+        .commit_batch([Commitment(k, _digest(1, k), 100) for k in range(r, 2 * r)])
+        .gas_used
+    )
+    report_first = members[2].report_fixed(0, {j: SCORE for j in range(n) if j != 2}).gas_used
+    report = members[0].report_fixed(0, {j: SCORE for j in range(1, n)}).gas_used
+    members[3].commit_batch([Commitment(k, _digest(3, k), 100) for k in range(r)])
+    combined = (
+        members[3]
+        .commit_and_report(
+            [Commitment(k, _digest(3, k), 100) for k in range(r, 2 * r)],
+            1,
+            {j: SCORE for j in range(n) if j != 3},
+        )
+        .gas_used
+    )
+    for i in (4, 5, 6, 7):
+        members[i].commit_batch([Commitment(k, _digest(i, k), 100) for k in range(2 * r)])
+    members[4].report_fixed(0, {0: SCORE, 1: 2 * SCORE})
+    ledger.finalize(0)
+    withdraws = [m.withdraw().gas_used for m in members[:2]]
+    steady_commit = sum(single[1:]) / r
+    fin10 = _finalize_gas(chain, 10, 9)
+    fin50 = _finalize_gas(chain, 50, 10)
+    fin50_full = _finalize_gas(chain, 50, 49)
+    return {
+        "rounds_per_epoch": r,
+        "commit_first_ever": single[0],
+        "commit": steady_commit,
+        "commit_batch_10_first": batch_first,
+        "commit_batch_10": batch,
+        "report_10_scores_first_in_epoch": report_first,
+        "report_10_scores": report,
+        "commit_and_report_10_rounds_10_scores": combined,
+        "finalize_10_members_9_scores_each": fin10,
+        "finalize_50_members_10_scores_each": fin50,
+        "finalize_50_members_49_scores_each": fin50_full,
+        "withdraw": max(withdraws),
+        "per_member_per_round": {
+            "commit_every_round_plus_report": (r * steady_commit + report) / r,
+            "commit_batch_per_epoch_plus_report": (batch + report) / r,
+            "commit_and_report_per_epoch": combined / r,
+            "finalize_share_10_members": fin10 / (10 * r),
+            "finalize_share_50_members": fin50 / (50 * r),
+        },
+        "naive_reference_per_member_per_round": 47_000,
+        "target_per_member_per_round": 10_000,
+    }
+
+
+def throughput(chain: Chain, count: int = 200) -> dict[str, Any]:
+    _, members = _consortium(chain, 1)
+    start = time.perf_counter()
+    for k in range(count):
+        members[0].commit(k, _digest(0, k), 100)
+    elapsed = time.perf_counter() - start
+    return {"sequential_commits": count, "seconds": elapsed, "tx_per_second": count / elapsed}
+
+
+def audit_time(chain: Chain, rounds: int = 1000, n: int = 10) -> dict[str, Any]:
+    """Build rounds x n members (commitments, a report per member per epoch, finalizations),
+    then time a full audit."""
+    ledger, members = _consortium(chain, n)
+    ledger.fund(10**20)
+    epochs = rounds // ROUNDS_PER_EPOCH
+    start = time.perf_counter()
+    for e in range(epochs):
+        for i, m in enumerate(members):
+            items = [
+                Commitment(k, _digest(i, k), 100)
+                for k in range(e * ROUNDS_PER_EPOCH, (e + 1) * ROUNDS_PER_EPOCH)
+            ]
+            scores = {j: SCORE * (1 + (i * 7 + j + e) % 5) for j in range(n) if j != i}
+            m.commit_and_report(items, e, scores)
+        if e >= 1:
+            ledger.finalize(e - 1)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    report = run_audit(ledger)
+    elapsed = time.perf_counter() - start
+    return {
+        "rounds": rounds,
+        "members": n,
+        "build_seconds": build,
+        "events": report.events,
+        "commitments": len(report.commitments),
+        "epochs_finalized": report.epochs_finalized,
+        "audit_seconds": elapsed,
+        "audit_ok": report.ok,
+        "findings": len(report.findings),
+    }
+
+
+def run_ledger_bench(json_out: Path) -> dict[str, Any]:
+    console = Console()
+    results: dict[str, Any] = {
+        "chain": "anvil (managed, hardfork shanghai)",
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
+    }
+    with connect("anvil") as chain:
+        console.print("gas per write ...")
+        results["gas"] = gas_figures(chain)
+        console.print("sequential throughput ...")
+        results["throughput"] = throughput(chain)
+        console.print("audit of 1,000 rounds x 10 members ...")
+        results["audit"] = audit_time(chain)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2) + "\n")
+    _print(console, results)
+    console.print(f"wrote {json_out}")
+    return results
+
+
+def _print(console: Console, results: dict[str, Any]) -> None:
+    table = Table(title="Ledger benchmark (Anvil)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    gas = results["gas"]
+    for key, value in gas.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                table.add_row(f"gas/member/round: {sub}", f"{v:,.0f}")
+        else:
+            table.add_row(
+                f"gas: {key}", f"{value:,.0f}" if isinstance(value, float) else str(value)
+            )
+    table.add_row("sequential tx/s", f"{results['throughput']['tx_per_second']:.1f}")
+    audit = results["audit"]
+    table.add_row("audit events", str(audit["events"]))
+    table.add_row("audit seconds (1,000 rounds x 10)", f"{audit['audit_seconds']:.2f}")
+    table.add_row("audit ok", str(audit["audit_ok"]))
+    console.print(table)

@@ -1,0 +1,162 @@
+"""The outbox on the embedded chain: batching, duplicates as done, writer crashes, a chain
+that is down, permanent rejections, and the worker thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger.backends.rpc import connect_rpc
+from ledger.contract import Ledger
+from ledger.events import read_events
+from ledger.outbox import Outbox
+from ledger.testing import digest_of, peer_id
+from tests.unit.ledger.support import Ctx
+
+
+def _commit_events(ledger: Ledger) -> list[tuple[str, int]]:
+    topic = ledger.events.topic("ModelCommitted")
+    events = read_events(
+        ledger.chain.w3, ledger.events, ledger.address, ledger.deployed_at, topics=[topic]
+    )
+    return [(e.args["member"], e.args["round"]) for e in events]
+
+
+def test_commits_and_report_go_out_as_one_transaction(ctx: Ctx, tmp_path: Path) -> None:
+    member = ctx.members[0]
+    box = Outbox(tmp_path / "outbox.db", member)
+    for r in range(3):
+        box.enqueue_commit(r, digest_of(f"m{r}"), 10)
+    box.enqueue_report(0, {peer_id(2): 1.5, ctx.addresses[2]: -0.5})
+    result = box.flush()
+    assert (result.sent, result.pending, result.chain_down) == (4, 0, False)
+    assert len(result.tx_hashes) == 1  # commitAndReport
+    assert all(member.committed(member.sender_address, r) for r in range(3))
+    info = member.member(member.sender_address)
+    assert info is not None and info.next_epoch == 1
+    assert {i.status for i in box.items()} == {"done"}
+    assert box.flush().sent == 0  # nothing left
+
+
+def test_enqueue_is_idempotent_per_round_and_epoch(ctx: Ctx, tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", ctx.members[0])
+    first = box.enqueue_commit(5, digest_of("a"), 1)
+    assert box.enqueue_commit(5, digest_of("a"), 1) == first
+    assert box.enqueue_report(0, {peer_id(2): 1.0}) == box.enqueue_report(0, {peer_id(2): 1.0})
+    assert box.pending_count() == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_writer_crash_after_send_lands_exactly_once(
+    ctx: Ctx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = ctx.members[1]
+    db = tmp_path / "outbox.db"
+    box = Outbox(db, member)
+    for r in (0, 1):
+        box.enqueue_commit(r, digest_of(f"x{r}"), 10)
+    box.enqueue_report(0, {peer_id(1): 2.0})
+
+    def crash(*args: object) -> None:
+        raise _Crash("killed between the send and the bookkeeping")
+
+    monkeypatch.setattr(Outbox, "_mark", crash)
+    with pytest.raises(_Crash):
+        box.flush()  # the transaction landed, the outbox did not record it
+    monkeypatch.undo()
+    box.close()
+
+    restarted = Outbox(db, member.as_account(ctx.chain.dev_accounts[2]))
+    result = restarted.flush()
+    assert result.duplicates == 3 and result.sent == 0 and result.pending == 0
+    assert {i.outcome for i in restarted.items()} == {"duplicate"}
+    mine = [e for e in _commit_events(member) if e[0] == member.sender_address]
+    assert sorted(mine) == [(member.sender_address, 0), (member.sender_address, 1)]
+
+
+def test_partial_duplicates_in_a_batch(ctx: Ctx, tmp_path: Path) -> None:
+    member = ctx.members[2]
+    member.commit(1, digest_of("already"), 5)  # sent outside the outbox
+    box = Outbox(tmp_path / "outbox.db", member.as_account(ctx.chain.dev_accounts[3]))
+    for r in (0, 1, 2):
+        box.enqueue_commit(r, digest_of(f"r{r}"), 5)
+    result = box.flush()
+    assert (result.sent, result.duplicates, result.pending) == (2, 1, 0)
+    assert sorted(r for a, r in _commit_events(member) if a == member.sender_address) == [0, 1, 2]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_chain_down_keeps_items_and_does_not_block(ctx: Ctx, tmp_path: Path) -> None:
+    dead = connect_rpc(f"http://127.0.0.1:{_closed_port()}", timeout=2.0)
+    ledger = Ledger(dead, ctx.admin.address, ctx.chain.dev_accounts[1])
+    box = Outbox(tmp_path / "outbox.db", ledger)
+    box.enqueue_commit(0, digest_of("a"), 1)
+    box.enqueue_commit(1, digest_of("b"), 1)
+    result = box.flush()
+    assert result.chain_down and result.pending == 2 and result.sent == 0
+    assert result.error is not None
+    items = box.items("pending")
+    assert [i.attempts for i in items] == [1, 1] and items[0].last_error
+    box.ledger = ctx.members[0]  # the chain is back
+    assert box.flush().sent == 2
+
+
+def test_rejected_writes_fail_without_blocking_the_queue(ctx: Ctx, tmp_path: Path) -> None:
+    member = ctx.members[0]
+    box = Outbox(tmp_path / "outbox.db", member)
+    box.enqueue_report(0, {peer_id(1): 1.0})  # index 0 is the member itself: SelfScore
+    box.enqueue_finalize(0)  # not closed yet: stays pending
+    box.enqueue_withdraw()  # nothing owed: done
+    result = box.flush()
+    assert result.failed == 1
+    failed = box.items("failed")
+    assert len(failed) == 1 and "SelfScore" in (failed[0].last_error or "")
+    pending = box.items("pending")
+    assert [i.kind for i in pending] == ["finalize"]
+    assert "EpochNotClosed" in (pending[0].last_error or "")
+    done = box.items("done")
+    assert [(i.kind, i.outcome) for i in done] == [("withdraw", "nothing")]
+    assert box.retry_failed() == 1 and box.pending_count() == 2
+
+
+def test_worker_thread_flushes_in_the_background(ctx: Ctx, tmp_path: Path) -> None:
+    member = ctx.members[3]
+    box = Outbox(tmp_path / "outbox.db", member)
+    thread, stop = box.start_worker(interval=0.05)
+    try:
+        for r in range(4):
+            box.enqueue_commit(r, digest_of(f"w{r}"), 3)
+        deadline = time.monotonic() + 60
+        while box.pending_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert box.pending_count() == 0
+    assert all(member.committed(member.sender_address, r) for r in range(4))
+
+
+def test_concurrent_flush_returns_at_once(ctx: Ctx, tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", ctx.members[0])
+    box.enqueue_commit(9, digest_of("z"), 1)
+    acquired = box._flush_lock.acquire()
+    try:
+        assert acquired
+        result = box.flush()  # another flush "is running": no wait, nothing sent
+        assert result.sent == 0 and result.pending == 1
+    finally:
+        box._flush_lock.release()
+    assert threading.active_count() >= 1
