@@ -179,8 +179,10 @@ class ParamExchange:
         expect: wire.Expectation,
         deadline: float,
     ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
-        # Leave the server enough of our deadline to send the parameters once they are ready.
-        wait = max(0.0, deadline - trio.current_time() - self.io_timeout / 2)
+        # Let the server hold the request for most of our deadline, keeping a margin to send
+        # the parameters once they are ready.
+        remaining = deadline - trio.current_time()
+        wait = max(0.0, remaining - min(self.io_timeout / 2, remaining / 4))
         await stream.write(wire.encode_request(expect.kind, round_, wait))
         body = await read_frame(stream, wire.MAX_HEADER_BYTES, peer)
         header = wire.parse_header(body, peer, expect)
@@ -201,19 +203,14 @@ async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes:
 
 async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
     # stream.read(n) returns at most n bytes, and the library's own helper gives up after 100
-    # partial reads: loop until done or the peer closes. `n` is always capped by the caller (a
-    # frame cap, or a payload size the header checks matched against the local model), so the
-    # buffer is allocated once and filled in place instead of grown by `+=`.
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
+    # partial reads: loop until done or the peer closes.
+    buf = bytearray()
+    while len(buf) < n:
         try:
-            chunk = await stream.read(min(n - got, READ_CHUNK))
+            chunk = await stream.read(min(n - len(buf), READ_CHUNK))
         except EOFError:  # the library signals a peer's close either way
             chunk = b""
         if not chunk:
-            raise PeerMessageError(peer, "truncated", f"stream ended after {got} of {n} bytes")
-        view[got : got + len(chunk)] = chunk
-        got += len(chunk)
+            raise PeerMessageError(peer, "truncated", f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
     return buf

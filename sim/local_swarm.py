@@ -309,8 +309,11 @@ def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:
         init_heart_disease_swarm(folder, rounds=rounds)
         results = run_swarm(folder, console)
         per_node = {}
+        finished: dict[int, float] = {}  # round -> when the last node finished it
         for name in results["nodes"]:
             records = read_metrics(folder / "nodes" / name / "out" / "metrics.jsonl")
+            for r in records:
+                finished[r["round"]] = max(finished.get(r["round"], 0.0), r["time"])
             per_node[name] = {
                 "round_seconds_mean": _mean([r["round_seconds"] for r in records]),
                 "bytes_sent_per_round": _mean([r["bytes_sent"] for r in records]),
@@ -321,6 +324,8 @@ def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:
         "rounds": rounds,
         "nodes": len(per_node),
         "wall_seconds": results["wall_seconds"],
+        # Swarm-wide pace once every node is up: round 1 also holds start-up and scaling.
+        "round_wall_seconds": (finished[rounds] - finished[1]) / max(rounds - 1, 1),
         "per_node": per_node,
         "accuracy": {k: v["accuracy"] for k, v in results["mean"].items()},
         "auc": {k: v["auc"] for k, v in results["mean"].items()},
