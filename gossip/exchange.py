@@ -203,14 +203,18 @@ async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes:
 
 async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
     # stream.read(n) returns at most n bytes, and the library's own helper gives up after 100
-    # partial reads: loop until done or the peer closes.
-    buf = bytearray()
-    while len(buf) < n:
+    # partial reads: loop until done or the peer closes. The buffer is allocated once: growing
+    # it chunk by chunk re-copied the payload several times over.
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
         try:
-            chunk = await stream.read(min(n - len(buf), READ_CHUNK))
+            chunk = await stream.read(min(n - got, READ_CHUNK))
         except EOFError:  # the library signals a peer's close either way
             chunk = b""
         if not chunk:
-            raise PeerMessageError(peer, "truncated", f"stream ended after {len(buf)} of {n} bytes")
-        buf += chunk
+            raise PeerMessageError(peer, "truncated", f"stream ended after {got} of {n} bytes")
+        view[got : got + len(chunk)] = chunk
+        got += len(chunk)
     return buf

@@ -46,11 +46,15 @@ def build_host(key_pair: KeyPair) -> IHost:
     # is several times slower than yamux.
     for name, value in YAMUX_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    from gossip.lean_yamux import LeanNoise, LeanYamux  # TEMP A/B
+
+    lean = os.environ.get("MEDSWARM_STOCK") != "1"
+    noise_cls = LeanNoise if lean else NoiseTransport
+    noise = noise_cls(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): LeanYamux if lean else Yamux},
     )
 
 

@@ -339,7 +339,7 @@ def _check_views(ledger: Ledger, r: _Replay, state: Any) -> None:
                 hex(ledger.committed_word(address, word)),
             )
     for epoch in sorted(set(r.reports) | set(range(state.next_epoch))):
-        result = ledger.epoch_result(epoch)
+        result = ledger.epoch_result(epoch, state.next_epoch)
         same(
             "reports.hash", f"epoch {epoch}", r.report_hash[epoch].hex(), result.reports_hash.hex()
         )

@@ -122,7 +122,9 @@ def deploy(
     min_reports: int = typer.Option(2, help="Reports needed for a combined score."),
     grace_rounds: int = typer.Option(1, help="Rounds after an epoch before it can close."),
     reward_per_epoch: str = typer.Option("1ether", help="Reward per epoch (wei or '1.5ether')."),
-    admin: list[str] = typer.Option([], help="Admin address (repeat); default: the deployer."),
+    admin: Annotated[
+        list[str] | None, typer.Option(help="Admin address (repeat); default: the deployer.")
+    ] = None,
 ) -> None:
     """Deploy the Consortium contract; prints its address."""
     with _errors(), _session(chain, state) as c:
@@ -132,7 +134,7 @@ def deploy(
             min_reports=min_reports,
             grace_rounds=grace_rounds,
             reward_per_epoch=parse_wei(reward_per_epoch),
-            admins=tuple(admin),
+            admins=tuple(admin or ()),
         )
         ledger = Ledger.deploy(c, _account(chain, key_file, dev_account), config)
         err.print(f"deployed Consortium on {c.name} at block {ledger.deployed_at}")
@@ -267,7 +269,8 @@ def _members_table(members: list[Any], names: dict[str, str] | None = None) -> T
         table.add_column(col)
     for m in members:
         table.add_row(
-            str(m.index), m.address, m.peer_id, (names or {}).get(m.address, getattr(m, "name", "")),
+            str(m.index), m.address, m.peer_id,
+            (names or {}).get(m.address, getattr(m, "name", "")),
             "yes" if m.active else "no", str(m.next_round), str(m.owed), str(m.paid),
         )  # fmt: skip
     return table
@@ -278,10 +281,13 @@ def audit(
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
     contract: ContractOpt = ...,  # type: ignore[assignment]
-    out_dir: Path = typer.Option(Path("ledger-audit"), "--out", help="Where JSON and CSV go."),
-    models: Path | None = typer.Option(
-        None, "--models", help="Check DIR/<address|peer-id>/round-<r>.safetensors digests."
+    out_dir: Annotated[Path, typer.Option("--out", help="Where JSON and CSV go.")] = Path(
+        "ledger-audit"
     ),
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Check DIR/<address|peer-id>/round-<r>.safetensors digests."),
+    ] = None,
 ) -> None:
     """Rebuild the state from events, check it against the views; exit 1 on any mismatch."""
     with _errors(), _session(chain, state) as c:

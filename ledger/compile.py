@@ -20,6 +20,7 @@ from typing import Any
 
 import solcx
 from packaging.version import Version
+from solcx.install import get_executable
 
 from ledger.artifacts import (
     ARTIFACTS_DIR,
@@ -48,7 +49,7 @@ def find_compiler() -> Path:
     if explicit:
         return Path(explicit)
     if Version(SOLC_VERSION) in solcx.get_installed_solc_versions():
-        return Path(solcx.get_executable(SOLC_VERSION))
+        return Path(get_executable(SOLC_VERSION))
     node = shutil.which("node")
     solcjs = REPO_ROOT / "node_modules" / "solc" / "package.json"
     if node and solcjs.exists():

@@ -174,12 +174,13 @@ class Outbox:
             return report
         try:
             budget = max_items if max_items is not None else 1 << 62
+            deferred: set[int] = set()  # retry-later items: skipped until the next flush
             while budget > 0:
-                group = self._next_group(budget)
+                group = self._next_group(budget, deferred)
                 if not group:
                     break
                 try:
-                    self._send_group(group, report)
+                    self._send_group(group, report, deferred)
                 except ChainUnavailable as exc:
                     self._note_attempt(group, str(exc))
                     report.chain_down = True
@@ -217,15 +218,16 @@ class Outbox:
         thread.start()
         return thread, stop
 
-    def _next_group(self, budget: int) -> list[OutboxItem]:
+    def _next_group(self, budget: int, deferred: set[int]) -> list[OutboxItem]:
         """The next transaction's items: a run of commits (optionally closed by a report),
         or one other write."""
-        pending = self.items("pending")[: min(budget, self.max_batch + 1)]
+        pending = [i for i in self.items("pending") if i.id not in deferred]
+        pending = pending[: min(budget, self.max_batch + 1)]
         if not pending:
             return []
         if pending[0].kind != "commit":
             return pending[:1]
-        group = []
+        group: list[OutboxItem] = []
         for item in pending:
             if item.kind == "commit" and len(group) < self.max_batch:
                 group.append(item)
@@ -235,7 +237,7 @@ class Outbox:
             break
         return group
 
-    def _send_group(self, group: list[OutboxItem], report: FlushReport) -> None:
+    def _send_group(self, group: list[OutboxItem], report: FlushReport, deferred: set[int]) -> None:
         """Send `group`, peeling off duplicates and isolating a failing item."""
         while group:
             try:
@@ -249,10 +251,11 @@ class Outbox:
                     continue
                 if len(group) > 1:  # isolate which item the chain refuses
                     for item in group:
-                        self._send_group([item], report)
+                        self._send_group([item], report, deferred)
                     return
                 if exc.error_name in RETRY_LATER:
                     self._note_attempt(group, str(exc))
+                    deferred.add(group[0].id)
                     return
                 if group[0].kind == "withdraw" and exc.error_name == "NothingToWithdraw":
                     self._mark(group[0], "done", "nothing", None, exc)
@@ -295,19 +298,16 @@ class Outbox:
     @staticmethod
     def _duplicate_in(group: list[OutboxItem], exc: LedgerRevert) -> OutboxItem | None:
         """The item the chain says it already has, if this revert is such a rejection."""
-        args = exc.args_by_name
-        for item in group:
-            if item.kind == "commit" and exc.error_name == "AlreadyCommitted":
-                if args.get("round") == item.args["round"]:
-                    return item
-            elif item.kind in ("report", "finalize") and exc.error_name in (
-                "AlreadyReported",
-                "EpochAlreadyFinalized",
-            ):
-                if args.get("epoch") == item.args["epoch"]:
-                    if item.kind == "finalize" or exc.error_name == "AlreadyReported":
-                        return item
-        return None
+        key = {
+            "AlreadyCommitted": ("commit", "round"),
+            "AlreadyReported": ("report", "epoch"),
+            "EpochAlreadyFinalized": ("finalize", "epoch"),
+        }.get(exc.error_name)
+        if key is None:
+            return None
+        kind, field_name = key
+        value = exc.args_by_name.get(field_name)
+        return next((i for i in group if i.kind == kind and i.args[field_name] == value), None)
 
     def _mark(
         self,

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ProviderConnectionError, TimeExhausted, Web3RPCError
+from web3.types import TxParams
 
 from ledger.errors import ChainUnavailable, LedgerRevert
 from ledger.revert import ErrorDecoder, to_revert
@@ -99,7 +100,11 @@ class Sender:
         if to is not None:
             tx["to"] = to
         if gas is None:
-            gas = int(self._call_checked(lambda: self.w3.eth.estimate_gas(tx), description))
+            gas = int(
+                self._call_checked(
+                    lambda: self.w3.eth.estimate_gas(cast(TxParams, tx)), description
+                )
+            )
             gas = int(gas * GAS_MARGIN) + 10_000
         if self._chain_id is None:
             self._chain_id = self.w3.eth.chain_id
@@ -135,7 +140,9 @@ class Sender:
         if receipt["status"] != 1:
             # Raced with another write between estimate and mining: replay for the reason.
             self._call_checked(
-                lambda: self.w3.eth.call({**tx, "from": self.address}, receipt["blockNumber"] - 1),
+                lambda: self.w3.eth.call(
+                    cast(TxParams, {**tx, "from": self.address}), receipt["blockNumber"] - 1
+                ),
                 description,
             )
             raise LedgerRevert("Reverted", {"tx_hash": HexBytes(tx_hash).to_0x_hex()}, description)

@@ -27,7 +27,13 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, peer_id_of
 from node import merge as merging
-from node.checkpoint import load_checkpoint, save_checkpoint, save_params, write_atomic
+from node.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_params,
+    write_atomic,
+)
 from node.config import NodeConfig
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.models import build_model
@@ -143,7 +149,7 @@ class NodeRunner:
     # -- rounds -----------------------------------------------------------------------------
 
     async def _train(
-        self, split: Split, scaler: Scaler, checkpoint: Any, start: int
+        self, split: Split, scaler: Scaler, checkpoint: Checkpoint | None, start: int
     ) -> dict[str, Any]:
         cfg = self.cfg
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)

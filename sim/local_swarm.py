@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -262,7 +263,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 LABELS = {
     "local_only": "local",
-    "local_cross_site": "local on\nall sites",
+    "local_cross_site": "local, all",
     "swarm": "swarm",
     "pooled": "pooled",
 }
@@ -270,22 +271,20 @@ LABELS = {
 
 def results_table(results: dict[str, Any]) -> Table:
     table = Table(
-        title="validation accuracy / AUC per hospital",
-        caption="local: each hospital alone, on its own validation split; local on all sites: "
-        "that model on every hospital's validation split (FLamby's protocol); swarm: the "
-        "node's final merged model; pooled: one model on all training rows",
+        title="validation accuracy and AUC per hospital",
+        box=box.SIMPLE_HEAD,
+        caption="local: each hospital alone, on its own validation split. local, all: "
+        "that model on every hospital's validation split (FLamby's protocol). swarm: the "
+        "node's final merged model. pooled: one model on all hospitals' training rows.",
     )
-    table.add_column("hospital")
+    table.add_column("hospital", no_wrap=True)
     kinds = [k for k in LABELS if k in results["mean"]]
     for kind in kinds:
-        table.add_column(f"{LABELS[kind]}\nacc", justify="right")
-        table.add_column(f"{LABELS[kind]}\nAUC", justify="right")
+        table.add_column(f"{LABELS[kind]}\nacc   AUC", justify="right", no_wrap=True)
     rows = list(results["nodes"].items()) + [("mean", results["mean"])]
     for name, r in rows:
-        cells = []
-        for kind in kinds:
-            cells += [_fmt(r[kind]["accuracy"]), _fmt(r[kind]["auc"])]
-        table.add_row(name, *cells)
+        cells = [f"{_fmt(r[k]['accuracy'])} {_fmt(r[k]['auc'])}" for k in kinds]
+        table.add_row(name, *cells, end_section=name == rows[-2][0])
     return table
 
 

@@ -21,8 +21,14 @@ def test_frozen_neighbour_is_skipped_within_the_deadline(tmp_path):
     sizes = {"a": 120, "b": 150, "c": 180}
     sites = synthetic_sites(tmp_path / "data", sizes)
     swarm = tmp_path / "swarm"
-    init_swarm(swarm, sites, tmp_path / "data" / "schema.toml", rounds=ROUNDS, topology="full",
-               model="logreg")
+    init_swarm(
+        swarm,
+        sites,
+        tmp_path / "data" / "schema.toml",
+        rounds=ROUNDS,
+        topology="full",
+        model="logreg",
+    )
     procs = {n: start_node(swarm, n, SETTINGS) for n in sizes}
     try:
         deadline = time.monotonic() + 180

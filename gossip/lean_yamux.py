@@ -1,0 +1,145 @@
+"""Leaner per-frame I/O for py-libp2p's Noise and yamux, with the same bytes on the wire.
+
+py-libp2p 0.8.1 spends most of a bulk transfer's CPU on Python work per 64 KiB frame rather than
+on the cipher. These subclasses (registered by `build_host` through `sec_opt` / `muxer_opt`)
+shorten the hottest paths and leave framing, flow control, handshake and cipher untouched:
+
+- `LeanNoise` performs the stock XX handshake, then returns a `LeanNoiseSession`: the same
+  session, but it reads ciphertext from the socket in large chunks and cuts it into Noise
+  messages itself (the stock reader makes two socket reads per message, through four layers of
+  helpers), and writes each message with a single call. Every message is still authenticated and
+  decrypted in order by the same Noise cipher state.
+- `LeanYamux` keeps the stock frame loop; it only drops the per-frame header decoding that the
+  stock writer does for a debug log (unless debug logging is on) and replaces the per-frame
+  `trio.fail_after` context manager with an equivalent bare cancel scope, with the data-frame
+  timeout read from the environment once per connection instead of on every frame.
+"""
+
+import logging
+
+import trio
+from libp2p.abc import IRawConnection, ISecureConn
+from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io.utils import read_exactly
+from libp2p.peer.id import ID
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.yamux import yamux as stock_yamux
+
+# Socket reads take up to this much ciphertext at once: a few Noise messages per system call.
+RECV_SIZE = 1 << 18
+NOISE_LENGTH_PREFIX = 2  # bytes, big-endian, before every Noise transport message
+
+
+class LeanNoiseSession(SecureSession):
+    """A finished Noise session whose reads and writes skip the stock helper layers."""
+
+    def __init__(self, session: SecureSession, transport: NoiseTransportReadWriter) -> None:
+        super().__init__(
+            local_peer=session.local_peer,
+            local_private_key=session.local_private_key,
+            remote_peer=session.remote_peer,
+            remote_permanent_pubkey=session.remote_permanent_pubkey,
+            is_initiator=session.is_initiator,
+            conn=transport,
+        )
+        self._transport = transport
+        self._raw = transport.read_writer.read_write_closer  # the TCP connection
+        self._wire = bytearray()  # ciphertext received, not yet decrypted, from _wire_pos on
+        self._wire_pos = 0
+        self._plain = b""  # the current decrypted message, handed out from _plain_pos on
+        self._plain_pos = 0
+
+    async def read(self, n: int | None = None) -> bytes:
+        # Same contract as SecureSession.read: n=None gives the rest of the current message or
+        # the next whole message; otherwise exactly n bytes, waiting for as many messages as
+        # needed; errors and end of stream (IncompleteReadError) propagate.
+        if n == 0:
+            return b""
+        pieces = []
+        while True:
+            if self._plain_pos == len(self._plain):
+                self._plain, self._plain_pos = await self._next_message(), 0
+            pos, plain = self._plain_pos, self._plain
+            if n is not None and n < len(plain) - pos:
+                self._plain_pos = pos + n
+                pieces.append(plain[pos : pos + n])
+                break
+            piece = plain[pos:] if pos else plain
+            self._plain_pos = len(plain)
+            pieces.append(piece)
+            if n is None or n == len(piece):
+                break
+            n -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _next_message(self) -> bytes:
+        wire, pos = self._wire, self._wire_pos
+        while True:
+            if len(wire) - pos >= NOISE_LENGTH_PREFIX:
+                start = pos + NOISE_LENGTH_PREFIX
+                end = start + int.from_bytes(wire[pos:start], "big")
+                if len(wire) >= end:
+                    self._wire_pos = end
+                    with memoryview(wire) as view:
+                        ciphertext = bytes(view[start:end])
+                    return self._transport.decrypt(ciphertext)
+            del wire[:pos]  # keep only the partial message before reading more
+            pos = self._wire_pos = 0
+            chunk = await self._raw.read(RECV_SIZE)
+            if not chunk:
+                raise IncompleteReadError(
+                    f"Connection closed during a Noise message ({len(wire)} bytes of it read)",
+                    expected_bytes=NOISE_LENGTH_PREFIX,
+                    received_bytes=len(wire),
+                )
+            wire += chunk
+
+    async def write(self, data: bytes) -> None:
+        if len(data) > MAX_PLAINTEXT_LENGTH:
+            await super().write(data)  # the stock writer splits it into several messages
+            return
+        ciphertext = self._transport.encrypt(data)
+        await self._raw.write(len(ciphertext).to_bytes(NOISE_LENGTH_PREFIX, "big") + ciphertext)
+
+
+class LeanNoise(NoiseTransport):
+    """The stock Noise XX transport; only the finished session is a `LeanNoiseSession`."""
+
+    async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
+        return _lean(await super().secure_inbound(conn))
+
+    async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
+        return _lean(await super().secure_outbound(conn, peer_id))
+
+
+def _lean(session: ISecureConn) -> ISecureConn:
+    if type(session) is SecureSession and type(session.conn) is NoiseTransportReadWriter:
+        return LeanNoiseSession(session, session.conn)
+    return session  # anything unexpected from a future library version: leave it alone
+
+
+class LeanYamux(stock_yamux.Yamux):
+    """The stock yamux connection with two per-frame costs removed."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._data_read_timeout = stock_yamux._yamux_data_read_timeout()
+
+    async def _read_data_body(self, length: int) -> bytes:
+        # trio.fail_after without its generator-based context manager.
+        with trio.CancelScope(deadline=trio.current_time() + self._data_read_timeout):
+            data = await self.secured_conn.read(length)
+            if len(data) < length:
+                data += await read_exactly(self.secured_conn, length - len(data))
+            return data
+        raise trio.TooSlowError
+
+    async def _write_frame(self, data: bytes) -> None:
+        if stock_yamux.logger.isEnabledFor(logging.DEBUG):
+            await super()._write_frame(data)  # decodes each header for the debug log
+            return
+        async with self._write_lock:
+            await self.secured_conn.write(data)
+        await trio.lowlevel.checkpoint()

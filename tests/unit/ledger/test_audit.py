@@ -1,0 +1,114 @@
+"""The audit rebuilds everything from events and names every disagreement."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from ledger.audit import check_models, run_audit
+from ledger.cli import write_audit
+from ledger.contract import Ledger
+from ledger.testing import peer_id
+from ledger.views import Commitment
+from tests.unit.ledger.support import SCORE, Ctx, close_epoch
+
+
+def _history(ctx: Ctx) -> None:
+    """Two finalized epochs with funding, a deactivation, a reactivation and a withdrawal."""
+    ctx.admin.fund(2 * 10**18)
+    ctx.members[0].report_fixed(0, {1: 2 * SCORE, 2: SCORE})
+    ctx.members[3].report_fixed(0, {1: 4 * SCORE, 2: -SCORE, 4: SCORE})
+    ctx.members[4].report_fixed(0, {2: 3 * SCORE})
+    close_epoch(ctx, 0)
+    ctx.admin.finalize(0)
+    ctx.admin.deactivate(ctx.addresses[4])
+    ctx.admin.set_reward_per_epoch(5 * 10**17)
+    ctx.members[1].withdraw()
+    ctx.members[0].report_fixed(1, {1: SCORE, 3: SCORE})
+    ctx.members[2].report_fixed(1, {1: 3 * SCORE, 3: 2 * SCORE})
+    close_epoch(ctx, 1, who=[0, 1, 2])
+    ctx.admin.finalize(1)
+    ctx.admin.register(ctx.addresses[4], "back", "hospital 5 again")
+
+
+def test_audit_of_a_consistent_history_is_clean(ctx: Ctx, tmp_path: Path) -> None:
+    _history(ctx)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert report.epochs_finalized == 2
+    assert report.funded == 2 * 10**18
+    assert report.funded == report.owed + report.paid + report.pool
+    by_member = {m.address: m for m in report.members}
+    assert by_member[ctx.addresses[4]].name == "hospital 5 again"
+    assert by_member[ctx.addresses[1]].paid > 0
+    scored = {(s.epoch, s.member) for s in report.scores}
+    assert (0, ctx.addresses[2]) in scored and (0, ctx.addresses[4]) not in scored  # 1 report
+    write_audit(report, tmp_path)
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert doc["ok"] is True and doc["commitments"] == len(report.commitments)
+    with (tmp_path / "members.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["address"] for r in rows] == ctx.addresses
+    assert (tmp_path / "scores.csv").exists() and (tmp_path / "commitments.csv").exists()
+
+
+def test_audit_names_views_that_disagree_with_events(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _history(ctx)
+    real_member = Ledger.member
+    real_word = Ledger.committed_word
+    victim = ctx.addresses[2]
+
+    def lying_member(self: Ledger, address: str):  # type: ignore[no-untyped-def]
+        info = real_member(self, address)
+        if info is not None and info.address == victim:
+            return dataclasses.replace(info, owed=info.owed + 1)
+        return info
+
+    def lying_word(self: Ledger, member: str, word: int) -> int:
+        return real_word(self, member, word) ^ (1 << 7 if member == victim and word == 0 else 0)
+
+    monkeypatch.setattr(Ledger, "member", lying_member)
+    monkeypatch.setattr(Ledger, "committed_word", lying_word)
+    report = run_audit(ctx.admin)
+    checks = {(f.check, f.subject.split(" ")[0]) for f in report.findings}
+    assert ("member.owed", victim) in checks
+    assert ("commitments.bitmap", victim) in checks
+    assert not report.ok
+
+
+def test_models_are_checked_against_committed_digests(ctx: Ctx, tmp_path: Path) -> None:
+    m = ctx.members[0]
+    good, bad = b"weights of round 0", b"weights of round 1"
+    import hashlib
+
+    m.commit_batch(
+        [
+            Commitment(0, hashlib.sha256(good).digest(), 1),
+            Commitment(1, hashlib.sha256(b"what was really committed").digest(), 1),
+        ]
+    )
+    by_address = tmp_path / m.sender_address.lower()
+    by_address.mkdir()
+    (by_address / "round-0.safetensors").write_bytes(good)
+    (by_address / "round-1.safetensors").write_bytes(bad)
+    (by_address / "round-7.safetensors").write_bytes(b"never committed")
+    by_peer = tmp_path / peer_id(2)  # a member's folder named by its peer ID
+    by_peer.mkdir()
+    (by_peer / "model.bin").write_bytes(b"badly named")
+    (tmp_path / "12D3KooWstranger").mkdir()
+    report = run_audit(ctx.admin)
+    findings = check_models(report, tmp_path)
+    named = {(f.check, Path(f.subject).name) for f in findings}
+    assert named == {
+        ("models.digest", "round-1.safetensors"),
+        ("models.uncommitted", "round-7.safetensors"),
+        ("models.name", "model.bin"),
+        ("models.member", "12D3KooWstranger"),
+    }
+    assert report.models_checked == 3 and not report.ok
