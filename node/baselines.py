@@ -8,7 +8,7 @@ optimizer, seed ``training_seed(model_seed, round)``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -45,6 +45,21 @@ def _fit(
     return net
 
 
+def _local_models(
+    splits: Mapping[str, Split],
+    model: str,
+    hidden: Sequence[int],
+    settings: TrainSettings,
+    rounds: int,
+    model_seed: int,
+) -> Iterator[tuple[str, Scaler, nn.Module]]:
+    """Each site's model trained on its own records alone, with its own scaler."""
+    for site, split in splits.items():
+        scaler = Scaler.from_stats(local_stats(split.train_x))
+        x = scaler.transform(split.train_x)
+        yield site, scaler, _fit(x, split.train_y, model, hidden, settings, rounds, model_seed)
+
+
 def local_only(
     tables: Mapping[str, CleanTable],
     model: str,
@@ -56,20 +71,11 @@ def local_only(
     model_seed: int,
 ) -> dict[str, EvalResult]:
     """Each site alone: its own scaler, its own training split, its own validation split."""
-    results = {}
-    for site, split in _splits(tables, val_fraction, split_seed).items():
-        scaler = Scaler.from_stats(local_stats(split.train_x))
-        net = _fit(
-            scaler.transform(split.train_x),
-            split.train_y,
-            model,
-            hidden,
-            settings,
-            rounds,
-            model_seed,
-        )
-        results[site] = evaluate(net, scaler.transform(split.val_x), split.val_y)
-    return results
+    splits = _splits(tables, val_fraction, split_seed)
+    return {
+        site: evaluate(net, scaler.transform(splits[site].val_x), splits[site].val_y)
+        for site, scaler, net in _local_models(splits, model, hidden, settings, rounds, model_seed)
+    }
 
 
 def local_only_cross_site(
@@ -87,17 +93,7 @@ def local_only_cross_site(
     records serves the consortium's patients."""
     splits = _splits(tables, val_fraction, split_seed)
     results = {}
-    for site, split in splits.items():
-        scaler = Scaler.from_stats(local_stats(split.train_x))
-        net = _fit(
-            scaler.transform(split.train_x),
-            split.train_y,
-            model,
-            hidden,
-            settings,
-            rounds,
-            model_seed,
-        )
+    for site, scaler, net in _local_models(splits, model, hidden, settings, rounds, model_seed):
         scores = [evaluate(net, scaler.transform(s.val_x), s.val_y) for s in splits.values()]
         aucs = [e.auc for e in scores if e.auc is not None]
         results[site] = EvalResult(

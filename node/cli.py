@@ -113,12 +113,7 @@ def swarm_up(
     baselines: Annotated[bool, typer.Option(help="Also train local-only and pooled.")] = True,
 ) -> None:
     """Start one process per node, show progress, then compare with the baselines."""
-    from sim.local_swarm import SwarmError, run_swarm
-
-    try:
-        run_swarm(folder, console, baselines=baselines)
-    except (SwarmError, NodeError) as exc:
-        raise _fail(str(exc)) from None
+    _run_swarm(folder, baselines)
 
 
 @swarm_app.command("demo")
@@ -127,12 +122,22 @@ def swarm_demo(
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
 ) -> None:
     """The heart-disease demo: init (if needed) and run four hospitals, then the table."""
-    from sim.local_swarm import SwarmError, init_heart_disease_swarm, run_swarm
+    import shutil
 
-    if not (out / "swarm.json").exists():
-        init_heart_disease_swarm(out, rounds=rounds, topology="ring", model="mlp")
+    from sim.local_swarm import init_heart_disease_swarm
+
+    if (out / "swarm.json").exists():  # a previous demo run: start afresh
+        console.print(f"replacing the previous demo run in {out}")
+        shutil.rmtree(out)
+    init_heart_disease_swarm(out, rounds=rounds, topology="ring", model="mlp")
+    _run_swarm(out, baselines=True)
+
+
+def _run_swarm(folder: Path, baselines: bool) -> None:
+    from sim.local_swarm import SwarmError, run_swarm
+
     try:
-        run_swarm(out, console, baselines=True)
+        run_swarm(folder, console, baselines=baselines)
     except (SwarmError, NodeError) as exc:
         raise _fail(str(exc)) from None
 

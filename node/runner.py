@@ -160,7 +160,8 @@ class NodeRunner:
             load_params(model, checkpoint.params)
         specs = wire.specs_of(model_params(model))
         settings = cfg.training.settings()
-        record: dict[str, Any] = {}
+        records = self._read_metrics()
+        record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
             began = time.perf_counter()
             self.exchange.counters.reset()
@@ -276,13 +277,18 @@ class NodeRunner:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line torn by a crash mid-write: that round is redone
+        return records
+
     def _truncate_metrics(self, last_round: int) -> None:
         """Drop records newer than the checkpoint: those rounds are about to be redone."""
-        if not self.metrics_path.exists():
-            return
-        kept = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["round"] <= last_round
-        ]
-        write_atomic(self.metrics_path, "".join(line + "\n" for line in kept).encode())
+        kept = [r for r in self._read_metrics() if r["round"] <= last_round]
+        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
