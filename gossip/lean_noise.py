@@ -1,31 +1,24 @@
-"""Leaner per-frame I/O for py-libp2p's Noise and yamux, with the same bytes on the wire.
+"""A leaner read/write path for py-libp2p's Noise sessions, with the same bytes on the wire.
 
 py-libp2p 0.8.1 spends most of a bulk transfer's CPU on Python work per 64 KiB frame rather than
-on the cipher. These subclasses (registered by `build_host` through `sec_opt` / `muxer_opt`)
-shorten the hottest paths and leave framing, flow control, handshake and cipher untouched:
+on the cipher. `LeanNoise` (registered by `build_host` through `sec_opt`) performs the stock XX
+handshake, then hands yamux a `LeanNoiseSession`: the stock session, except that it reads
+ciphertext from the socket in large chunks and cuts it into Noise messages itself (the stock
+reader makes two socket reads per message, the 2-byte length and the body, through four layers of
+helpers and locks, then copies the plaintext through a BytesIO), and sends each message with one
+call. Every message is still authenticated and decrypted, in order, by the same Noise cipher
+state; a message that fails authentication raises exactly as before.
 
-- `LeanNoise` performs the stock XX handshake, then returns a `LeanNoiseSession`: the same
-  session, but it reads ciphertext from the socket in large chunks and cuts it into Noise
-  messages itself (the stock reader makes two socket reads per message, through four layers of
-  helpers), and writes each message with a single call. Every message is still authenticated and
-  decrypted in order by the same Noise cipher state.
-- `LeanYamux` keeps the stock frame loop; it only drops the per-frame header decoding that the
-  stock writer does for a debug log (unless debug logging is on) and replaces the per-frame
-  `trio.fail_after` context manager with an equivalent bare cancel scope, with the data-frame
-  timeout read from the environment once per connection instead of on every frame.
+(A yamux subclass cannot be plugged in the same way: py-libp2p 0.8.1's muxer negotiation builds
+the stock `Yamux` for /yamux/1.0.0 whatever class `muxer_opt` names.)
 """
 
-import logging
-
-import trio
 from libp2p.abc import IRawConnection, ISecureConn
-from libp2p.io.exceptions import IncompleteReadError
-from libp2p.io.utils import read_exactly
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
 from libp2p.peer.id import ID
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.secure_session import SecureSession
-from libp2p.stream_muxer.yamux import yamux as stock_yamux
 
 # Socket reads take up to this much ciphertext at once: a few Noise messages per system call.
 RECV_SIZE = 1 << 18
@@ -57,10 +50,14 @@ class LeanNoiseSession(SecureSession):
         # needed; errors and end of stream (IncompleteReadError) propagate.
         if n == 0:
             return b""
-        pieces = []
+        pieces: list[bytes] = []
         while True:
             if self._plain_pos == len(self._plain):
                 self._plain, self._plain_pos = await self._next_message(), 0
+                if not self._plain:  # the stock session takes an empty message as a close
+                    if pieces:
+                        break
+                    raise ConnectionClosedError("Connection closed")
             pos, plain = self._plain_pos, self._plain
             if n is not None and n < len(plain) - pos:
                 self._plain_pos = pos + n
@@ -90,7 +87,7 @@ class LeanNoiseSession(SecureSession):
             chunk = await self._raw.read(RECV_SIZE)
             if not chunk:
                 raise IncompleteReadError(
-                    f"Connection closed during a Noise message ({len(wire)} bytes of it read)",
+                    f"Connection closed with {len(wire)} bytes of a Noise message unread",
                     expected_bytes=NOISE_LENGTH_PREFIX,
                     received_bytes=len(wire),
                 )
@@ -118,28 +115,3 @@ def _lean(session: ISecureConn) -> ISecureConn:
     if type(session) is SecureSession and type(session.conn) is NoiseTransportReadWriter:
         return LeanNoiseSession(session, session.conn)
     return session  # anything unexpected from a future library version: leave it alone
-
-
-class LeanYamux(stock_yamux.Yamux):
-    """The stock yamux connection with two per-frame costs removed."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._data_read_timeout = stock_yamux._yamux_data_read_timeout()
-
-    async def _read_data_body(self, length: int) -> bytes:
-        # trio.fail_after without its generator-based context manager.
-        with trio.CancelScope(deadline=trio.current_time() + self._data_read_timeout):
-            data = await self.secured_conn.read(length)
-            if len(data) < length:
-                data += await read_exactly(self.secured_conn, length - len(data))
-            return data
-        raise trio.TooSlowError
-
-    async def _write_frame(self, data: bytes) -> None:
-        if stock_yamux.logger.isEnabledFor(logging.DEBUG):
-            await super()._write_frame(data)  # decodes each header for the debug log
-            return
-        async with self._write_lock:
-            await self.secured_conn.write(data)
-        await trio.lowlevel.checkpoint()
