@@ -22,7 +22,8 @@ class PeerMessageError(GossipError):
 class PeerUnavailable(GossipError):
     """A peer could not be reached, timed out, or had nothing for the round in time."""
 
-    def __init__(self, peer: str, reason: str) -> None:
+    def __init__(self, peer: str, reason: str, retryable: bool = False) -> None:
         super().__init__(f"peer {peer}: {reason}")
         self.peer = peer
         self.reason = reason
+        self.retryable = retryable  # a transient failure worth another try before the deadline

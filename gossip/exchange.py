@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 PROTOCOL = TProtocol("/medswarm/params/1.0.0")
 READ_CHUNK = 1 << 20
 MAX_SERVER_WAIT = 120.0
+FETCH_ATTEMPTS = 3
+RETRY_PAUSE = 0.2
 
 
 @dataclass
@@ -152,6 +154,30 @@ class ParamExchange:
         """
         peer = info.peer_id.to_base58()
         deadline = trio.current_time() + timeout
+        attempt = 1
+        while True:
+            try:
+                return await self._fetch_once(info, peer, round_, expect, deadline, connect_timeout)
+            except PeerUnavailable as exc:
+                # Retry a transient failure (a stream that failed to open under load, a reset)
+                # while the deadline allows: a one-sided miss shifts the swarm's weighted average.
+                pause = RETRY_PAUSE * attempt
+                last = attempt == FETCH_ATTEMPTS or trio.current_time() + pause >= deadline
+                if not exc.retryable or last:
+                    raise
+                log.info("round %d: retrying %s after %s", round_, peer, exc.reason)
+                await trio.sleep(pause)
+                attempt += 1
+
+    async def _fetch_once(
+        self,
+        info: PeerInfo,
+        peer: str,
+        round_: int,
+        expect: wire.Expectation,
+        deadline: float,
+        connect_timeout: float,
+    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
         try:
             with trio.fail_at(deadline):
                 await ensure_connected(self.host, info, connect_timeout)
@@ -162,14 +188,14 @@ class ParamExchange:
                     with trio.move_on_after(1.0):
                         await stream.close()
         except trio.TooSlowError:
-            raise PeerUnavailable(peer, f"no answer for round {round_} in {timeout:.1f}s") from None
+            raise PeerUnavailable(peer, f"no answer for round {round_} by the deadline") from None
         except PeerMessageError:
             self.counters.rejected[peer] += 1
             raise
         except GossipError:
             raise
         except Exception as exc:  # stream resets and closed connections surface in many types
-            raise PeerUnavailable(peer, f"transfer failed: {exc!r}") from exc
+            raise PeerUnavailable(peer, f"transfer failed: {exc!r}", retryable=True) from exc
 
     async def _request(
         self,

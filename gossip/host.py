@@ -77,7 +77,7 @@ async def ensure_connected(host: IHost, info: PeerInfo, timeout: float) -> None:
         raise PeerUnavailable(peer.to_base58(), f"connect timed out after {timeout:.1f}s") from None
     except Exception as exc:  # dial errors come in many types; all mean "unreachable this round"
         _forget_failed_dial(host, peer)
-        raise PeerUnavailable(peer.to_base58(), f"connect failed: {exc}") from exc
+        raise PeerUnavailable(peer.to_base58(), f"connect failed: {exc}", retryable=True) from exc
 
 
 def _forget_failed_dial(host: IHost, peer: ID) -> None:

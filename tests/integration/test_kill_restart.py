@@ -26,19 +26,23 @@ def wait_until(predicate, timeout, what):
         time.sleep(0.02)
 
 
+def checkpoint_round(swarm) -> int:
+    path = out_dir(swarm, VICTIM) / "checkpoint" / "state.json"
+    return json.loads(path.read_text())["round"] if path.exists() else 0
+
+
 def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
     swarm = tmp_path / "swarm"
     init_heart_disease_swarm(swarm, rounds=ROUNDS, topology="ring")
     names = json.loads((swarm / "swarm.json").read_text())["nodes"]
     procs = {n: start_node(swarm, n, SETTINGS) for n in names}
     try:
-        wait_until(lambda: len(metrics(swarm, VICTIM)) >= 5, 180, "the victim's 5th round")
+        wait_until(lambda: checkpoint_round(swarm) >= 5, 180, "the victim's 5th checkpoint")
         os.killpg(procs[VICTIM].pid, signal.SIGKILL)
         procs[VICTIM].wait()
         killed_at = time.time()
-        state = json.loads((out_dir(swarm, VICTIM) / "checkpoint" / "state.json").read_text())
-        checkpoint_round = state["round"]
-        assert 5 <= checkpoint_round < ROUNDS
+        resumed_from = checkpoint_round(swarm)
+        assert 5 <= resumed_from < ROUNDS
 
         restarted = start_node(swarm, VICTIM, SETTINGS)
         procs[VICTIM] = restarted
@@ -56,10 +60,10 @@ def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
     assert any(victim_id in r["failures"] for r in others)
     # Rounds up to the checkpoint were not redone; the rest ran after the restart.
     for record in metrics(swarm, VICTIM):
-        if record["round"] <= checkpoint_round:
+        if record["round"] <= resumed_from:
             assert record["time"] < killed_at
         else:
             assert record["time"] > killed_at
     # Back in the swarm: after the restart it merged with its neighbours again.
-    after = [r for r in metrics(swarm, VICTIM) if r["round"] > checkpoint_round]
+    after = [r for r in metrics(swarm, VICTIM) if r["round"] > resumed_from]
     assert any(r["neighbours_reached"] for r in after)
