@@ -18,6 +18,7 @@ from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
+from ledger.commitments import commitments_in
 from ledger.contract import Ledger
 from ledger.events import Event, read_events
 from ledger.scores import decode_entries, median, split_reward
@@ -160,17 +161,20 @@ class _Replay:
         self.members[a["member"]].active = False
 
     def _on_ModelCommitted(self, e: Event, a: dict[str, Any]) -> None:
-        member, round_ = a["member"], a["round"]
-        key = (member, round_)
-        if key in self.commitments:
-            self._find("event.duplicate_commitment", f"{member} round {round_}", 1, 2)
-        self.commitments[key] = CommitRecord(
-            round_, member, "0x" + a["digest"].hex(), a["samples"], e.block_number, e.tx_hash
-        )
-        self.bits[member][round_ >> 8] |= 1 << (round_ & 0xFF)
-        record = self.members[member]
-        record.commitments += 1
-        record.next_round = max(record.next_round, round_ + 1)
+        """One commitment (`commit`); ModelsCommitted logs a whole batch."""
+        for member, c in commitments_in(e):
+            key = (member, c.round)
+            if key in self.commitments:
+                self._find("event.duplicate_commitment", f"{member} round {c.round}", 1, 2)
+            self.commitments[key] = CommitRecord(
+                c.round, member, "0x" + c.digest.hex(), c.samples, e.block_number, e.tx_hash
+            )
+            self.bits[member][c.round >> 8] |= 1 << (c.round & 0xFF)
+            record = self.members[member]
+            record.commitments += 1
+            record.next_round = max(record.next_round, c.round + 1)
+
+    _on_ModelsCommitted = _on_ModelCommitted
 
     def _on_ScoresReported(self, e: Event, a: dict[str, Any]) -> None:
         epoch, reporter, entries = a["epoch"], a["reporter"], a["entries"]

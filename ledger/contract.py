@@ -20,8 +20,9 @@ from web3.types import TxParams
 
 from ledger.artifacts import Artifact, load_artifact
 from ledger.backends.base import Chain
+from ledger.commitments import commitments_in, encode_commitments
 from ledger.errors import LedgerError
-from ledger.events import EventDecoder, read_events
+from ledger.events import Event, EventDecoder, read_events
 from ledger.revert import ErrorDecoder, _type_string
 from ledger.scores import encode_entries, to_fixed
 from ledger.tx import Sender, TxResult, transport_guard
@@ -152,9 +153,8 @@ class Ledger:
         return self._transact("commit", round, _digest(digest), samples)
 
     def commit_batch(self, items: Sequence[Commitment]) -> TxResult:
-        return self._transact(
-            "commitBatch", [(c.round, _digest(c.digest), c.samples) for c in items]
-        )
+        """Several commitments in one tx, logged as one ModelsCommitted event."""
+        return self._transact("commitBatch", _packed(items))
 
     def report(self, epoch: int, scores: Mapping[str, float]) -> TxResult:
         """Report `epoch`'s scores, keyed by peer ID or address (scores as floats)."""
@@ -168,12 +168,7 @@ class Ledger:
         self, items: Sequence[Commitment], epoch: int, scores: Mapping[int, int]
     ) -> TxResult:
         """An epoch's commitments and its report (fixed scores by member index) in one tx."""
-        return self._transact(
-            "commitAndReport",
-            [(c.round, _digest(c.digest), c.samples) for c in items],
-            epoch,
-            encode_entries(scores),
-        )
+        return self._transact("commitAndReport", _packed(items), epoch, encode_entries(scores))
 
     def fixed_scores(self, scores: Mapping[str, float]) -> dict[int, int]:
         """{peer ID or address: float score} -> {member index: fixed-point score}."""
@@ -330,12 +325,38 @@ class Ledger:
             for e in found
         ]
 
+    def commitments(self, member: str | None = None) -> list[tuple[str, Commitment, Event]]:
+        """Every commitment logged (by `member`, or by anyone), in chain order: (member,
+        commitment, the ModelCommitted or ModelsCommitted event that logged it)."""
+
+        def read(topics: list[bytes | None]) -> list[Event]:
+            return transport_guard(
+                self.chain.name,
+                lambda: read_events(
+                    self.chain.w3, self.events, self.address, self.deployed_at, None, topics=topics
+                ),
+            )
+
+        found: list[Event] = []
+        for name in ("ModelCommitted", "ModelsCommitted"):
+            topics: list[bytes | None] = [self.events.topic(name)]
+            if member is not None:  # ModelCommitted: (round, member); ModelsCommitted: (member)
+                who = bytes(12) + bytes.fromhex(to_checksum_address(member)[2:])
+                topics += [None, who] if name == "ModelCommitted" else [who]
+            found += read(topics)
+        found.sort(key=lambda e: e.position)
+        return [(who, c, e) for e in found for who, c in commitments_in(e)]
+
     def split_reward(self, reward: int, scores: Iterable[int]) -> list[int]:
         """The contract's own split rule, evaluated on chain (a pure call)."""
         return list(self._call("splitReward", reward, list(scores)))
 
     def median(self, values: Iterable[int]) -> int:
         return int(self._call("median", list(values)))
+
+
+def _packed(items: Sequence[Commitment]) -> bytes:
+    return encode_commitments([Commitment(c.round, _digest(c.digest), c.samples) for c in items])
 
 
 def _digest(digest: bytes | str) -> bytes:

@@ -10,11 +10,17 @@ pragma solidity 0.8.37;
 /// index followed by a big-endian int64 score (fixed point, score * 1e6), subjects strictly
 /// ascending. Storing reports as one chained hash per epoch, and taking them back as calldata
 /// at finalize, keeps a report's storage cost constant in the number of scores.
+///
+/// Batch encoding (`commitments` of commitBatch / commitAndReport): concatenated 48-byte
+/// records, each a big-endian uint64 round, the bytes32 digest and a big-endian uint64 sample
+/// count. A batch is logged as one ModelsCommitted event carrying these bytes unchanged (one
+/// log instead of one per commitment: the logs were most of a batch's cost).
 contract Consortium {
     /// Finalize holds every report in memory and a report about all peers is ~10 bytes each:
     /// 100 members keeps a full finalize under the 128 KiB transaction-size limit of clients.
     uint256 public constant MAX_MEMBERS_LIMIT = 100;
     uint256 internal constant ENTRY_BYTES = 10;
+    uint256 internal constant COMMITMENT_BYTES = 48;
 
     struct Member {
         bool known; // registered at some time: `index` is valid
@@ -43,12 +49,6 @@ contract Consortium {
         bool locked; // reentrancy guard
         uint64 nextEpoch; // first epoch not finalized; epochs finalize in order
         uint128 rewardPerEpoch;
-    }
-
-    struct Commitment {
-        uint64 round;
-        bytes32 digest;
-        uint64 samples;
     }
 
     struct Report {
@@ -90,6 +90,7 @@ contract Consortium {
     error MemberCapReached(uint16 maxMembers);
     error AlreadyCommitted(address member, uint64 round);
     error EmptyBatch();
+    error BadCommitmentEncoding(uint256 length);
     error AlreadyReported(address member, uint64 epoch);
     error ReportOutOfOrder(address member, uint64 epoch, uint64 lastReported);
     error BadReportEncoding(uint256 length);
@@ -114,6 +115,8 @@ contract Consortium {
     event ModelCommitted(
         uint64 indexed round, address indexed member, bytes32 digest, uint64 samples
     );
+    /// A batch: `commitments` is the batch as sent (48-byte records, see the header).
+    event ModelsCommitted(address indexed member, bytes commitments);
     event ScoresReported(uint64 indexed epoch, address indexed reporter, bytes entries);
     event ScoreCombined(
         uint64 indexed epoch, address indexed member, int64 score, uint32 reports
@@ -242,8 +245,9 @@ contract Consortium {
     }
 
     /// Several commitments in one transaction (an outbox catching up, or committing once per
-    /// epoch): bitmap words are written once per word, the member slot once per batch.
-    function commitBatch(Commitment[] calldata items) external {
+    /// epoch): bitmap words are written once per word, the member slot once per batch, and
+    /// one event logs the whole batch. `items`: 48-byte records (see the header).
+    function commitBatch(bytes calldata items) external {
         Member memory m = _activeMember(msg.sender);
         uint64 next = _commitMany(m, items);
         if (next != m.nextRound) _members[msg.sender].nextRound = next;
@@ -257,15 +261,15 @@ contract Consortium {
 
     /// An epoch's commitments and its report in one transaction: the cheapest way to write,
     /// one transaction per member per epoch.
-    function commitAndReport(Commitment[] calldata items, uint64 epoch, bytes calldata entries)
+    function commitAndReport(bytes calldata items, uint64 epoch, bytes calldata entries)
         external
     {
         Member memory m = _activeMember(msg.sender);
         uint64 next = _commitMany(m, items);
         _report(m, epoch, entries);
-        Member storage stored = _members[msg.sender];
-        stored.nextRound = next;
-        stored.nextEpoch = epoch + 1;
+        m.nextRound = next;
+        m.nextEpoch = epoch + 1;
+        _members[msg.sender] = m; // one write of the member's slot
     }
 
     /// Close an epoch: `reports` are the epoch's ScoresReported events in log order (checked
@@ -436,18 +440,37 @@ contract Consortium {
         emit EpochFinalized(epoch, msg.sender, reward, allocated, results);
     }
 
-    /// Mark and log `items`; returns the member's new nextRound.
-    function _commitMany(Member memory m, Commitment[] calldata items)
-        internal
-        returns (uint64 next)
+    /// The big-endian unsigned integer in `size` (1..32) bytes of `data` at `off`. No bounds
+    /// check: callers only read inside records whose whole length they checked.
+    function _uintAt(bytes calldata data, uint256 off, uint256 size)
+        private
+        pure
+        returns (uint256 v)
     {
-        if (items.length == 0) revert EmptyBatch();
+        assembly ("memory-safe") {
+            v := shr(sub(256, mul(size, 8)), calldataload(add(data.offset, off)))
+        }
+    }
+
+    /// For loop counters bounded by a calldata length (cannot overflow).
+    function _uncheckedAdd(uint256 a, uint256 b) private pure returns (uint256) {
+        unchecked {
+            return a + b;
+        }
+    }
+
+    /// Mark `items` (48-byte records) in the bitmap and log them as one event; returns the
+    /// member's new nextRound.
+    function _commitMany(Member memory m, bytes calldata items) internal returns (uint64 next) {
+        uint256 n = items.length;
+        if (n == 0) revert EmptyBatch();
+        if (n % COMMITMENT_BYTES != 0) revert BadCommitmentEncoding(n);
         mapping(uint256 => uint256) storage words = _committed[msg.sender];
         next = m.nextRound;
-        uint256 word = items[0].round >> 8;
+        uint256 word = _uintAt(items, 0, 8) >> 8;
         uint256 bits = words[word];
-        for (uint256 i; i < items.length; ++i) {
-            uint64 round = items[i].round;
+        for (uint256 off; off < n; off = _uncheckedAdd(off, COMMITMENT_BYTES)) {
+            uint64 round = uint64(_uintAt(items, off, 8)); // off + 48 <= n: in bounds
             if (round >> 8 != word) {
                 words[word] = bits;
                 word = round >> 8;
@@ -457,9 +480,9 @@ contract Consortium {
             if (bits & bit != 0) revert AlreadyCommitted(msg.sender, round);
             bits |= bit;
             if (round >= next) next = round + 1;
-            emit ModelCommitted(round, msg.sender, items[i].digest, items[i].samples);
         }
         words[word] = bits;
+        emit ModelsCommitted(msg.sender, items);
     }
 
     /// Validate `entries` (known subjects, never the reporter, ascending) and chain them into
@@ -474,8 +497,8 @@ contract Consortium {
         uint256 n = entries.length;
         if (n == 0 || n % ENTRY_BYTES != 0) revert BadReportEncoding(n);
         uint256 previous;
-        for (uint256 off; off < n; off += ENTRY_BYTES) {
-            uint16 subject = uint16(bytes2(entries[off:off + 2]));
+        for (uint256 off; off < n; off = _uncheckedAdd(off, ENTRY_BYTES)) {
+            uint16 subject = uint16(_uintAt(entries, off, 2)); // off + 10 <= n: in bounds
             if (subject >= s.memberCount) revert UnknownSubject(subject, s.memberCount);
             if (subject == m.index) revert SelfScore(msg.sender, epoch);
             if (off != 0 && subject <= previous) {

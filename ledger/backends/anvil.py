@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from ledger.accounts import DEV_ACCOUNT_COUNT, DEV_MNEMONIC, dev_accounts
@@ -34,9 +35,12 @@ class AnvilProcess(ManagedProcess):
     """Anvil with dev accounts from the test mnemonic; `--state` persists across restarts,
     and restart() comes back on the same port so clients keep their URL."""
 
-    def __init__(self, state_path: Path | None = None, port: int = 0) -> None:
+    def __init__(
+        self, state_path: Path | None = None, port: int = 0, extra_args: Sequence[str] = ()
+    ) -> None:
         self.state_path = state_path
         self.requested_port = port
+        self.extra_args = list(extra_args)  # e.g. --steps-tracing (opcode traces)
         super().__init__("anvil", self._argv(port), _READY)
 
     def _argv(self, port: int) -> list[str]:
@@ -50,7 +54,7 @@ class AnvilProcess(ManagedProcess):
         ]  # fmt: skip
         if self.state_path is not None:
             argv += ["--state", str(self.state_path)]
-        return argv
+        return argv + self.extra_args
 
     @property
     def url(self) -> str:
@@ -67,8 +71,10 @@ class AnvilProcess(ManagedProcess):
         return self.start(timeout)
 
 
-def connect_anvil(state_path: Path | None = None, port: int = 0) -> Chain:
-    proc = AnvilProcess(state_path=state_path, port=port)
+def connect_anvil(
+    state_path: Path | None = None, port: int = 0, extra_args: Sequence[str] = ()
+) -> Chain:
+    proc = AnvilProcess(state_path=state_path, port=port, extra_args=extra_args)
     proc.start()
     return Chain(
         name="anvil",

@@ -14,7 +14,6 @@ from ledger.backends.anvil import AnvilProcess
 from ledger.backends.base import Chain
 from ledger.backends.rpc import http_web3
 from ledger.contract import DeployConfig, Ledger
-from ledger.events import read_events
 from ledger.outbox import Outbox
 from ledger.testing import dev_consortium, digest_of, peer_id
 
@@ -62,11 +61,7 @@ def test_outbox_survives_an_anvil_outage(anvil: AnvilProcess, tmp_path: Path) ->
         info = m.member(m.sender_address)
         assert info is not None and (info.next_round, info.next_epoch) == (5, 1)
         assert m.committed_word(m.sender_address, 0) == 0b11111
-    events = read_events(
-        chain.w3, admin.events, admin.address, admin.deployed_at,
-        topics=[admin.events.topic("ModelCommitted")],
-    )  # fmt: skip
-    per_key = Counter((e.args["member"], e.args["round"]) for e in events)
+    per_key = Counter((member, c.round) for member, c, _ in admin.commitments())
     assert len(per_key) == 15 and set(per_key.values()) == {1}
     assert len(admin.reports(0)) == 3
     admin.finalize(0)

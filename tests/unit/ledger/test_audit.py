@@ -112,3 +112,33 @@ def test_models_are_checked_against_committed_digests(ctx: Ctx, tmp_path: Path) 
         ("models.member", "12D3KooWstranger"),
     }
     assert report.models_checked == 3 and not report.ok
+
+
+def test_audit_rebuilds_every_commitment_exactly(ctx: Ctx) -> None:
+    """Single commits, batches across bitmap words and commitAndReport, out of order."""
+    import hashlib
+
+    def d(label: str) -> bytes:
+        return hashlib.sha256(label.encode()).digest()
+
+    expected: dict[tuple[str, int], tuple[str, int, str]] = {}
+
+    def note(member: Ledger, items: list[Commitment], tx_hash: str) -> None:
+        for c in items:
+            expected[(member.sender_address, c.round)] = ("0x" + c.digest.hex(), c.samples, tx_hash)
+
+    a, b = ctx.members[0], ctx.members[1]
+    note(a, [Commitment(5, d("a5"), 7)], a.commit(5, d("a5"), 7).tx_hash)
+    batch = [Commitment(r, d(f"a{r}"), 1000 + r) for r in (0, 255, 256, 1000, 1)]
+    note(a, batch, a.commit_batch(batch).tx_hash)
+    both = [Commitment(r, d(f"b{r}"), r) for r in range(3)]
+    note(b, both, b.commit_and_report(both, 0, {0: SCORE, 2: -SCORE}).tx_hash)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    got = {(c.member, c.round): (c.digest, c.samples, c.tx_hash) for c in report.commitments}
+    assert got == expected
+    by_member = {m.address: m for m in report.members}
+    assert (by_member[a.sender_address].commitments, by_member[a.sender_address].next_round) == (
+        6,
+        1001,
+    )

@@ -9,6 +9,7 @@ import pytest
 from eth_utils import function_signature_to_4byte_selector
 
 from ledger.artifacts import load_artifact
+from ledger.commitments import decode_commitments, encode_commitments
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerRevert
 from ledger.revert import ErrorDecoder
@@ -187,6 +188,41 @@ def test_commitment_event_carries_digest_and_samples(ctx: Ctx) -> None:
         "digest": digest_of("model"),
         "samples": 1234,
     }
+
+
+def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
+    m = ctx.members[1]
+    items = [Commitment(r, digest_of(f"b{r}"), 100 + r) for r in (3, 4, 2**40, 9)]
+    result = m.commit_batch(items)
+    logs = m.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
+    assert len(logs) == 1
+    event = m.events.decode(logs[0])
+    assert event is not None and event.name == "ModelsCommitted"
+    assert event.args["member"] == m.sender_address
+    assert decode_commitments(event.args["commitments"]) == items
+    ctx.members[2].commit_batch([Commitment(3, digest_of("other"), 1)])  # someone else's
+    m.commit(5, digest_of("single"), 7)
+    assert [(who, c) for who, c, _ in m.commitments(m.sender_address)] == [
+        (m.sender_address, c) for c in [*items, Commitment(5, digest_of("single"), 7)]
+    ]
+    assert len(m.commitments()) == len(items) + 2
+    info = m.member(m.sender_address)
+    assert info is not None and info.next_round == 2**40 + 1
+
+
+def test_batch_encoding_errors(ctx: Ctx) -> None:
+    m = ctx.members[1]
+    one = encode_commitments([Commitment(0, digest_of("x"), 1)])
+    for bad in (one[:-1], one + b"\x00"):
+        with raises_revert("BadCommitmentEncoding", length=len(bad)):
+            m._transact("commitBatch", bad)
+        with raises_revert("BadCommitmentEncoding", length=len(bad)):
+            m._transact("commitAndReport", bad, 0, encode_entries({0: SCORE}))
+    with raises_revert("EmptyBatch"):
+        m._transact("commitAndReport", b"", 0, encode_entries({0: SCORE}))
+    info = m.member(m.sender_address)
+    assert info is not None and (info.next_round, info.next_epoch) == (0, 0)
+    assert not m.committed(m.sender_address, 0)
 
 
 # ----- reports ------------------------------------------------------------------------------

@@ -12,18 +12,13 @@ import pytest
 
 from ledger.backends.rpc import connect_rpc
 from ledger.contract import Ledger
-from ledger.events import read_events
 from ledger.outbox import Outbox
 from ledger.testing import digest_of, peer_id
 from tests.unit.ledger.support import Ctx
 
 
 def _commit_events(ledger: Ledger) -> list[tuple[str, int]]:
-    topic = ledger.events.topic("ModelCommitted")
-    events = read_events(
-        ledger.chain.w3, ledger.events, ledger.address, ledger.deployed_at, topics=[topic]
-    )
-    return [(e.args["member"], e.args["round"]) for e in events]
+    return [(member, c.round) for member, c, _ in ledger.commitments()]
 
 
 def test_commits_and_report_go_out_as_one_transaction(ctx: Ctx, tmp_path: Path) -> None:
