@@ -111,17 +111,38 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def _ledger(
+    chain: str,
+    state: Path | None,
+    contract: str,
+    key_file: Path | None = None,
+    dev_account: int | None = None,
+    *,
+    read_only: bool = False,
+) -> Iterator[Ledger]:
+    """The contract on an open chain, as the command's account (none when `read_only`); ledger
+    errors in the block become one line on stderr and exit status 2."""
+    with _errors(), _session(chain, state) as c:
+        account = None if read_only else _account(chain, key_file, dev_account)
+        yield Ledger(c, contract, account)
+
+
 @app.command()
 def deploy(
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
-    max_members: int = typer.Option(16, help="Member cap (<= 100)."),
-    rounds_per_epoch: int = typer.Option(10, help="Rounds per reward epoch."),
-    min_reports: int = typer.Option(2, help="Reports needed for a combined score."),
-    grace_rounds: int = typer.Option(1, help="Rounds after an epoch before it can close."),
-    reward_per_epoch: str = typer.Option("1ether", help="Reward per epoch (wei or '1.5ether')."),
+    max_members: Annotated[int, typer.Option(help="Member cap (<= 100).")] = 16,
+    rounds_per_epoch: Annotated[int, typer.Option(help="Rounds per reward epoch.")] = 10,
+    min_reports: Annotated[int, typer.Option(help="Reports needed for a combined score.")] = 2,
+    grace_rounds: Annotated[
+        int, typer.Option(help="Rounds after an epoch before it can close.")
+    ] = 1,
+    reward_per_epoch: Annotated[
+        str, typer.Option(help="Reward per epoch (wei or '1.5ether').")
+    ] = "1ether",
     admin: Annotated[
         list[str] | None, typer.Option(help="Admin address (repeat); default: the deployer.")
     ] = None,
@@ -143,95 +164,93 @@ def deploy(
 
 @app.command()
 def register(
-    member: str = typer.Option(..., help="The hospital's Ethereum address."),
-    peer_id: str = typer.Option(..., "--peer-id", help="Its libp2p peer ID."),
-    name: str = typer.Option(..., help="Its name (recorded in the event log)."),
+    member: Annotated[str, typer.Option(help="The hospital's Ethereum address.")],
+    peer_id: Annotated[str, typer.Option("--peer-id", help="Its libp2p peer ID.")],
+    name: Annotated[str, typer.Option(help="Its name (recorded in the event log).")],
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Register (or reactivate) a member hospital. Admins only."""
-    with _errors(), _session(chain, state) as c:
-        ledger = Ledger(c, contract, _account(chain, key_file, dev_account))
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
         result = ledger.register(member, peer_id, name)
         err.print(f"registered {member} ({peer_id}) in tx {result.tx_hash}")
 
 
 @app.command()
 def deactivate(
-    member: str = typer.Option(..., help="The member's Ethereum address."),
+    member: Annotated[str, typer.Option(help="The member's Ethereum address.")],
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Deactivate a member: it can no longer write; what it is owed stays withdrawable."""
-    with _errors(), _session(chain, state) as c:
-        Ledger(c, contract, _account(chain, key_file, dev_account)).deactivate(member)
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
+        ledger.deactivate(member)
         err.print(f"deactivated {member}")
 
 
 @app.command()
 def fund(
-    amount: str = typer.Option(..., help="Amount (wei, or e.g. '2ether')."),
+    amount: Annotated[str, typer.Option(help="Amount (wei, or e.g. '2ether').")],
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Add native currency to the reward pool (anyone may)."""
-    with _errors(), _session(chain, state) as c:
-        wei = parse_wei(amount)
-        Ledger(c, contract, _account(chain, key_file, dev_account)).fund(wei)
+    wei = parse_wei(amount)
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
+        ledger.fund(wei)
         err.print(f"funded the pool with {wei} wei")
 
 
 @app.command("set-reward")
 def set_reward(
-    amount: str = typer.Option(..., help="Reward per epoch (wei, or e.g. '1ether')."),
+    amount: Annotated[str, typer.Option(help="Reward per epoch (wei, or e.g. '1ether').")],
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Set the reward handed out per epoch. Admins only."""
-    with _errors(), _session(chain, state) as c:
-        wei = parse_wei(amount)
-        Ledger(c, contract, _account(chain, key_file, dev_account)).set_reward_per_epoch(wei)
+    wei = parse_wei(amount)
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
+        ledger.set_reward_per_epoch(wei)
         err.print(f"reward per epoch is now {wei} wei")
 
 
 @app.command()
 def finalize(
-    epoch: int = typer.Option(..., help="The epoch to finalize (the next unfinalized one)."),
+    epoch: Annotated[int, typer.Option(help="The epoch to finalize (the next unfinalized one).")],
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Finalize a closed epoch: combine scores, credit rewards (anyone may)."""
-    with _errors(), _session(chain, state) as c:
-        result = Ledger(c, contract, _account(chain, key_file, dev_account)).finalize(epoch)
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
+        result = ledger.finalize(epoch)
         err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
 
 
 @app.command()
 def withdraw(
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     key_file: KeyFileOpt = None,
     dev_account: DevOpt = None,
 ) -> None:
     """Withdraw what this member is owed, to itself."""
-    with _errors(), _session(chain, state) as c:
-        ledger = Ledger(c, contract, _account(chain, key_file, dev_account))
+    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
         info = ledger.member(ledger.sender_address)
         ledger.withdraw()
         err.print(f"withdrew {info.owed if info else '?'} wei to {ledger.sender_address}")
@@ -239,14 +258,13 @@ def withdraw(
 
 @app.command()
 def status(
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """The contract's configuration, pool and members, from its views."""
-    with _errors(), _session(chain, state) as c:
-        ledger = Ledger(c, contract)
+    with _ledger(chain, state, contract, read_only=True) as ledger:
         st = ledger.state()
         members = ledger.members()
         if as_json:
@@ -254,7 +272,7 @@ def status(
                 json.dumps({"state": asdict(st), "members": [asdict(m) for m in members]}, indent=2)
             )
             return
-        table = Table(title=f"Consortium {st.address} on {c.name}")
+        table = Table(title=f"Consortium {st.address} on {ledger.chain.name}")
         table.add_column("setting")
         table.add_column("value", justify="right")
         for key, value in asdict(st).items():
@@ -278,9 +296,9 @@ def _members_table(members: list[Any], names: dict[str, str] | None = None) -> T
 
 @app.command()
 def audit(
+    contract: ContractOpt,
     chain: ChainOpt = "anvil",
     state: StateOpt = None,
-    contract: ContractOpt = ...,  # type: ignore[assignment]
     out_dir: Annotated[Path, typer.Option("--out", help="Where JSON and CSV go.")] = Path(
         "ledger-audit"
     ),
@@ -290,8 +308,8 @@ def audit(
     ] = None,
 ) -> None:
     """Rebuild the state from events, check it against the views; exit 1 on any mismatch."""
-    with _errors(), _session(chain, state) as c:
-        report = run_audit(Ledger(c, contract))
+    with _ledger(chain, state, contract, read_only=True) as ledger:
+        report = run_audit(ledger)
         if models is not None:
             check_models(report, models)
     _print_audit(report)
@@ -372,7 +390,7 @@ def _csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None
 @app.command()
 def serve(
     state: StateOpt = None,
-    port: int = typer.Option(8545, help="Port on 127.0.0.1 (0: any free port)."),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8545,
 ) -> None:
     """Run a managed Anvil in the foreground for nodes to use; Ctrl-C stops it (saving state)."""
     from ledger.backends.anvil import AnvilProcess

@@ -39,6 +39,19 @@ def decode_commitments(data: bytes) -> list[Commitment]:
     ]
 
 
+def round_range(items: Sequence[Commitment]) -> tuple[int, int]:
+    """(firstRound, lastRound) of a batch as ModelsCommitted indexes them: its smallest and
+    largest round."""
+    rounds = [c.round for c in items]
+    return min(rounds), max(rounds)
+
+
+def round_topic(round: int) -> bytes:
+    """A round as an event topic (ModelCommitted's `round`, ModelsCommitted's `firstRound` and
+    `lastRound`), for eth_getLogs topic filters."""
+    return round.to_bytes(32, "big")
+
+
 def commitments_in(event: Event) -> Iterator[tuple[str, Commitment]]:
     """(member, commitment) for each commitment an event logs: one for ModelCommitted (from
     `commit`), one per record for ModelsCommitted (from a batch); none for other events."""

@@ -15,6 +15,16 @@ from web3 import Web3
 from ledger.revert import _type_string
 
 DEFAULT_PAGE = 2_000  # blocks per eth_getLogs request
+# One position of an eth_getLogs topic filter: a value, any of several values, or anything.
+Topic = bytes | Sequence[bytes] | None
+
+
+def _topic_filter(topic: Topic) -> str | list[str] | None:
+    if topic is None:
+        return None
+    if isinstance(topic, bytes | bytearray):
+        return HexBytes(topic).to_0x_hex()
+    return [HexBytes(t).to_0x_hex() for t in topic]
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ def iter_logs(
     address: str,
     from_block: int,
     to_block: int,
-    topics: Sequence[bytes | None] | None = None,
+    topics: Sequence[Topic] | None = None,
     page: int = DEFAULT_PAGE,
 ) -> Iterator[Any]:
     """Raw logs of `address` in [from_block, to_block], in chain order, `page` blocks a call."""
@@ -81,7 +91,7 @@ def iter_logs(
         end = min(start + page - 1, to_block)
         params: dict[str, Any] = {"address": address, "fromBlock": start, "toBlock": end}
         if topics is not None:
-            params["topics"] = [HexBytes(t).to_0x_hex() if t is not None else None for t in topics]
+            params["topics"] = [_topic_filter(t) for t in topics]
         yield from w3.eth.get_logs(params)  # type: ignore[arg-type]
         start = end + 1
 
@@ -92,7 +102,7 @@ def read_events(
     address: str,
     from_block: int,
     to_block: int | None = None,
-    topics: Sequence[bytes | None] | None = None,
+    topics: Sequence[Topic] | None = None,
     page: int = DEFAULT_PAGE,
 ) -> list[Event]:
     last = w3.eth.block_number if to_block is None else to_block

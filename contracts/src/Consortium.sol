@@ -13,8 +13,9 @@ pragma solidity 0.8.37;
 ///
 /// Batch encoding (`commitments` of commitBatch / commitAndReport): concatenated 48-byte
 /// records, each a big-endian uint64 round, the bytes32 digest and a big-endian uint64 sample
-/// count. A batch is logged as one ModelsCommitted event carrying these bytes unchanged (one
-/// log instead of one per commitment: the logs were most of a batch's cost).
+/// count, in any round order. A batch is logged as one ModelsCommitted event carrying these bytes
+/// unchanged (one log instead of one per commitment: the logs were most of a batch's cost),
+/// with its smallest and largest round as indexed topics.
 contract Consortium {
     /// Finalize holds every report in memory and a report about all peers is ~10 bytes each:
     /// 100 members keeps a full finalize under the 128 KiB transaction-size limit of clients.
@@ -115,8 +116,15 @@ contract Consortium {
     event ModelCommitted(
         uint64 indexed round, address indexed member, bytes32 digest, uint64 samples
     );
-    /// A batch: `commitments` is the batch as sent (48-byte records, see the header).
-    event ModelsCommitted(address indexed member, bytes commitments);
+    /// A batch: `commitments` is the batch as sent (48-byte records, see the header), in any
+    /// round order; `firstRound` / `lastRound` are its smallest and largest round, indexed so
+    /// that an auditor can select batches by round with a topic filter.
+    event ModelsCommitted(
+        address indexed member,
+        uint64 indexed firstRound,
+        uint64 indexed lastRound,
+        bytes commitments
+    );
     event ScoresReported(uint64 indexed epoch, address indexed reporter, bytes entries);
     event ScoreCombined(
         uint64 indexed epoch, address indexed member, int64 score, uint32 reports
@@ -466,8 +474,9 @@ contract Consortium {
         if (n == 0) revert EmptyBatch();
         if (n % COMMITMENT_BYTES != 0) revert BadCommitmentEncoding(n);
         mapping(uint256 => uint256) storage words = _committed[msg.sender];
-        next = m.nextRound;
-        uint256 word = _uintAt(items, 0, 8) >> 8;
+        uint64 first = uint64(_uintAt(items, 0, 8));
+        uint64 last = first;
+        uint256 word = first >> 8;
         uint256 bits = words[word];
         for (uint256 off; off < n; off = _uncheckedAdd(off, COMMITMENT_BYTES)) {
             uint64 round = uint64(_uintAt(items, off, 8)); // off + 48 <= n: in bounds
@@ -479,10 +488,13 @@ contract Consortium {
             uint256 bit = 1 << (round & 0xff);
             if (bits & bit != 0) revert AlreadyCommitted(msg.sender, round);
             bits |= bit;
-            if (round >= next) next = round + 1;
+            if (round > last) last = round;
+            else if (round < first) first = round;
         }
         words[word] = bits;
-        emit ModelsCommitted(msg.sender, items);
+        next = last + 1; // checked: a round of 2**64 - 1 reverts, as in commit
+        if (next < m.nextRound) next = m.nextRound;
+        emit ModelsCommitted(msg.sender, first, last, items);
     }
 
     /// Validate `entries` (known subjects, never the reporter, ascending) and chain them into

@@ -1,10 +1,11 @@
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from ledger.backends import Chain, connect
-from tests.unit.ledger.support import Ctx, base_fixture, ctx_fixture
+from tests.unit.ledger.support import base, ctx
+
+__all__ = ["base", "chain", "ctx"]  # `base` and `ctx` are shared with the unit suite
 
 
 @pytest.fixture(scope="module")
@@ -13,13 +14,3 @@ def chain() -> Iterator[Chain]:
     binary is an error (setup.sh installs it), not a skip."""
     with connect("anvil") as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def base(chain: Chain) -> dict[str, Any]:
-    return base_fixture(chain)
-
-
-@pytest.fixture
-def ctx(chain: Chain, base: dict[str, Any]) -> Iterator[Ctx]:
-    yield from ctx_fixture(chain, base)

@@ -1,23 +1,14 @@
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from ledger.backends import Chain, connect
-from tests.unit.ledger.support import Ctx, base_fixture, ctx_fixture
+from tests.unit.ledger.support import base, ctx
+
+__all__ = ["base", "chain", "ctx"]  # `base` and `ctx` are shared with the integration suite
 
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[Chain]:
     with connect("embedded") as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def base(chain: Chain) -> dict[str, Any]:
-    return base_fixture(chain)
-
-
-@pytest.fixture
-def ctx(chain: Chain, base: dict[str, Any]) -> Iterator[Ctx]:
-    yield from ctx_fixture(chain, base)

@@ -34,12 +34,17 @@ class Ctx:
         return [m.sender_address for m in self.members]
 
 
-def base_fixture(chain: Chain) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def base(chain: Chain) -> dict[str, Any]:
+    """The dev consortium deployed once per module on the suite's `chain` fixture, and a
+    snapshot of it. (The unit and integration conftests import this and `ctx`.)"""
     admin, _ = dev_consortium(chain, MEMBERS, CONFIG)
     return {"address": admin.address, "snap": snapshot(chain)}
 
 
-def ctx_fixture(chain: Chain, base: dict[str, Any]) -> Iterator[Ctx]:
+@pytest.fixture
+def ctx(chain: Chain, base: dict[str, Any]) -> Iterator[Ctx]:
+    """Each test starts from the freshly registered consortium."""
     revert(chain, base["snap"])
     base["snap"] = snapshot(chain)
     admin = Ledger(chain, base["address"], chain.dev_accounts[0])

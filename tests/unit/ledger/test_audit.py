@@ -6,13 +6,15 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger.audit import check_models, run_audit
 from ledger.cli import write_audit
 from ledger.contract import Ledger
-from ledger.testing import peer_id
+from ledger.events import Event, EventDecoder
+from ledger.testing import digest_of, peer_id
 from ledger.views import Commitment
 from tests.unit.ledger.support import SCORE, Ctx, close_epoch
 
@@ -142,3 +144,79 @@ def test_audit_rebuilds_every_commitment_exactly(ctx: Ctx) -> None:
         6,
         1001,
     )
+
+
+def test_audit_reads_only_the_bitmap_words_events_mention(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Huge rounds cost the audit one view call per word they touch, not one per word up to
+    them (every word below 2**40 would be ~4e9 calls)."""
+    a, b = ctx.members[0], ctx.members[1]
+    a.commit(2**33, digest_of("far"), 1)
+    a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (3, 2**40, 2**40 + 1)])
+    b.commit_and_report([Commitment(2**64 - 2, digest_of("last"), 1)], 0, {0: SCORE})
+    real_word = Ledger.committed_word
+    calls: list[tuple[str, int]] = []
+
+    def counted_word(self: Ledger, member: str, word: int) -> int:
+        calls.append((member, word))
+        return real_word(self, member, word)
+
+    monkeypatch.setattr(Ledger, "committed_word", counted_word)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert sorted(calls) == sorted(
+        [(a.sender_address, w) for w in (0, 2**33 >> 8, 2**40 >> 8)]
+        + [(b.sender_address, (2**64 - 2) >> 8)]
+    )
+    by_member = {m.address: m for m in report.members}
+    assert by_member[a.sender_address].next_round == 2**40 + 2
+    assert by_member[b.sender_address].next_round == 2**64 - 1
+
+
+def test_audit_reads_the_word_of_the_contracts_highest_round(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A contract that claims a round no event logged: the word of its nextRound - 1 is read
+    (and disagrees), though no event mentions that word."""
+    a = ctx.members[0]
+    a.commit(3, digest_of("three"), 1)
+    real_member, real_word = Ledger.member, Ledger.committed_word
+    far = 2**40 + 5
+
+    def ahead(self: Ledger, address: str):  # type: ignore[no-untyped-def]
+        info = real_member(self, address)
+        if info is not None and info.address == a.sender_address:
+            return dataclasses.replace(info, next_round=far + 1)
+        return info
+
+    def extra_bit(self: Ledger, member: str, word: int) -> int:
+        return real_word(self, member, word) | (1 << 5 if word == far >> 8 else 0)
+
+    monkeypatch.setattr(Ledger, "member", ahead)
+    monkeypatch.setattr(Ledger, "committed_word", extra_bit)
+    report = run_audit(ctx.admin)
+    assert sorted((f.check, f.subject) for f in report.findings) == [
+        ("commitments.bitmap", f"{a.sender_address} rounds {2**40}-{2**40 + 255}"),
+        ("member.next_round", a.sender_address),
+    ]
+
+
+def test_audit_checks_a_batch_round_range_against_its_records(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = ctx.members[0]
+    a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (7, 3, 9)])
+    real_decode = EventDecoder.decode
+
+    def shifted(self: EventDecoder, log: Any) -> Event | None:
+        event = real_decode(self, log)
+        if event is not None and event.name == "ModelsCommitted":
+            event.args["firstRound"] += 1
+        return event
+
+    monkeypatch.setattr(EventDecoder, "decode", shifted)
+    report = run_audit(ctx.admin)
+    assert [(f.check, f.expected, f.actual) for f in report.findings] == [
+        ("event.round_range", "(3, 9)", "(4, 9)")
+    ]

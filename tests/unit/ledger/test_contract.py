@@ -9,9 +9,10 @@ import pytest
 from eth_utils import function_signature_to_4byte_selector
 
 from ledger.artifacts import load_artifact
-from ledger.commitments import decode_commitments, encode_commitments
+from ledger.commitments import decode_commitments, encode_commitments, round_range, round_topic
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerRevert
+from ledger.events import Event, iter_logs
 from ledger.revert import ErrorDecoder
 from ledger.scores import encode_entries
 from ledger.testing import digest_of, peer_id
@@ -208,6 +209,37 @@ def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
     assert len(m.commitments()) == len(items) + 2
     info = m.member(m.sender_address)
     assert info is not None and info.next_round == 2**40 + 1
+
+
+def test_batch_event_is_indexed_by_its_round_range(ctx: Ctx) -> None:
+    m, other = ctx.members[1], ctx.members[2]
+    items = [Commitment(r, digest_of(f"r{r}"), 1) for r in (12, 10, 300, 11)]  # any order
+    result = m.commit_batch(items)
+    other.commit_batch([Commitment(r, digest_of(f"o{r}"), 1) for r in (10, 20)])
+    m.commit_and_report([Commitment(r, digest_of(f"c{r}"), 1) for r in (0, 1)], 0, {0: SCORE})
+    topic = m.events.topic("ModelsCommitted")
+    w3, start = m.chain.w3, m.deployed_at
+
+    def batches(*topics: bytes | None) -> list[Event]:
+        logs = iter_logs(w3, m.address, start, w3.eth.block_number, [topic, *topics])
+        return [e for e in map(m.events.decode, logs) if e is not None]
+
+    by_first = batches(None, round_topic(10))  # every member's batches starting at round 10
+    assert [(e.args["member"], e.args["lastRound"]) for e in by_first] == [
+        (m.sender_address, 300),
+        (other.sender_address, 20),
+    ]
+    (found,) = batches(None, None, round_topic(300))
+    assert found.tx_hash == result.tx_hash and found.args["firstRound"] == 10
+    assert decode_commitments(found.args["commitments"]) == items
+    # A round range [10, 20] as topic OR-lists: batches that start or end inside it.
+    inside = [round_topic(r) for r in range(10, 21)]
+    assert {e.tx_hash for e in batches(None, inside)} | {
+        e.tx_hash for e in batches(None, None, inside)
+    } == {result.tx_hash, by_first[1].tx_hash}
+    (combined,) = batches(None, round_topic(0), round_topic(1))  # commitAndReport too
+    assert combined.args["member"] == m.sender_address
+    assert round_range(items) == (10, 300)
 
 
 def test_batch_encoding_errors(ctx: Ctx) -> None:
