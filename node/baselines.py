@@ -9,6 +9,7 @@ optimizer, seed ``training_seed(model_seed, round)``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
@@ -19,81 +20,65 @@ from node.scaling import Scaler, local_stats
 from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
 
 
-def _splits(
-    tables: Mapping[str, CleanTable], val_fraction: float, split_seed: int
-) -> dict[str, Split]:
+@dataclass(frozen=True)
+class Recipe:
+    """What every baseline shares with the nodes: model, training schedule, split and seeds."""
+
+    model: str
+    hidden: Sequence[int]
+    settings: TrainSettings
+    rounds: int
+    val_fraction: float
+    split_seed: int
+    model_seed: int
+
+
+def _splits(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, Split]:
     if not tables:
         raise ValueError("no sites given")
     columns = {tuple(t.columns) for t in tables.values()}
     if len(columns) != 1:
         raise ValueError(f"sites have different feature columns: {sorted(columns)}")
-    return {site: split_validation(t, val_fraction, split_seed) for site, t in tables.items()}
+    return {
+        site: split_validation(t, recipe.val_fraction, recipe.split_seed)
+        for site, t in tables.items()
+    }
 
 
-def _fit(
-    x: np.ndarray,
-    y: np.ndarray,
-    model: str,
-    hidden: Sequence[int],
-    settings: TrainSettings,
-    rounds: int,
-    model_seed: int,
-) -> nn.Module:
-    net = build_model(model, x.shape[1], hidden, seed=model_seed)
-    for r in range(rounds):
-        train_local(net, x, y, settings, seed=training_seed(model_seed, r))
+def _fit(x: np.ndarray, y: np.ndarray, recipe: Recipe) -> nn.Module:
+    net = build_model(recipe.model, x.shape[1], recipe.hidden, seed=recipe.model_seed)
+    for r in range(recipe.rounds):
+        train_local(net, x, y, recipe.settings, seed=training_seed(recipe.model_seed, r))
     return net
 
 
 def _local_models(
-    splits: Mapping[str, Split],
-    model: str,
-    hidden: Sequence[int],
-    settings: TrainSettings,
-    rounds: int,
-    model_seed: int,
+    splits: Mapping[str, Split], recipe: Recipe
 ) -> Iterator[tuple[str, Scaler, nn.Module]]:
     """Each site's model trained on its own records alone, with its own scaler."""
     for site, split in splits.items():
         scaler = Scaler.from_stats(local_stats(split.train_x))
-        x = scaler.transform(split.train_x)
-        yield site, scaler, _fit(x, split.train_y, model, hidden, settings, rounds, model_seed)
+        yield site, scaler, _fit(scaler.transform(split.train_x), split.train_y, recipe)
 
 
-def local_only(
-    tables: Mapping[str, CleanTable],
-    model: str,
-    hidden: Sequence[int],
-    settings: TrainSettings,
-    rounds: int,
-    val_fraction: float,
-    split_seed: int,
-    model_seed: int,
-) -> dict[str, EvalResult]:
+def local_only(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalResult]:
     """Each site alone: its own scaler, its own training split, its own validation split."""
-    splits = _splits(tables, val_fraction, split_seed)
+    splits = _splits(tables, recipe)
     return {
         site: evaluate(net, scaler.transform(splits[site].val_x), splits[site].val_y)
-        for site, scaler, net in _local_models(splits, model, hidden, settings, rounds, model_seed)
+        for site, scaler, net in _local_models(splits, recipe)
     }
 
 
 def local_only_cross_site(
-    tables: Mapping[str, CleanTable],
-    model: str,
-    hidden: Sequence[int],
-    settings: TrainSettings,
-    rounds: int,
-    val_fraction: float,
-    split_seed: int,
-    model_seed: int,
+    tables: Mapping[str, CleanTable], recipe: Recipe
 ) -> dict[str, EvalResult]:
     """Each site alone, scored on every site's validation split (FLamby's protocol for local
     models): the mean of the per-site metrics, i.e. how well a model trained on one hospital's
     records serves the consortium's patients."""
-    splits = _splits(tables, val_fraction, split_seed)
+    splits = _splits(tables, recipe)
     results = {}
-    for site, scaler, net in _local_models(splits, model, hidden, settings, rounds, model_seed):
+    for site, scaler, net in _local_models(splits, recipe):
         scores = [evaluate(net, scaler.transform(s.val_x), s.val_y) for s in splits.values()]
         aucs = [e.auc for e in scores if e.auc is not None]
         results[site] = EvalResult(
@@ -105,20 +90,11 @@ def local_only_cross_site(
     return results
 
 
-def pooled(
-    tables: Mapping[str, CleanTable],
-    model: str,
-    hidden: Sequence[int],
-    settings: TrainSettings,
-    rounds: int,
-    val_fraction: float,
-    split_seed: int,
-    model_seed: int,
-) -> dict[str, EvalResult]:
+def pooled(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalResult]:
     """One model on the union of all training splits (pooled scaler), scored on each site."""
-    splits = _splits(tables, val_fraction, split_seed)
+    splits = _splits(tables, recipe)
     train_x = np.concatenate([s.train_x for s in splits.values()])
     train_y = np.concatenate([s.train_y for s in splits.values()])
     scaler = Scaler.from_stats(local_stats(train_x))
-    net = _fit(scaler.transform(train_x), train_y, model, hidden, settings, rounds, model_seed)
+    net = _fit(scaler.transform(train_x), train_y, recipe)
     return {site: evaluate(net, scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}

@@ -212,7 +212,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
     """Final swarm metrics per node, with local-only and pooled baselines on the same splits."""
-    from node.baselines import local_only, local_only_cross_site, pooled
+    from node.baselines import Recipe, local_only, local_only_cross_site, pooled
     from node.config import load_config
     from node.dataset import load_schema, load_table
 
@@ -228,7 +228,7 @@ def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
         }
         tables[name] = load_table(cfg.data.path, load_schema(cfg.data.schema_file))
     if baselines and cfg is not None:
-        args: dict[str, Any] = dict(
+        recipe = Recipe(
             model=cfg.model.name,
             hidden=cfg.model.hidden,
             settings=cfg.training.settings(),
@@ -243,7 +243,7 @@ def swarm_results(folder: Path, baselines: bool) -> dict[str, Any]:
             "pooled": pooled,
         }
         for kind, fn in baseline_fns.items():
-            for name, res in fn(tables, **args).items():
+            for name, res in fn(tables, recipe).items():
                 results["nodes"][name][kind] = res.to_dict()
     results["mean"] = {
         kind: {
