@@ -36,6 +36,7 @@ from node.checkpoint import (
 )
 from node.config import NodeConfig
 from node.dataset import Split, load_schema, load_table, split_validation
+from node.metrics import append_record, read_records
 from node.models import build_model
 from node.scaling import Scaler, local_stats
 from node.training import evaluate, train_local, training_seed
@@ -160,7 +161,7 @@ class NodeRunner:
             load_params(model, checkpoint.params)
         specs = wire.specs_of(model_params(model))
         settings = cfg.training.settings()
-        records = self._read_metrics()
+        records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
             began = time.perf_counter()
@@ -210,7 +211,7 @@ class NodeRunner:
                 "round_seconds": time.perf_counter() - began,
                 "peak_rss_mb": peak_rss_mb(),
             }
-            self._append_metrics(record)
+            append_record(self.metrics_path, record)
             save_checkpoint(self.out / "checkpoint", r, merged, {"scaler": scaler.to_dict()})
             self.on_round(record)
         summary = {
@@ -273,22 +274,7 @@ class NodeRunner:
     def metrics_path(self) -> Path:
         return self.out / "metrics.jsonl"
 
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line torn by a crash mid-write: that round is redone
-        return records
-
     def _truncate_metrics(self, last_round: int) -> None:
         """Drop records newer than the checkpoint: those rounds are about to be redone."""
-        kept = [r for r in self._read_metrics() if r["round"] <= last_round]
+        kept = [r for r in read_records(self.metrics_path) if r["round"] <= last_round]
         write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())

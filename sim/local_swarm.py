@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from gossip.identity import create_key_file, peer_id_of
 from node.init import render_config
+from node.metrics import read_records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEART_DISEASE = REPO_ROOT / "data" / "heart-disease"
@@ -133,18 +134,6 @@ def start_node(folder: Path, name: str, overrides: Mapping[str, Any] = {}) -> su
         )
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line being written right now
-    return records
-
-
 def load_manifest(folder: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((folder / "swarm.json").read_text()))
@@ -174,7 +163,7 @@ def run_processes(folder: Path, console: Console, timeout: float = 1800) -> floa
                 if time.perf_counter() - began > timeout:
                     raise SwarmError(f"swarm did not finish within {timeout:.0f}s")
                 for n in names:
-                    records = read_metrics(folder / "nodes" / n / "out" / "metrics.jsonl")
+                    records = read_records(folder / "nodes" / n / "out" / "metrics.jsonl")
                     if records:
                         last = records[-1]
                         status = f"merged acc {last['merged']['accuracy']:.3f}"
@@ -192,7 +181,7 @@ def run_processes(folder: Path, console: Console, timeout: float = 1800) -> floa
     return time.perf_counter() - began
 
 
-def stop_processes(procs: Any) -> None:
+def stop_processes(procs: Collection[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
@@ -310,7 +299,7 @@ def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:
         per_node = {}
         finished: dict[int, float] = {}  # round -> when the last node finished it
         for name in results["nodes"]:
-            records = read_metrics(folder / "nodes" / name / "out" / "metrics.jsonl")
+            records = read_records(folder / "nodes" / name / "out" / "metrics.jsonl")
             for r in records:
                 finished[r["round"]] = max(finished.get(r["round"], 0.0), r["time"])
             per_node[name] = {

@@ -8,6 +8,8 @@ import numpy as np
 from rich.console import Console
 from safetensors.numpy import load_file
 
+from node.metrics import read_records
+
 SYNTHETIC_SCHEMA = """\
 header = true
 [target]
@@ -43,8 +45,7 @@ def out_dir(swarm: Path, name: str) -> Path:
 
 
 def metrics(swarm: Path, name: str) -> list[dict[str, Any]]:
-    path = out_dir(swarm, name) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_records(out_dir(swarm, name) / "metrics.jsonl")
 
 
 def final_params(swarm: Path, name: str) -> dict[str, np.ndarray]:

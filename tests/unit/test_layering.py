@@ -9,7 +9,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE_NODE_MODULES = ["models", "training", "merge", "scaling", "dataset", "checkpoint", "baselines"]
 NETWORK = {"trio", "libp2p", "multiaddr", "gossip", "ledger", "web3"}
 # What the simulator may use of a node: its config, init and the public data/baseline API.
-SIM_MAY_USE = {"node.config", "node.init", "node.baselines", "node.dataset", "node.errors"}
+SIM_MAY_USE = {
+    "node.config",
+    "node.init",
+    "node.metrics",
+    "node.baselines",
+    "node.dataset",
+    "node.errors",
+}
 
 
 def imports(path: Path) -> set[str]:
