@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
@@ -26,6 +27,8 @@ READ_CHUNK = 1 << 20
 MAX_SERVER_WAIT = 120.0
 FETCH_ATTEMPTS = 3
 RETRY_PAUSE = 0.2
+
+Fetched = tuple[wire.Header, dict[str, np.ndarray]]  # a validated header and its tensors
 
 
 @dataclass
@@ -146,7 +149,7 @@ class ParamExchange:
         expect: wire.Expectation,
         timeout: float,
         connect_timeout: float,
-    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
+    ) -> Fetched:
         """Fetch a neighbour's snapshot for `round_`, all within `timeout` seconds.
 
         Raises PeerUnavailable (dead, slow, nothing in time) or PeerMessageError (invalid: also
@@ -177,7 +180,7 @@ class ParamExchange:
         expect: wire.Expectation,
         deadline: float,
         connect_timeout: float,
-    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
+    ) -> Fetched:
         try:
             with trio.fail_at(deadline):
                 await ensure_connected(self.host, info, connect_timeout)
@@ -204,7 +207,7 @@ class ParamExchange:
         round_: int,
         expect: wire.Expectation,
         deadline: float,
-    ) -> tuple[wire.Header, dict[str, wire.np.ndarray]]:
+    ) -> Fetched:
         # Let the server hold the request for most of our deadline, keeping a margin to send
         # the parameters once they are ready.
         remaining = deadline - trio.current_time()
