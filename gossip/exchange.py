@@ -123,7 +123,8 @@ class ParamExchange:
         if not self.allow_peer(peer):
             self.counters.refused[peer] += 1
             log.warning("refused stream from unauthorised peer %s", peer)
-            await stream.reset()
+            with trio.move_on_after(self.io_timeout):  # say why, then hang up; never wait on it
+                await stream.write(wire.encode_status("refused"))
             return
         with trio.fail_after(self.io_timeout):
             body = await read_frame(stream, wire.MAX_REQUEST_BYTES, peer)

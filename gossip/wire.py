@@ -26,7 +26,7 @@ LENGTH_PREFIX = struct.Struct(">I")
 MAX_REQUEST_BYTES = 1024
 MAX_HEADER_BYTES = 1 << 20
 ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int32", "int64"})
-STATUSES = frozenset({"ok", "not_ready", "gone"})
+STATUSES = frozenset({"ok", "not_ready", "gone", "refused"})
 
 
 @dataclass(frozen=True)

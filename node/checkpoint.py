@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from node.errors import CheckpointError
 
@@ -35,14 +35,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def params_bytes(params: dict[str, np.ndarray]) -> bytes:
+    """The safetensors file content for `params`: deterministic, so peers and auditors can
+    recompute its sha256."""
+    return save({k: np.ascontiguousarray(v) for k, v in params.items()})
+
+
 def save_params(path: Path, params: dict[str, np.ndarray]) -> str:
     """Write parameters as safetensors; return the file's sha256 (what the ledger commits)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    data = params_bytes(params)
+    write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def save_checkpoint(

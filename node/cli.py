@@ -96,13 +96,22 @@ def swarm_init(
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
     topology: Annotated[str, typer.Option(help="ring or full.")] = "ring",
     model: Annotated[str, typer.Option(help="logreg or mlp.")] = "mlp",
+    ledger: Annotated[bool, typer.Option(help="A consortium chain (Anvil) in the folder.")] = False,
 ) -> None:
     """Configs and keys for the four heart-disease hospitals (natural split)."""
+    from ledger.errors import LedgerError
+    from sim.consortium import ConsortiumPlan
     from sim.local_swarm import init_heart_disease_swarm
 
     try:
-        paths = init_heart_disease_swarm(folder, rounds=rounds, topology=topology, model=model)
-    except (ValueError, FileExistsError) as exc:
+        paths = init_heart_disease_swarm(
+            folder,
+            rounds=rounds,
+            topology=topology,
+            model=model,
+            ledger=ConsortiumPlan() if ledger else None,
+        )
+    except (ValueError, FileExistsError, LedgerError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"wrote {len(paths)} node configs under {folder}")
 
@@ -120,25 +129,30 @@ def swarm_up(
 def swarm_demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
+    ledger: Annotated[bool, typer.Option(help="Run the consortium chain (Anvil).")] = True,
 ) -> None:
-    """The heart-disease demo: init (if needed) and run four hospitals, then the table."""
+    """The heart-disease demo: four hospitals, fully connected, with their consortium chain;
+    ends with accuracy per hospital against the baselines, and contribution and reward."""
     import shutil
 
+    from sim.consortium import ConsortiumPlan
     from sim.local_swarm import init_heart_disease_swarm
 
     if (out / "swarm.json").exists():  # a previous demo run: start afresh
         console.print(f"replacing the previous demo run in {out}")
         shutil.rmtree(out)
-    init_heart_disease_swarm(out, rounds=rounds, topology="ring", model="mlp")
+    plan = ConsortiumPlan() if ledger else None
+    init_heart_disease_swarm(out, rounds=rounds, topology="full", model="mlp", ledger=plan)
     _run_swarm(out, baselines=True)
 
 
 def _run_swarm(folder: Path, baselines: bool) -> None:
+    from ledger.errors import LedgerError
     from sim.local_swarm import SwarmError, run_swarm
 
     try:
         run_swarm(folder, console, baselines=baselines)
-    except (SwarmError, NodeError) as exc:
+    except (SwarmError, NodeError, LedgerError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -172,6 +186,24 @@ def bench_ledger(json_out: JsonOut = Path("bench-ledger.json")) -> None:
     from ledger.bench import run_ledger_bench
 
     run_ledger_bench(json_out)
+
+
+@bench_app.command("contribution")
+def bench_contribution(
+    json_out: JsonOut = Path("bench-contribution.json"),
+    rounds: Annotated[int, typer.Option(help="Scored rounds per neighbourhood size.")] = 3,
+    exact_up_to: Annotated[
+        int, typer.Option(help="Compare sampling with exact Shapley up to this many neighbours.")
+    ] = 16,
+) -> None:
+    """Contribution scoring on heart-disease models: time, evaluations, sampling accuracy."""
+    from node.contribution_bench import run_contribution_bench
+
+    try:
+        results = run_contribution_bench(console, rounds=rounds, exact_up_to=exact_up_to)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _write_json(json_out, results)
 
 
 def _write_json(path: Path, results: Any) -> None:

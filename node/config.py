@@ -5,6 +5,7 @@ files are rejected with the file, the key and what was expected. Keys never live
 names the key file, which holds the secret with mode 0600.
 """
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -39,6 +40,10 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
     return path
+
+
+def _existing_optional_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    return None if value is None else _existing_file(value, info)
 
 
 class NodeSection(_Section):
@@ -110,6 +115,57 @@ class TimeoutSection(_Section):
     linger_seconds: float = Field(10.0, ge=0, description="Serve after the last round.")
 
 
+class LedgerSection(_Section):
+    """The consortium's chain: membership gates peers; commitments and scores go on chain."""
+
+    enabled: bool = False
+    chain: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain.")
+    contract: str = Field("", description="Address of the consortium contract.")
+    key_file: Path | None = Field(
+        None, description="Ethereum key file (mode 0600); else $MEDSWARM_ETH_KEY."
+    )
+    keep_models: bool = Field(True, description="Keep each committed model file for audits.")
+    flush_seconds: PositiveFloat = 1.0
+    drain_seconds: float = Field(30.0, ge=0, description="At the end, wait for the outbox.")
+
+    _paths = field_validator("key_file")(_existing_optional_file)
+
+    @field_validator("contract")
+    @classmethod
+    def _is_address(cls, value: str) -> str:
+        if value and not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError(f"expected a 0x address of 40 hex digits: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _contract_when_enabled(self) -> Self:
+        if self.enabled and not self.contract:
+            raise ValueError("ledger.contract is required when ledger.enabled is true")
+        return self
+
+
+class ContributionSection(_Section):
+    """How this node scores its neighbours (always on with the ledger)."""
+
+    enabled: bool = Field(False, description="Score even without the ledger.")
+    # AUC by default: it ignores where a model puts its decision threshold, so hospitals whose
+    # prevalence differs from the evaluator's are valued for how well they rank its patients.
+    metric: Literal["loss", "accuracy", "auc"] = "auc"
+    exact_max_players: int = Field(8, ge=1, le=16)
+    budget: int = Field(128, gt=0, description="Coalition evaluations per round when sampling.")
+    truncation: float = Field(0.01, ge=0, lt=1)
+    seed: int = 0
+    replay_tolerance: float = Field(1e-3, ge=0)
+    duplicate_tolerance: float = Field(1e-3, ge=0)
+
+
+class AdversarySection(_Section):
+    """For simulations only: make this node misbehave the way an attacker would."""
+
+    mode: Literal["none", "replay", "stale", "zeros", "noise"] = "none"
+    noise_std: PositiveFloat = 1.0
+
+
 class NodeConfig(_Section):
     source: Path = Field(exclude=True)
     node: NodeSection
@@ -118,6 +174,9 @@ class NodeConfig(_Section):
     training: TrainingSection = TrainingSection()
     swarm: SwarmSection = SwarmSection()
     timeouts: TimeoutSection = TimeoutSection()
+    ledger: LedgerSection = LedgerSection()
+    contribution: ContributionSection = ContributionSection()
+    adversary: AdversarySection = AdversarySection()
 
     @model_validator(mode="after")
     def _fetch_fits_io(self) -> Self:

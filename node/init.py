@@ -51,6 +51,29 @@ connect_seconds = 5
 fetch_seconds = 15                    # per neighbour per round: a slower one is skipped
 io_seconds = 10
 linger_seconds = 10                   # keep serving after the last round
+
+[ledger]
+# The consortium's chain. When enabled, only peers registered and active on chain are served
+# and merged; the node commits the sha256 of each round's model and reports its neighbours'
+# contribution scores once per epoch, through a durable outbox (out/outbox.sqlite).
+enabled = {ledger_enabled}
+chain = "{ledger_chain}"   # JSON-RPC URL
+contract = "{ledger_contract}"   # the consortium contract's address
+{ledger_key_line}
+keep_models = true                    # keep out/models/round-<r>.safetensors for audits
+flush_seconds = 1                     # how often the outbox sends
+drain_seconds = 30                    # at the end, wait this long for queued writes
+
+[contribution]
+# How this node scores the neighbours whose models it received, on its own validation split
+# (always on with the ledger): Shapley values of the game "merge these models".
+metric = "auc"                        # auc | loss | accuracy (AUC ignores prevalence shifts)
+exact_max_players = 8                 # exact Shapley up to this many neighbours, sampling above
+budget = 128                          # coalition evaluations per round when sampling
+truncation = 0.01
+seed = 0
+replay_tolerance = 0.001              # a model this close to ones already seen scores 0
+duplicate_tolerance = 0.001           # models this close to each other share one score
 """
 
 
@@ -65,8 +88,18 @@ def render_config(
     schema: str,
     model: str = "mlp",
     rounds: int = 20,
+    ledger_contract: str = "",
+    ledger_key_file: str = "",
+    ledger_chain: str = "http://127.0.0.1:8545",
 ) -> str:
+    key_line = (
+        f'key_file = "{ledger_key_file}"' if ledger_key_file else '# key_file = "eth.key"'
+    ) + "                  # Ethereum key, mode 0600 (or $MEDSWARM_ETH_KEY)"
     return CONFIG_TEMPLATE.format(
+        ledger_enabled="true" if ledger_contract else "false",
+        ledger_chain=ledger_chain,
+        ledger_contract=ledger_contract,
+        ledger_key_line=key_line,
         name=name,
         key_file=key_file,
         listen=listen,

@@ -6,6 +6,7 @@ record, checkpoint. A neighbour that is dead, slow or invalid is skipped for the
 restarted over its output folder resumes from the last checkpoint.
 """
 
+import hashlib
 import json
 import logging
 import resource
@@ -27,15 +28,19 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, peer_id_of
 from node import merge as merging
+from node.adversary import forged_params
 from node.checkpoint import (
     Checkpoint,
     load_checkpoint,
+    params_bytes,
     save_checkpoint,
     save_params,
     write_atomic,
 )
 from node.config import NodeConfig
+from node.contribution import Candidate, ContributionScorer, ScoringSettings, validation_value
 from node.dataset import Split, load_schema, load_table, split_validation
+from node.membership import Membership
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.scaling import Scaler, local_stats
@@ -91,8 +96,20 @@ class NodeRunner:
         split = self._load_data()
         self.samples = len(split.train_y)
         checkpoint = load_checkpoint(self.out / "checkpoint")
+        self.membership: Membership | None = None
+        if self.cfg.ledger.enabled:
+            self.membership = await trio.to_thread.run_sync(
+                Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
+            )
+            log.info(
+                "ledger: member %s, %d active",
+                self.membership.address,
+                len(self.membership.active_peers),
+            )
         host = build_host(self.key_pair)
-        self.exchange = ParamExchange(host, SnapshotStore(), self.cfg.timeouts.io_seconds)
+        self.exchange = ParamExchange(
+            host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
+        )
         async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
             addrs = [str(a) for a in host.get_addrs()]
             write_atomic(
@@ -111,10 +128,22 @@ class NodeRunner:
                 start = checkpoint.round + 1
                 self._truncate_metrics(checkpoint.round)
                 log.info("resuming from checkpoint of round %d", checkpoint.round)
-            summary = await self._train(split, scaler, checkpoint, start)
-            await self._linger()
+            try:
+                summary = await self._train(split, scaler, checkpoint, start)
+                await self._linger()
+            finally:
+                if self.membership is not None:
+                    left = await trio.to_thread.run_sync(
+                        self.membership.close, self.cfg.ledger.drain_seconds
+                    )
+                    if left:
+                        log.warning("%d ledger writes still queued in the outbox", left)
             await host.close()
         return summary
+
+    def _allows(self, peer: str) -> bool:
+        """Only active members are served and merged once the ledger is on."""
+        return self.membership is None or self.membership.allows(peer)
 
     async def _wait_for_neighbours(self) -> None:
         """Nodes start at different moments: give the neighbours a bounded time to come up."""
@@ -155,31 +184,54 @@ class NodeRunner:
         cfg = self.cfg
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
         model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
+        initial = model_params(model)
         if checkpoint is None:
-            save_params(self.out / "initial.safetensors", model_params(model))
+            save_params(self.out / "initial.safetensors", initial)
         else:
             load_params(model, checkpoint.params)
-        specs = wire.specs_of(model_params(model))
+        specs = wire.specs_of(initial)
         settings = cfg.training.settings()
+        scorer = self._scorer(model, val_x, split.val_y)
+        epoch_scores: dict[str, float] = dict(
+            checkpoint.state.get("epoch_scores", {}) if checkpoint else {}
+        )
+        forger = np.random.default_rng(cfg.training.seed)
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
             began = time.perf_counter()
             self.exchange.counters.reset()
-            loss = await trio.to_thread.run_sync(
-                train_local,
-                model,
-                train_x,
-                split.train_y,
-                settings,
-                training_seed(cfg.training.seed, r),
-            )
+            if self.membership is not None:
+                await trio.to_thread.run_sync(self.membership.refresh)
+            previous = model_params(model)
+            loss: float | None = None
+            if cfg.adversary.mode == "none":
+                loss = await trio.to_thread.run_sync(
+                    train_local,
+                    model,
+                    train_x,
+                    split.train_y,
+                    settings,
+                    training_seed(cfg.training.seed, r),
+                )
+            else:
+                forged = forged_params(
+                    cfg.adversary.mode, previous, initial, forger, cfg.adversary.noise_std
+                )
+                load_params(model, forged)
             local_eval = evaluate(model, val_x, split.val_y)
             own = model_params(model)
+            self._commit(r, own)
             expect = wire.Expectation(
                 "params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs
             )
             arrivals, failures = await self._exchange_round("params", r, own, self.samples, expect)
+            scores = None
+            if scorer is not None and arrivals:
+                candidates = [Candidate(a.peer, a.tensors, a.header.samples) for a in arrivals]
+                scores = await trio.to_thread.run_sync(scorer.score, r, previous, own, candidates)
+                for peer, value in scores.scores.items():
+                    epoch_scores[peer] = epoch_scores.get(peer, 0.0) + value
             contributions = [
                 merging.Contribution(a.tensors, a.header.samples, a.header.degree) for a in arrivals
             ]
@@ -206,13 +258,26 @@ class NodeRunner:
                 "neighbours_total": self.degree,
                 "failures": failures,
                 "rejected_total": dict(self.exchange.counters.rejected),
+                "refused_total": dict(self.exchange.counters.refused),
                 "bytes_sent": self.exchange.counters.bytes_sent,
                 "bytes_received": self.exchange.counters.bytes_received,
                 "round_seconds": time.perf_counter() - began,
                 "peak_rss_mb": peak_rss_mb(),
             }
+            if scores is not None:
+                record["contribution"] = scores.to_dict()
+            if self.membership is not None:
+                record["ledger_pending"] = self.membership.pending()
             append_record(self.metrics_path, record)
-            save_checkpoint(self.out / "checkpoint", r, merged, {"scaler": scaler.to_dict()})
+            if self._epoch_ends(r):
+                self._report(r, epoch_scores)
+                epoch_scores = {}
+            save_checkpoint(
+                self.out / "checkpoint",
+                r,
+                merged,
+                {"scaler": scaler.to_dict(), "epoch_scores": epoch_scores},
+            )
             self.on_round(record)
         summary = {
             "node": cfg.node.name,
@@ -224,6 +289,50 @@ class NodeRunner:
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1).encode())
         return summary
+
+    # -- contribution and the ledger ---------------------------------------------------------
+
+    def _scorer(
+        self, model: torch.nn.Module, val_x: np.ndarray, val_y: np.ndarray
+    ) -> ContributionScorer | None:
+        c = self.cfg.contribution
+        if not (c.enabled or self.cfg.ledger.enabled):
+            return None
+        metric = c.metric
+        if metric == "auc" and len(np.unique(val_y)) < 2:
+            log.warning("validation split has one class: scoring neighbours by loss, not AUC")
+            metric = "loss"
+        settings = ScoringSettings(
+            metric=metric,
+            exact_max_players=c.exact_max_players,
+            budget=c.budget,
+            truncation=c.truncation,
+            seed=c.seed,
+            replay_tolerance=c.replay_tolerance,
+            duplicate_tolerance=c.duplicate_tolerance,
+        )
+        return ContributionScorer(settings, validation_value(model, val_x, val_y, metric))
+
+    def _commit(self, round_: int, own: dict[str, np.ndarray]) -> None:
+        """Queue the sha256 of this round's published model (its safetensors file) on chain."""
+        if self.membership is None:
+            return
+        data = params_bytes(own)
+        if self.cfg.ledger.keep_models:
+            (self.out / "models").mkdir(exist_ok=True)
+            write_atomic(self.out / "models" / f"round-{round_}.safetensors", data)
+        self.membership.commit(round_, hashlib.sha256(data).digest(), self.samples)
+
+    def _epoch_ends(self, round_: int) -> bool:
+        if self.membership is None:
+            return False
+        last = round_ == self.cfg.swarm.rounds
+        return last or self.membership.epoch_of(round_ + 1) != self.membership.epoch_of(round_)
+
+    def _report(self, round_: int, epoch_scores: dict[str, float]) -> None:
+        """An epoch's score per neighbour: the sum of its per-round Shapley values."""
+        if self.membership is not None and epoch_scores:
+            self.membership.report(self.membership.epoch_of(round_), epoch_scores)
 
     async def _exchange_round(
         self,
@@ -256,7 +365,10 @@ class NodeRunner:
 
         async with trio.open_nursery() as nursery:
             for info in self.neighbours:
-                nursery.start_soon(fetch_one, info)
+                if self._allows(info.peer_id.to_base58()):
+                    nursery.start_soon(fetch_one, info)
+                else:
+                    failures[info.peer_id.to_base58()] = "not an active member on the ledger"
         arrivals.sort(key=lambda a: a.peer)  # merge order independent of arrival timing
         return arrivals, failures
 

@@ -24,6 +24,13 @@ from rich.table import Table
 from gossip.identity import create_key_file, peer_id_of
 from node.init import render_config
 from node.metrics import read_records
+from sim.consortium import (
+    KEY_FILE,
+    ConsortiumPlan,
+    create_consortium,
+    open_chain,
+    settle,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEART_DISEASE = REPO_ROOT / "data" / "heart-disease"
@@ -63,8 +70,10 @@ def init_swarm(
     topology: str = "ring",
     model: str = "mlp",
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    ledger: ConsortiumPlan | None = None,
 ) -> list[Path]:
-    """Write one config and identity per site; `extra` adds per-node `--set` overrides."""
+    """Write one config and identity per site; `extra` adds per-node `--set` overrides.
+    With `ledger`, also a consortium on a local Anvil chain whose members are these nodes."""
     if (folder / "swarm.json").exists():
         raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
     names = list(sites)
@@ -75,6 +84,9 @@ def init_swarm(
         node_dir = folder / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
         peer_ids.append(peer_id_of(create_key_file(node_dir / "identity.key")))
+    chain = None
+    if ledger is not None:
+        chain = create_consortium(folder, dict(zip(names, peer_ids, strict=True)), ledger)
     configs = []
     for i, name in enumerate(names):
         node_dir = folder / "nodes" / name
@@ -89,6 +101,8 @@ def init_swarm(
             schema=str(schema.resolve()),
             model=model,
             rounds=rounds,
+            ledger_contract=chain["contract"] if chain else "",
+            ledger_key_file=KEY_FILE if chain else "",
         )
         (node_dir / "node.toml").write_text(text)
         configs.append(node_dir / "node.toml")
@@ -97,19 +111,31 @@ def init_swarm(
         "topology": topology,
         "rounds": rounds,
         "overrides": {k: dict(v) for k, v in (extra or {}).items()},
+        "ledger": chain,
     }
     (folder / "swarm.json").write_text(json.dumps(manifest, indent=1))
     return configs
 
 
 def init_heart_disease_swarm(
-    folder: Path, *, rounds: int = 20, topology: str = "ring", model: str = "mlp"
+    folder: Path,
+    *,
+    rounds: int = 20,
+    topology: str = "ring",
+    model: str = "mlp",
+    ledger: ConsortiumPlan | None = None,
 ) -> list[Path]:
     if not HEART_DISEASE.is_dir():
         raise ValueError(f"heart-disease data not found at {HEART_DISEASE}")
     sites = {name: HEART_DISEASE / file for name, file in HEART_SITES.items()}
     return init_swarm(
-        folder, sites, HEART_DISEASE / "schema.toml", rounds=rounds, topology=topology, model=model
+        folder,
+        sites,
+        HEART_DISEASE / "schema.toml",
+        rounds=rounds,
+        topology=topology,
+        model=model,
+        ledger=ledger,
     )
 
 
@@ -143,12 +169,16 @@ def load_manifest(folder: Path) -> dict[str, Any]:
         ) from None
 
 
-def run_processes(folder: Path, console: Console, timeout: float = 1800) -> float:
-    """Start every node, show progress until all exit; return the wall-clock seconds."""
+def run_processes(
+    folder: Path, console: Console, timeout: float = 1800, chain_url: str | None = None
+) -> float:
+    """Start every node, show progress until all exit; return the wall-clock seconds.
+    `chain_url`: where the consortium's chain listens this time (its port changes per run)."""
     manifest = load_manifest(folder)
     names, rounds = manifest["nodes"], manifest["rounds"]
+    chain = {"ledger.chain": chain_url} if chain_url else {}
     began = time.perf_counter()
-    procs = {n: start_node(folder, n, manifest["overrides"].get(n, {})) for n in names}
+    procs = {n: start_node(folder, n, {**chain, **manifest["overrides"].get(n, {})}) for n in names}
     progress = Progress(
         TextColumn("{task.fields[name]:<12}"),
         BarColumn(bar_width=24),
@@ -282,13 +312,48 @@ def _fmt(value: float | None) -> str:
 
 
 def run_swarm(folder: Path, console: Console, baselines: bool = True) -> dict[str, Any]:
-    wall = run_processes(folder, console)
+    manifest = load_manifest(folder)
+    settled = None
+    if manifest.get("ledger"):
+        with open_chain(folder) as chain:  # closing saves the chain's state in the run folder
+            wall = run_processes(folder, console, chain_url=chain.url)
+            settled = settle(folder, chain, manifest)
+    else:
+        wall = run_processes(folder, console)
     results = swarm_results(folder, baselines)
     results["wall_seconds"] = wall
+    if settled is not None:
+        results["ledger"] = settled
     (folder / "results.json").write_text(json.dumps(results, indent=1))
     console.print(results_table(results))
+    if settled is not None:
+        console.print(rewards_table(results))
+        verdict = "[green]passed[/green]" if settled["audit_ok"] else "[red]FAILED[/red]"
+        console.print(f"ledger audit {verdict}; to repeat it: {settled['audit_command']}")
     console.print(f"swarm finished in {wall:.1f}s; results in {folder / 'results.json'}")
     return results
+
+
+def rewards_table(results: dict[str, Any]) -> Table:
+    ledger = results["ledger"]
+    table = Table(
+        title=f"contribution and reward per hospital (epochs {ledger['finalized_epochs']})",
+        box=box.SIMPLE_HEAD,
+        caption="contribution: the sum over finalized epochs of the median of the Shapley "
+        "scores the other hospitals reported. reward: what the pool paid for it.",
+    )
+    for col in ("hospital", "contribution", "reward (ETH)", "swarm acc", "swarm AUC"):
+        table.add_column(col, justify="left" if col == "hospital" else "right")
+    for name, member in ledger["members"].items():
+        swarm = results["nodes"].get(name, {}).get("swarm", {})
+        table.add_row(
+            name,
+            f"{member['score']:.4f}",
+            f"{member['reward_wei'] / 1e18:.4f}",
+            _fmt(swarm.get("accuracy")),
+            _fmt(swarm.get("auc")),
+        )
+    return table
 
 
 def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:

@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_NODE_MODULES = ["models", "training", "merge", "scaling", "dataset", "checkpoint", "baselines"]
+PURE_NODE_MODULES = [
+    "models",
+    "training",
+    "merge",
+    "scaling",
+    "dataset",
+    "checkpoint",
+    "baselines",
+    "contribution",
+    "adversary",
+]
 NETWORK = {"trio", "libp2p", "multiaddr", "gossip", "ledger", "web3"}
 # What the simulator may use of a node: its config, init and the public data/baseline API.
 SIM_MAY_USE = {

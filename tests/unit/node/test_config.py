@@ -61,6 +61,10 @@ def test_overrides_are_typed_and_validated(config_path):
         (("epochs = 1 ", 'epochs = "one" '), r"training.epochs: .*integer"),
         (("processed.cleveland.data", "missing.data"), r"data.path: .*file not found"),
         (('listen = "/ip4/127.0.0.1/tcp/0"', 'listen = "/ip4/127.0.0.1/udp/1"'), r"node.listen"),
+        (("enabled = false", "enabled = true"), r"ledger.contract is required when ledger"),
+        (('contract = ""', 'contract = "0x12"'), r"ledger.contract: .*0x address of 40 hex"),
+        (('# key_file = "eth.key"', 'key_file = "eth.key"'), r"ledger.key_file: .*not found"),
+        (('metric = "auc"', 'metric = "f1"'), r"contribution.metric: Input should be"),
     ],
 )
 def test_bad_configs_name_the_file_and_key(config_path, edit, message):
@@ -83,3 +87,18 @@ def test_missing_section_and_missing_file(tmp_path):
     (tmp_path / "bad.toml").write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_the_ledger_section_names_a_contract_and_a_key_file_never_a_key(config_path, tmp_path):
+    text = config_path.read_text()
+    assert "[ledger]" in text and "[contribution]" in text
+    key = tmp_path / "eth.key"
+    key.write_text("0x" + "11" * 32)
+    contract = "0x" + "ab" * 20
+    cfg = load_config(
+        config_path,
+        ["ledger.enabled=true", f'ledger.contract="{contract}"', f'ledger.key_file="{key}"'],
+    )
+    assert cfg.ledger.enabled and cfg.ledger.contract == contract
+    assert cfg.ledger.key_file == key
+    assert cfg.adversary.mode == "none"  # misbehaviour is opt-in, for simulations

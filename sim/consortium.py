@@ -1,0 +1,152 @@
+"""A local consortium for a swarm: an Anvil chain whose state lives in the run folder, the
+contract, one Ethereum account per hospital (key file 0600 beside its node config), the pool.
+
+The chain runs only while the swarm does: `open_chain` starts Anvil from the saved state and
+closing it saves the state again, so an auditor can replay the run afterwards with
+`medswarm ledger audit --chain anvil --state <run>/chain/anvil-state.json --contract ...`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from ledger.accounts import write_key_file
+from ledger.audit import AuditReport, check_models, run_audit
+from ledger.backends import Chain, connect
+from ledger.cli import write_audit
+from ledger.contract import DeployConfig, Ledger
+from ledger.errors import LedgerRevert
+from ledger.revert import ErrorDecoder
+from ledger.tx import Sender
+
+STATE_FILE = "chain/anvil-state.json"
+KEY_FILE = "eth.key"
+ADMIN_DEV_ACCOUNT = 0  # the public dev mnemonic's account 0: throwaway local chains only
+
+
+@dataclass(frozen=True)
+class ConsortiumPlan:
+    rounds_per_epoch: int = 5
+    grace_rounds: int = 0  # an epoch closes as soon as most members reach the next one
+    min_reports: int = 2
+    reward_per_epoch_wei: int = 10**18
+    pool_wei: int = 20 * 10**18
+    gas_allowance_wei: int = 10**18  # sent to each hospital's fresh account for its writes
+
+
+def open_chain(folder: Path) -> Chain:
+    state = folder / STATE_FILE
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return connect("anvil", state_path=state)
+
+
+def create_consortium(
+    folder: Path, members: Mapping[str, str], plan: ConsortiumPlan
+) -> dict[str, Any]:
+    """Deploy, give each node (name -> peer ID) a fresh funded account and register it, fund
+    the pool. Returns what the swarm manifest keeps about the chain."""
+    with open_chain(folder) as chain:
+        admin_account = chain.dev_accounts[ADMIN_DEV_ACCOUNT]
+        accounts = {name: Account.create() for name in members}
+        # Gas money first, from a sender of its own: the Ledger below then starts from the
+        # chain's nonce and keeps its own count.
+        gas = Sender(chain.w3, admin_account, ErrorDecoder([]), chain.name)
+        for name, account in accounts.items():
+            write_key_file(folder / "nodes" / name / KEY_FILE, account)
+            gas.send(account.address, "0x", value=plan.gas_allowance_wei, description={"to": name})
+        admin = Ledger.deploy(
+            chain,
+            admin_account,
+            DeployConfig(
+                max_members=max(16, len(members)),
+                rounds_per_epoch=plan.rounds_per_epoch,
+                min_reports=plan.min_reports,
+                grace_rounds=plan.grace_rounds,
+                reward_per_epoch=plan.reward_per_epoch_wei,
+            ),
+        )
+        for name, peer_id in members.items():
+            admin.register(accounts[name].address, peer_id, name)
+        admin.fund(plan.pool_wei)
+        return {
+            "contract": admin.address,
+            "state": STATE_FILE,
+            "plan": asdict(plan),
+            "members": {name: a.address for name, a in accounts.items()},
+        }
+
+
+def admin_ledger(chain: Chain, contract: str) -> Ledger:
+    return Ledger(chain, contract, chain.dev_accounts[ADMIN_DEV_ACCOUNT])
+
+
+def finalize_closed_epochs(ledger: Ledger) -> list[int]:
+    """Finalize every epoch the swarm has moved past; the last, still open one stays open."""
+    done: list[int] = []
+    while True:
+        epoch = ledger.state().next_epoch
+        try:
+            ledger.finalize(epoch)
+        except LedgerRevert as exc:
+            if exc.error_name == "EpochNotClosed":
+                return done
+            raise
+        done.append(epoch)
+
+
+def rewards_by_member(report: AuditReport) -> dict[str, dict[str, Any]]:
+    """Per member name: the sum of its combined scores over finalized epochs and its reward."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m in report.members:
+        scores = [s for s in report.scores if s.member == m.address]
+        rows[m.name] = {
+            "address": m.address,
+            "peer_id": m.peer_id,
+            "score": sum(s.score for s in scores) / 1e6,
+            "reward_wei": m.accrued,
+            "epochs_scored": len(scores),
+        }
+    return rows
+
+
+def audit(chain: Chain, contract: str) -> AuditReport:
+    return run_audit(Ledger(chain, contract))
+
+
+def link_models(folder: Path, names: Mapping[str, str]) -> Path:
+    """folder/models/<peer ID> -> each node's out/models, the layout `ledger audit --models`
+    reads (names: node name -> peer ID)."""
+    models = folder / "models"
+    models.mkdir(exist_ok=True)
+    for name, peer_id in names.items():
+        link = models / peer_id
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / "nodes" / name / "out" / "models")
+    return models
+
+
+def settle(folder: Path, chain: Chain, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """After a run: finalize the closed epochs, audit the chain and the model files, and
+    collect each hospital's contribution and reward."""
+    contract = manifest["ledger"]["contract"]
+    finalized = finalize_closed_epochs(admin_ledger(chain, contract))
+    report = audit(chain, contract)
+    members = rewards_by_member(report)
+    check_models(report, link_models(folder, {n: m["peer_id"] for n, m in members.items()}))
+    write_audit(report, folder / "audit")
+    return {
+        "contract": contract,
+        "finalized_epochs": finalized,
+        "audit_ok": report.ok,
+        "findings": [asdict(f) for f in report.findings],
+        "models_checked": report.models_checked,
+        "members": members,
+        "pool_wei": report.pool,
+        "audit_command": (
+            f"medswarm ledger audit --chain anvil --state {folder / STATE_FILE} "
+            f"--contract {contract} --models {folder / 'models'} --out {folder / 'audit'}"
+        ),
+    }
