@@ -4,8 +4,10 @@ The game (DESIGN.md, "Contribution and rewards"): the players are the neighbours
 models arrived; the value of a coalition S is ``metric(merge of S) - metric(previous)``, where
 the merge is the average of S's parameters weighted by their claimed sample counts and
 ``previous`` is the node's merged model of the previous round; ``v(empty) = 0``. The metric is
-higher-is-better: ``loss`` is minus the validation cross-entropy (the default: smooth, so small
-differences still rank), or ``accuracy`` or ``auc``. The node never scores itself.
+higher-is-better: ``auc`` (the default: it ignores where a model puts its decision threshold,
+so a hospital whose prevalence differs from the evaluator's is valued for how well its model
+ranks the evaluator's patients, not for its label prior), ``loss`` (minus the validation
+cross-entropy) or ``accuracy``. The node never scores itself.
 
 Up to ``exact_max_players`` players the Shapley value is exact (2^n - 1 evaluations); beyond,
 `sampled_shapley` estimates it within a hard budget of distinct coalition evaluations.
@@ -79,7 +81,7 @@ _RANK_TOL = 1e-9  # singular values below this fraction of the largest are round
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    metric: Literal["loss", "accuracy", "auc"] = "loss"
+    metric: Literal["loss", "accuracy", "auc"] = "auc"  # the node's default, see node/config.py
     exact_max_players: int = 8  # exact Shapley up to this many players, sampling beyond
     budget: int = 128  # max distinct coalition evaluations per round when sampling
     truncation: float = 0.01  # stop a permutation when |v(N) - v(S)| < truncation * |v(N)|

@@ -153,8 +153,8 @@ def bench_size(
     """(per-size row, free-rider row) for one neighbourhood size."""
     net, samples, history = simulate(splits, scaler, neighbours + 1, rounds)
     val = splits[0]
-    value_of = validation_value(net, scaler.transform(val.val_x), val.val_y, "loss")
     settings = ScoringSettings()
+    value_of = validation_value(net, scaler.transform(val.val_x), val.val_y, settings.metric)
     scorer = ContributionScorer(settings, value_of)
     results: list[RoundScores] = []
     attack_scorer = scorer

@@ -204,9 +204,8 @@ class NodeRunner:
             if self.membership is not None:
                 await trio.to_thread.run_sync(self.membership.refresh)
             previous = model_params(model)
-            loss: float | None = None
             if cfg.adversary.mode == "none":
-                loss = await trio.to_thread.run_sync(
+                loss: float | None = await trio.to_thread.run_sync(
                     train_local,
                     model,
                     train_x,
@@ -214,11 +213,10 @@ class NodeRunner:
                     settings,
                     training_seed(cfg.training.seed, r),
                 )
-            else:
-                forged = forged_params(
-                    cfg.adversary.mode, previous, initial, forger, cfg.adversary.noise_std
-                )
-                load_params(model, forged)
+            else:  # a simulated free rider: publishes without training
+                loss = None
+                mode, std = cfg.adversary.mode, cfg.adversary.noise_std
+                load_params(model, forged_params(mode, previous, initial, forger, std))
             local_eval = evaluate(model, val_x, split.val_y)
             own = model_params(model)
             self._commit(r, own)
