@@ -1,6 +1,7 @@
-"""Baselines for the comparison table: each hospital alone, and all data pooled centrally.
+"""Baselines for the comparison table: each hospital alone, all data pooled centrally, and
+server-based FedAvg.
 
-Both use `split_validation` with the same fraction and seed as the nodes, so every site's
+All use `split_validation` with the same fraction and seed as the nodes, so every site's
 validation rows are exactly the rows its node validates on, and the same training schedule as
 the node: ``rounds`` calls of `train_local` (each ``settings.epochs`` epochs, a fresh
 optimizer, seed ``training_seed(model_seed, round)``).
@@ -8,13 +9,17 @@ optimizer, seed ``training_seed(model_seed, round)``).
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from node.dataset import CleanTable, Split, split_validation
+from node.merge import weighted_sum
 from node.models import build_model
 from node.scaling import Scaler, local_stats
 from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
@@ -98,3 +103,53 @@ def pooled(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalRe
     scaler = Scaler.from_stats(local_stats(train_x))
     net = _fit(scaler.transform(train_x), train_y, recipe)
     return {site: evaluate(net, scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
+
+
+def fedavg(
+    tables: Mapping[str, CleanTable], recipe: Recipe
+) -> tuple[dict[str, EvalResult], list[dict[str, float]]]:
+    """Server-based FedAvg: what the swarm would be with a central server doing the averaging.
+
+    Features are standardized with the pooled statistics, which is what the swarm agrees on by
+    gossip. Each round every site trains a copy of the global model (the nodes' schedule and
+    seed) and the server averages the copies weighted by training-row counts.
+
+    Returns the final global model scored on each site's validation split, and one entry per
+    round: ``round`` (1-based, like the nodes' metrics), ``mean_accuracy`` and ``mean_auc`` over
+    sites (``mean_auc`` is NaN if no site's validation split has both classes), and ``seconds``,
+    the wall-clock of that round's training and averaging with the sites run one after another,
+    as one server machine would (the per-round scoring is left out).
+    """
+    splits = _splits(tables, recipe)
+    scaler = Scaler.from_stats(local_stats(np.concatenate([s.train_x for s in splits.values()])))
+    train = [(scaler.transform(s.train_x), s.train_y) for s in splits.values()]
+    val = {site: (scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
+    total = sum(len(y) for _, y in train)
+    model = build_model(recipe.model, scaler.n_features, recipe.hidden, seed=recipe.model_seed)
+    scores = {site: evaluate(model, x, y) for site, (x, y) in val.items()}
+    history: list[dict[str, float]] = []
+    for r in range(recipe.rounds):
+        began = time.perf_counter()
+        updates = []
+        for x, y in train:
+            local = copy.deepcopy(model)
+            train_local(local, x, y, recipe.settings, seed=training_seed(recipe.model_seed, r))
+            updates.append((len(y) / total, _params(local)))
+        average = weighted_sum(updates)
+        model.load_state_dict({name: torch.from_numpy(v) for name, v in average.items()})
+        seconds = time.perf_counter() - began
+        scores = {site: evaluate(model, x, y) for site, (x, y) in val.items()}
+        aucs = [e.auc for e in scores.values() if e.auc is not None]
+        history.append(
+            {
+                "round": r + 1,
+                "mean_accuracy": float(np.mean([e.accuracy for e in scores.values()])),
+                "mean_auc": float(np.mean(aucs)) if aucs else float("nan"),
+                "seconds": seconds,
+            }
+        )
+    return scores, history
+
+
+def _params(net: nn.Module) -> dict[str, np.ndarray]:
+    return {name: t.detach().numpy().copy() for name, t in net.state_dict().items()}

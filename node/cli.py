@@ -20,8 +20,10 @@ app = typer.Typer(
 node_app = typer.Typer(help="Run one hospital node.", no_args_is_help=True)
 swarm_app = typer.Typer(help="A local swarm of node processes on 127.0.0.1.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks: print numbers and write JSON.", no_args_is_help=True)
+sim_app = typer.Typer(help="Scenarios: faults, attacks, baselines, a report.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(swarm_app, name="swarm")
+app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ledger_cli.app, name="ledger")
 
@@ -153,6 +155,38 @@ def _run_swarm(folder: Path, baselines: bool) -> None:
     try:
         run_swarm(folder, console, baselines=baselines)
     except (SwarmError, NodeError, LedgerError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@sim_app.command("init")
+def sim_init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example scenario.")] = Path(
+        "scenario.toml"
+    ),
+) -> None:
+    """Write a commented example scenario (the heart-disease hospitals)."""
+    from sim.scenario import write_example
+
+    try:
+        write_example(path)
+    except FileExistsError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {path}; run it with: medswarm sim run {path} --out runs/sim")
+
+
+@sim_app.command("run")
+def sim_run(
+    scenario: Annotated[Path, typer.Argument(help="A scenario TOML (see `sim init`).")],
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sim"),
+) -> None:
+    """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
+    from ledger.errors import LedgerError
+    from sim.local_swarm import SwarmError
+    from sim.run import run_scenario
+
+    try:
+        run_scenario(scenario, out, console)
+    except (SwarmError, NodeError, LedgerError, FileExistsError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -52,6 +52,7 @@ class NodeSection(_Section):
     listen: str = "/ip4/127.0.0.1/tcp/0"
     neighbours: list[str] = Field(default_factory=list, description="Full /p2p/ multiaddrs.")
     output_dir: Path = Path("out")
+    keep_models: bool = Field(False, description="Keep each round's published model file.")
 
     _paths = field_validator("key_file", "output_dir")(_resolve)
 
@@ -124,7 +125,6 @@ class LedgerSection(_Section):
     key_file: Path | None = Field(
         None, description="Ethereum key file (mode 0600); else $MEDSWARM_ETH_KEY."
     )
-    keep_models: bool = Field(True, description="Keep each committed model file for audits.")
     flush_seconds: PositiveFloat = 1.0
     drain_seconds: float = Field(30.0, ge=0, description="At the end, wait for the outbox.")
 
@@ -162,8 +162,34 @@ class ContributionSection(_Section):
 class AdversarySection(_Section):
     """For simulations only: make this node misbehave the way an attacker would."""
 
-    mode: Literal["none", "replay", "stale", "zeros", "noise"] = "none"
+    mode: Literal["none", "replay", "stale", "zeros", "noise"] = Field(
+        "none", description="A free rider: what it publishes instead of training."
+    )
     noise_std: PositiveFloat = 1.0
+    label_flip: float = Field(0.0, ge=0, le=1, description="Share of training labels flipped.")
+    update_noise_std: float = Field(0.0, ge=0, description="Gaussian noise on its update.")
+    sign_flip: bool = Field(False, description="Publish the negated update.")
+
+
+class PartitionWindow(_Section):
+    from_round: int = Field(alias="from", ge=1)
+    to_round: int = Field(alias="to", ge=1)
+    unreachable: list[str] = Field(description="Peer IDs cut off from this node meanwhile.")
+
+
+class FaultSection(_Section):
+    """For simulations only: faults injected by the node itself."""
+
+    publish_delay_seconds: float = Field(0.0, ge=0, description="A slow node.")
+    partitions: list[PartitionWindow] = Field(default_factory=list)
+
+    def unreachable(self, round_: int) -> frozenset[str]:
+        return frozenset(
+            peer
+            for w in self.partitions
+            if w.from_round <= round_ <= w.to_round
+            for peer in w.unreachable
+        )
 
 
 class NodeConfig(_Section):
@@ -177,6 +203,7 @@ class NodeConfig(_Section):
     ledger: LedgerSection = LedgerSection()
     contribution: ContributionSection = ContributionSection()
     adversary: AdversarySection = AdversarySection()
+    faults: FaultSection = FaultSection()
 
     @model_validator(mode="after")
     def _fetch_fits_io(self) -> Self:

@@ -1,6 +1,10 @@
 """`medswarm node init`: a commented example config and a fresh identity key."""
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import tomlkit
 
 from gossip.identity import create_key_file, peer_id_of
 
@@ -16,6 +20,7 @@ listen = "{listen}"    # TCP multiaddr this node listens on
 # `medswarm node init` or finds it in <output_dir>/peer.json once running.
 neighbours = [{neighbours}]
 output_dir = "{output_dir}"                  # metrics, checkpoints, cleaning report, summary
+keep_models = {keep_models}                  # keep out/models/round-<r>.safetensors (audits, plots)
 
 [data]
 path = "{data}"      # this hospital's records (CSV or Parquet)
@@ -60,7 +65,6 @@ enabled = {ledger_enabled}
 chain = "{ledger_chain}"   # JSON-RPC URL
 contract = "{ledger_contract}"   # the consortium contract's address
 {ledger_key_line}
-keep_models = true                    # keep out/models/round-<r>.safetensors for audits
 flush_seconds = 1                     # how often the outbox sends
 drain_seconds = 30                    # at the end, wait this long for queued writes
 
@@ -97,6 +101,7 @@ def render_config(
     ) + "                  # Ethereum key, mode 0600 (or $MEDSWARM_ETH_KEY)"
     return CONFIG_TEMPLATE.format(
         ledger_enabled="true" if ledger_contract else "false",
+        keep_models="true" if ledger_contract else "false",
         ledger_chain=ledger_chain,
         ledger_contract=ledger_contract,
         ledger_key_line=key_line,
@@ -110,6 +115,21 @@ def render_config(
         model=model,
         rounds=rounds,
     )
+
+
+def with_settings(text: str, settings: Mapping[str, Any]) -> str:
+    """`text` (a config) with `dotted.key = value` settings applied, comments kept: what the
+    simulator uses so each node's file shows the settings it runs with."""
+    doc = tomlkit.parse(text)
+    for key, value in settings.items():
+        *tables, leaf = key.split(".")
+        target: Any = doc
+        for name in tables:
+            if name not in target:
+                target[name] = tomlkit.table()
+            target = target[name]
+        target[leaf] = value
+    return tomlkit.dumps(doc)
 
 
 def init_node(

@@ -6,6 +6,7 @@ record, checkpoint. A neighbour that is dead, slow or invalid is skipped for the
 restarted over its output folder resumes from the last checkpoint.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, peer_id_of
 from node import merge as merging
-from node.adversary import forged_params
+from node.adversary import flip_labels, forged_params, tamper_update
 from node.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -79,6 +80,7 @@ class NodeRunner:
         self.peer_id = peer_id_of(self.key_pair)
         self.neighbours: list[PeerInfo] = [parse_peer_addr(a) for a in cfg.node.neighbours]
         self.degree = len(self.neighbours)
+        self.round = 0  # the round in progress (0: before training)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -88,7 +90,12 @@ class NodeRunner:
         write_atomic(
             self.out / "cleaning.json", json.dumps(table.report.to_dict(), indent=1).encode()
         )
-        return split_validation(table, self.cfg.data.validation_fraction, self.cfg.data.split_seed)
+        split = split_validation(table, self.cfg.data.validation_fraction, self.cfg.data.split_seed)
+        if self.cfg.adversary.label_flip > 0:  # a simulated label-flipping attacker
+            rng = np.random.default_rng(self.cfg.training.seed)
+            flipped = flip_labels(split.train_y, self.cfg.adversary.label_flip, rng)
+            split = dataclasses.replace(split, train_y=flipped)
+        return split
 
     async def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +149,10 @@ class NodeRunner:
         return summary
 
     def _allows(self, peer: str) -> bool:
-        """Only active members are served and merged once the ledger is on."""
+        """Only active members are served and merged once the ledger is on (and, in a
+        simulated partition, only peers on this side)."""
+        if peer in self.cfg.faults.unreachable(self.round):
+            return False
         return self.membership is None or self.membership.allows(peer)
 
     async def _wait_for_neighbours(self) -> None:
@@ -199,6 +209,7 @@ class NodeRunner:
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
+            self.round = r
             began = time.perf_counter()
             self.exchange.counters.reset()
             if self.membership is not None:
@@ -217,6 +228,10 @@ class NodeRunner:
                 loss = None
                 mode, std = cfg.adversary.mode, cfg.adversary.noise_std
                 load_params(model, forged_params(mode, previous, initial, forger, std))
+            if cfg.adversary.sign_flip or cfg.adversary.update_noise_std > 0:
+                trained = model_params(model)
+                flip, std = cfg.adversary.sign_flip, cfg.adversary.update_noise_std
+                load_params(model, tamper_update(previous, trained, flip, std, forger))
             local_eval = evaluate(model, val_x, split.val_y)
             own = model_params(model)
             self._commit(r, own)
@@ -262,6 +277,8 @@ class NodeRunner:
                 "round_seconds": time.perf_counter() - began,
                 "peak_rss_mb": peak_rss_mb(),
             }
+            if checkpoint is not None and r == start:
+                record["resumed_from"] = checkpoint.round  # this process restarted the node
             if scores is not None:
                 record["contribution"] = scores.to_dict()
             if self.membership is not None:
@@ -312,14 +329,15 @@ class NodeRunner:
         return ContributionScorer(settings, validation_value(model, val_x, val_y, metric))
 
     def _commit(self, round_: int, own: dict[str, np.ndarray]) -> None:
-        """Queue the sha256 of this round's published model (its safetensors file) on chain."""
-        if self.membership is None:
+        """Keep this round's published model if asked, and queue its sha256 on chain."""
+        if self.membership is None and not self.cfg.node.keep_models:
             return
         data = params_bytes(own)
-        if self.cfg.ledger.keep_models:
+        if self.cfg.node.keep_models:  # the files an auditor checks against the commitments
             (self.out / "models").mkdir(exist_ok=True)
             write_atomic(self.out / "models" / f"round-{round_}.safetensors", data)
-        self.membership.commit(round_, hashlib.sha256(data).digest(), self.samples)
+        if self.membership is not None:
+            self.membership.commit(round_, hashlib.sha256(data).digest(), self.samples)
 
     def _epoch_ends(self, round_: int) -> bool:
         if self.membership is None:
@@ -341,6 +359,8 @@ class NodeRunner:
         expect: wire.Expectation,
     ) -> tuple[list[Arrival], dict[str, str]]:
         """Serve our snapshot for the round and fetch every neighbour's concurrently."""
+        if kind == "params" and self.cfg.faults.publish_delay_seconds:
+            await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
         await self.exchange.store.publish(
             wire.Snapshot(kind, round_, self.peer_id, samples, max(self.degree, 1), own)
         )
@@ -363,10 +383,13 @@ class NodeRunner:
 
         async with trio.open_nursery() as nursery:
             for info in self.neighbours:
-                if self._allows(info.peer_id.to_base58()):
+                peer = info.peer_id.to_base58()
+                if peer in self.cfg.faults.unreachable(self.round):
+                    failures[peer] = "unreachable (simulated partition)"
+                elif self._allows(peer):
                     nursery.start_soon(fetch_one, info)
                 else:
-                    failures[info.peer_id.to_base58()] = "not an active member on the ledger"
+                    failures[peer] = "not an active member on the ledger"
         arrivals.sort(key=lambda a: a.peer)  # merge order independent of arrival timing
         return arrivals, failures
 

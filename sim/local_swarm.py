@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from gossip.identity import create_key_file, peer_id_of
-from node.init import render_config
+from node.init import render_config, with_settings
 from node.metrics import read_records
 from sim.consortium import (
     KEY_FILE,
@@ -67,17 +67,17 @@ def init_swarm(
     schema: Path,
     *,
     rounds: int,
-    topology: str = "ring",
+    topology: str | Sequence[set[int]] = "ring",
     model: str = "mlp",
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     ledger: ConsortiumPlan | None = None,
 ) -> list[Path]:
-    """Write one config and identity per site; `extra` adds per-node `--set` overrides.
+    """Write one config and identity per site; `extra` sets per-node config keys (dotted).
     With `ledger`, also a consortium on a local Anvil chain whose members are these nodes."""
     if (folder / "swarm.json").exists():
         raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
     names = list(sites)
-    edges = topology_edges(len(names), topology)
+    edges = topology_edges(len(names), topology) if isinstance(topology, str) else topology
     ports = [free_port() for _ in names]
     peer_ids = []
     for name in names:
@@ -104,13 +104,12 @@ def init_swarm(
             ledger_contract=chain["contract"] if chain else "",
             ledger_key_file=KEY_FILE if chain else "",
         )
-        (node_dir / "node.toml").write_text(text)
+        (node_dir / "node.toml").write_text(with_settings(text, (extra or {}).get(name, {})))
         configs.append(node_dir / "node.toml")
     manifest = {
         "nodes": names,
-        "topology": topology,
+        "topology": topology if isinstance(topology, str) else "custom",
         "rounds": rounds,
-        "overrides": {k: dict(v) for k, v in (extra or {}).items()},
         "ledger": chain,
     }
     (folder / "swarm.json").write_text(json.dumps(manifest, indent=1))
@@ -178,7 +177,7 @@ def run_processes(
     names, rounds = manifest["nodes"], manifest["rounds"]
     chain = {"ledger.chain": chain_url} if chain_url else {}
     began = time.perf_counter()
-    procs = {n: start_node(folder, n, {**chain, **manifest["overrides"].get(n, {})}) for n in names}
+    procs = {n: start_node(folder, n, chain) for n in names}
     progress = Progress(
         TextColumn("{task.fields[name]:<12}"),
         BarColumn(bar_width=24),

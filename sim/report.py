@@ -1,0 +1,390 @@
+"""The report of one simulator run: plots (PNG), report.md and a self-contained report.html.
+
+Inputs are plain data (the run's summary, each node's metrics records, the consensus distance
+per round), so a report can be tested, or rendered again, without running a swarm. Both
+documents are rendered from one list of blocks, so they cannot say different things.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+# Below this many seeds the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
+# the smallest p with n pairs is 2 / 2^n), so fewer seeds use the paired t-test.
+WILCOXON_MIN_SEEDS = 6
+BASELINES = {"local_only": "local only", "centralized": "centralized", "fedavg": "FedAvg"}
+
+
+# --------------------------------------------------------------------------- content blocks
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    alt: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Paragraph):
+            out.append(b.text)
+        elif isinstance(b, Bullets):
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Table):
+            lines = [b.header, ["---"] * len(b.header), *b.rows]
+            cells = [[c.replace("|", "\\|") for c in row] for row in lines]
+            out.append("\n".join("| " + " | ".join(row) + " |" for row in cells))
+        else:
+            out.append(f"![{b.alt}]({b.path.name})")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+img { max-width: 100%; }
+"""
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """A standalone page: the plots are embedded as data URIs, so it can be mailed alone."""
+    esc = html.escape
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            out.append(f"<p>{esc(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in b.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            out.append(f'<img src="data:image/png;base64,{data}" alt="{esc(b.alt)}">')
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}'
+        f"</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- significance
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    test: str
+    statistic: float
+    p_value: float  # NaN when every seed gives the same difference (the test is undefined)
+    mean_difference: float
+    seeds: int
+
+
+def paired_test(swarm: Sequence[float], local: Sequence[float]) -> PairedTest:
+    """Swarm vs local-only mean accuracy, paired by seed (two-sided)."""
+    if len(swarm) != len(local) or len(swarm) < 2:
+        raise ValueError(f"need >= 2 paired values, got {len(swarm)} and {len(local)}")
+    diffs = [s - loc for s, loc in zip(swarm, local, strict=True)]
+    mean_diff = sum(diffs) / len(diffs)
+    # Equal differences (up to float rounding) have zero spread: both tests are undefined.
+    if max(diffs) - min(diffs) <= 1e-12:
+        return PairedTest("none", math.nan, math.nan, mean_diff, len(diffs))
+    if len(diffs) >= WILCOXON_MIN_SEEDS:
+        w = stats.wilcoxon(swarm, local)
+        return PairedTest(
+            "Wilcoxon signed-rank", float(w.statistic), float(w.pvalue), mean_diff, len(diffs)
+        )
+    t = stats.ttest_rel(swarm, local)
+    return PairedTest("paired t-test", float(t.statistic), float(t.pvalue), mean_diff, len(diffs))
+
+
+def _significance(seeds_summary: Sequence[dict[str, Any]] | None) -> list[Block]:
+    blocks: list[Block] = [Heading("Significance")]
+    runs = list(seeds_summary or [])
+    if len(runs) >= 2 and not all("local_only" in s.get("baselines", {}) for s in runs):
+        blocks.append(Paragraph("No test: some seeds ran without the local-only baseline."))
+        return blocks
+    if len(runs) < 2:
+        blocks.append(
+            Paragraph(
+                "One seed: a significance test needs several seeds (a paired test of the swarm "
+                "against local-only training over seeds). Run the scenario with more seeds."
+            )
+        )
+        return blocks
+    result = paired_test(
+        [s["mean"]["accuracy"] for s in runs],
+        [s["baselines"]["local_only"]["mean_accuracy"] for s in runs],
+    )
+    if math.isnan(result.p_value):
+        verdict = "Every seed gives the same difference, so no test statistic is defined."
+    else:
+        verdict = (
+            f"Test: {result.test} over {result.seeds} seeds, statistic {result.statistic:.3f}, "
+            f"p = {result.p_value:.4f} (two-sided)."
+        )
+    blocks.append(
+        Paragraph(
+            "Swarm mean accuracy minus local-only mean accuracy, paired by seed: mean "
+            f"difference {result.mean_difference:+.4f} over {result.seeds} seeds. {verdict}"
+        )
+    )
+    return blocks
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)  # a bare Figure renders with Agg, no pyplot
+    return path
+
+
+def _accuracy_plot(path: Path, summary: dict[str, Any], per_node: dict[str, list]) -> Path:
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for name, records in per_node.items():
+        ax.plot(
+            [r["round"] for r in records],
+            [r["merged"]["accuracy"] for r in records],
+            marker=".",
+            linewidth=1,
+            label=name,
+        )
+    baselines = summary.get("baselines", {})
+    for (kind, label), style in zip(BASELINES.items(), (":", "--", "-."), strict=True):
+        if baselines.get(kind, {}).get("mean_accuracy") is not None:
+            ax.axhline(
+                baselines[kind]["mean_accuracy"],
+                color="grey",
+                linestyle=style,
+                label=f"{label} (mean, final)",
+            )
+    history = baselines.get("fedavg", {}).get("history", [])
+    if history:
+        ax.plot(
+            [h["round"] for h in history],
+            [h["mean_accuracy"] for h in history],
+            color="black",
+            linewidth=2,
+            label="FedAvg (mean, per round)",
+        )
+    ax.set(xlabel="round", ylabel="validation accuracy (merged model)", title="Accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _consensus_plot(path: Path, summary: dict[str, Any], consensus: list) -> Path:
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    # A log axis cannot show a distance of exactly 0 (identical models); those points are left
+    # out rather than clipped to a made-up floor.
+    points = [(c["round"], c["distance"]) for c in consensus if c["distance"] > 0]
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color="tab:blue")
+    ax.set_yscale("log")
+    for i, w in enumerate(summary.get("fault_windows", [])):
+        ax.axvspan(w["from"], w["to"], alpha=0.15, color=f"C{i + 1}", label=w["label"])
+    if summary.get("fault_windows"):
+        ax.legend(fontsize="small")
+    ax.set(
+        xlabel="round",
+        ylabel="mean distance to the average model",
+        title="Consensus distance",
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path)
+
+
+def _contribution_plot(path: Path, nodes: dict[str, dict[str, Any]]) -> Path:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for name, n in nodes.items():
+        if n.get("contribution") is not None:
+            ax.scatter(n["rows"], n["contribution"], color="tab:blue")
+            ax.annotate(
+                name,
+                (n["rows"], n["contribution"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="small",
+            )
+    ax.set(xlabel="rows", ylabel="contribution", title="Contribution vs data size")
+    return _save(fig, path)
+
+
+def _rewards_plot(path: Path, nodes: dict[str, dict[str, Any]]) -> Path:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    names = [name for name, n in nodes.items() if n.get("reward_eth") is not None]
+    ax.bar(names, [nodes[name]["reward_eth"] for name in names], color="tab:green")
+    ax.set(ylabel="reward (ETH)", title="Rewards per hospital")
+    ax.tick_params(axis="x", labelrotation=30)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _node_table(nodes: dict[str, dict[str, Any]]) -> Table:
+    # Contribution and reward only exist with a chain; an all-dash column would be noise.
+    extra = [
+        (key, label, digits)
+        for key, label, digits in (
+            ("contribution", "contribution", 4),
+            ("reward_eth", "reward (ETH)", 6),
+        )
+        if any(n.get(key) is not None for n in nodes.values())
+    ]
+    header = [
+        "hospital",
+        "rows",
+        "accuracy",
+        "AUC",
+        "rounds to target",
+        "sent (MB)",
+        "peak RSS (MB)",
+    ]
+    rows = []
+    for name, n in nodes.items():
+        target = n["rounds_to_target"]
+        rows.append(
+            [
+                name,
+                str(n["rows"]),
+                _fmt(n["accuracy"]),
+                _fmt(n["auc"]),
+                "—" if target is None else str(target),
+                _fmt(n["bytes_sent"] / 1e6, 2),
+                _fmt(n["peak_rss_mb"], 0),
+                *(_fmt(n.get(key), digits) for key, _, digits in extra),
+            ]
+        )
+    return Table([*header, *(label for _, label, _ in extra)], rows)
+
+
+def _baseline_table(summary: dict[str, Any]) -> Table:
+    rows = [
+        ["swarm", summary["mean"]["accuracy"], summary["mean"]["auc"], summary.get("wall_seconds")]
+    ]
+    for kind, label in BASELINES.items():
+        if (b := summary.get("baselines", {}).get(kind)) is not None:
+            rows.append([label, b["mean_accuracy"], b["mean_auc"], b.get("wall_seconds")])
+    return Table(
+        ["model", "mean accuracy", "mean AUC", "wall seconds"],
+        [[label, _fmt(acc), _fmt(auc), _fmt(secs, 1)] for label, acc, auc, secs in rows],
+    )
+
+
+def write_report(
+    out: Path,
+    summary: dict[str, Any],
+    per_node: dict[str, list[dict[str, Any]]],
+    consensus: list[dict[str, float]],
+    seeds_summary: list[dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Write the plots, report.md and report.html into ``out``; return the files written."""
+    if not per_node:
+        raise ValueError("no node metrics to report: per_node is empty")
+    out.mkdir(parents=True, exist_ok=True)
+    nodes = summary["nodes"]
+    plots = [
+        Image(_accuracy_plot(out / "accuracy.png", summary, per_node), "accuracy per round"),
+        Image(_consensus_plot(out / "consensus.png", summary, consensus), "consensus distance"),
+    ]
+    if any(n.get("contribution") is not None for n in nodes.values()):
+        plots.append(Image(_contribution_plot(out / "contribution.png", nodes), "contribution"))
+    if any(n.get("reward_eth") is not None for n in nodes.values()):
+        plots.append(Image(_rewards_plot(out / "rewards.png", nodes), "rewards"))
+
+    seeds = [s["seed"] for s in seeds_summary] if seeds_summary else [summary["seed"]]
+    title = f"medswarm run: {summary['scenario']}"
+    blocks: list[Block] = [
+        Heading(title, 1),
+        Paragraph(
+            f"Scenario {summary['scenario']}; backend {summary['backend']}; "
+            f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
+            f"{summary['rounds']} rounds; {_fmt(summary.get('wall_seconds'), 1)} s wall-clock; "
+            f"target accuracy {_fmt(summary.get('target_accuracy'))}."
+        ),
+        Heading("Hospitals"),
+        Paragraph(
+            "Final merged model on each hospital's validation split (seed "
+            f"{summary['seed']}; the plots show this seed too). Rounds to target: the first "
+            "round whose merged accuracy reached the target (— if never)."
+        ),
+        _node_table(nodes),
+        Heading("Baselines"),
+        Paragraph(
+            "Means over hospitals of validation metrics on the same splits. Local only: each "
+            "hospital alone. Centralized: one model on all training rows. FedAvg: a server "
+            "averaging the hospitals' models weighted by rows, its sites trained one after "
+            "another."
+        ),
+        _baseline_table(summary),
+        Heading("Faults and attacks"),
+        Bullets(
+            [f"fault: {f}" for f in summary.get("faults", [])]
+            + [f"attack: {a}" for a in summary.get("attacks", [])]
+            or ["none"]
+        ),
+        Heading("Plots"),
+        *plots,
+        *_significance(seeds_summary),
+    ]
+    (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+    (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    return [p.path for p in plots] + [out / "report.md", out / "report.html"]

@@ -1,0 +1,439 @@
+"""`medswarm sim run`: a scenario, one run folder per seed, then the report.
+
+A run folder holds the partitioned data (`data/`), one folder per node (config, keys, outputs,
+written by `sim.local_swarm.init_swarm`), the consortium chain if any (`chain/`), `summary.json`
+and the report. Nodes are driven only through their CLI and config files: attacks and faults
+are settings in each node's `node.toml`, kills and restarts are done to its process.
+"""
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from safetensors.numpy import load_file
+
+from gossip.identity import load_key_file, peer_id_of
+from node.baselines import Recipe, fedavg, local_only, pooled
+from node.config import load_config
+from node.dataset import load_schema, load_table
+from node.init import with_settings
+from node.metrics import read_records
+from sim import partition, topology
+from sim.consortium import ConsortiumPlan, open_chain, settle
+from sim.local_swarm import SwarmError, init_swarm, start_node, stop_processes
+from sim.report import write_report
+from sim.scenario import (
+    Attack,
+    FreeRider,
+    LabelFlip,
+    NoiseAttack,
+    Scenario,
+    SignFlip,
+    Sybil,
+    load_scenario,
+)
+
+WEI_PER_ETH = 10**18
+RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
+
+
+@dataclass
+class Plan:
+    """One seed's run: which node holds which file, who misbehaves, what happens when."""
+
+    seed: int
+    files: dict[str, Path]
+    honest: list[str]
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kills: list[Any] = field(default_factory=list)
+    fault_windows: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
+
+
+def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]]:
+    scenario = load_scenario(path)
+    if scenario.backend != "process":
+        raise SwarmError(f"{path}: backend {scenario.backend!r} is not available yet; use process")
+    summaries = []
+    for seed in scenario.seeds:
+        folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
+        console.rule(f"{scenario.name}: seed {seed}")
+        summaries.append(run_seed(scenario, seed, folder, console))
+    if len(summaries) > 1:
+        (out / "seeds.json").write_text(json.dumps(summaries, indent=1))
+        _report(out, summaries[-1], out / f"seed-{scenario.seeds[-1]}", summaries)
+    return summaries
+
+
+def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> dict[str, Any]:
+    if (folder / "swarm.json").exists():
+        raise FileExistsError(f"{folder} already holds a run; choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = make_plan(scenario, seed, folder / "data")
+    names = list(plan.files)
+    nbrs = topology.neighbours(
+        scenario.topology.kind,
+        len(names),
+        degree=scenario.topology.degree,
+        seed=seed,
+        edges=[tuple(e) for e in scenario.topology.edges] if scenario.topology.edges else None,
+    )
+    chain_plan = None
+    if scenario.chain.backend == "anvil":
+        chain_plan = ConsortiumPlan(
+            rounds_per_epoch=scenario.chain.rounds_per_epoch,
+            reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
+            pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
+        )
+    elif scenario.chain.backend != "none":
+        raise SwarmError(
+            f"chain.backend {scenario.chain.backend!r}: the process backend needs a chain other "
+            "processes can reach; use anvil or none"
+        )
+    init_swarm(
+        folder,
+        plan.files,
+        scenario.data.schema_file,
+        rounds=scenario.rounds,
+        topology=nbrs,
+        model=scenario.model.name,
+        extra=plan.settings,
+        ledger=chain_plan,
+    )
+    _apply_partitions(scenario, folder, names)
+    settled = None
+    if chain_plan is not None:
+        with open_chain(folder) as chain:
+            wall = execute(folder, scenario, plan, console, chain.url)
+            settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
+    else:
+        wall = execute(folder, scenario, plan, console, None)
+    summary = collect(folder, scenario, plan, wall, settled)
+    _report(folder, summary, folder, None)
+    console.print(f"report: {folder / 'report.html'} (and report.md)")
+    return summary
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+
+def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
+    files = _partition(scenario, seed, data_dir)
+    plan = Plan(seed=seed, files=files, honest=list(files))
+    common = {
+        **{f"model.{k}": v for k, v in scenario.model.model_dump().items() if k != "init_seed"},
+        **{f"training.{k}": v for k, v in scenario.training.model_dump().items()},
+        **{f"swarm.{k}": v for k, v in scenario.swarm.model_dump().items()},
+        "swarm.rounds": scenario.rounds,
+        "training.seed": seed,
+        "model.init_seed": seed,
+        "data.split_seed": seed,
+        "data.validation_fraction": scenario.data.validation_fraction,
+        "node.keep_models": True,  # for the consensus-distance plot
+    }
+    for attack in scenario.attacks:
+        if isinstance(attack, Sybil):
+            twin = f"{attack.node}_sybil"
+            plan.files[twin] = plan.files[attack.node]
+            plan.attacks.append(f"{twin}: a second identity with {attack.node}'s records")
+            continue
+        plan.honest.remove(attack.node)
+        settings, text = _attack_settings(attack)
+        plan.settings.setdefault(attack.node, {}).update(settings)
+        plan.attacks.append(f"{attack.node}: {text}")
+    for fault in scenario.faults:
+        if fault.kind == "kill":
+            plan.kills.append(fault)
+            back = f", restarted at round {fault.restart}" if fault.restart else ""
+            plan.faults.append(f"{fault.node}: killed at round {fault.at}{back}")
+            to = fault.restart or scenario.rounds
+            plan.fault_windows.append({"label": f"{fault.node} down", "from": fault.at, "to": to})
+        elif fault.kind == "slow":
+            plan.settings.setdefault(fault.node, {})["faults.publish_delay_seconds"] = (
+                fault.delay_seconds
+            )
+            plan.faults.append(f"{fault.node}: {fault.delay_seconds:g}s late every round")
+        elif fault.kind == "partition":
+            groups = " | ".join(", ".join(g) for g in fault.groups)
+            span = (fault.from_round, fault.to_round)
+            plan.faults.append(f"partition {groups} in rounds {span[0]}-{span[1]}")
+            plan.fault_windows.append({"label": "partition", "from": span[0], "to": span[1]})
+    plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
+    return plan
+
+
+def _attack_settings(attack: Attack) -> tuple[dict[str, Any], str]:
+    """The node settings that make a node behave like `attack`, and a description."""
+    match attack:
+        case LabelFlip():
+            return {
+                "adversary.label_flip": attack.fraction
+            }, f"flips {attack.fraction:.0%} of labels"
+        case NoiseAttack():
+            return {
+                "adversary.update_noise_std": attack.std
+            }, f"adds N(0, {attack.std:g}) to updates"
+        case SignFlip():
+            return {"adversary.sign_flip": True}, "negates its updates"
+        case FreeRider():
+            settings = {"adversary.mode": attack.mode, "adversary.noise_std": attack.std}
+            return settings, f"free rider ({attack.mode}): never trains"
+    raise ValueError(f"unknown attack {attack!r}")
+
+
+def _partition(scenario: Scenario, seed: int, data_dir: Path) -> dict[str, Path]:
+    data = scenario.data
+    if data.sites:
+        return dict(data.sites)
+    assert data.file is not None
+    schema = load_schema(data.schema_file)
+    header = 0 if schema.header else None
+    raw = pd.read_csv(
+        data.file, header=header, names=schema.columns, dtype=str, keep_default_na=False
+    )
+    if data.split == "natural":
+        parts = partition.natural(raw[data.site_column].to_numpy())
+    else:
+        target = pd.to_numeric(raw[schema.target.column], errors="coerce")
+        y = (target > schema.target.positive_above).to_numpy().astype(int)
+        assert data.nodes is not None and data.alpha is not None  # the scenario checked
+        if data.split == "dirichlet":
+            split = partition.dirichlet_label_skew(y, data.nodes, data.alpha, seed, data.min_rows)
+        else:
+            split = partition.quantity_skew(len(y), data.nodes, data.alpha, seed, data.min_rows)
+        parts = {f"n{i:02d}": rows for i, rows in enumerate(split)}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, rows in parts.items():
+        files[name] = data_dir / f"{name}.csv"
+        raw.iloc[np.sort(rows)].to_csv(files[name], index=False, header=schema.header)
+    return files
+
+
+def _apply_partitions(scenario: Scenario, folder: Path, names: list[str]) -> None:
+    """Each node of a partition group cannot reach the nodes of the other groups meanwhile."""
+    peers = {n: peer_id_of(load_key_file(folder / "nodes" / n / "identity.key")) for n in names}
+    windows: dict[str, list[dict[str, Any]]] = {}
+    for fault in scenario.faults:
+        if fault.kind != "partition":
+            continue
+        for group in fault.groups:
+            others = [peers[n] for g in fault.groups if g is not group for n in g]
+            for n in group:
+                window = {"from": fault.from_round, "to": fault.to_round, "unreachable": others}
+                windows.setdefault(n, []).append(window)
+    for n, ws in windows.items():
+        config = folder / "nodes" / n / "node.toml"
+        config.write_text(with_settings(config.read_text(), {"faults.partitions": ws}))
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def execute(
+    folder: Path, scenario: Scenario, plan: Plan, console: Console, chain_url: str | None
+) -> float:
+    """Run every node as a process; kill and restart as the plan says; show progress."""
+    names = list(plan.files)
+    overrides = {"ledger.chain": chain_url} if chain_url else {}
+    began = time.perf_counter()
+    procs = {n: start_node(folder, n, overrides) for n in names}
+    killed: set[str] = set()
+    restarted: set[str] = set()
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+            while any(p.poll() is None for p in procs.values()):
+                if time.perf_counter() - began > RUN_TIMEOUT:
+                    raise SwarmError(f"run did not finish within {RUN_TIMEOUT:.0f}s")
+                done = {n: _last_round(folder, n) for n in names}
+                for fault in plan.kills:
+                    n = fault.node
+                    if n not in killed and done[n] >= fault.at:
+                        os.killpg(procs[n].pid, signal.SIGKILL)
+                        procs[n].wait()
+                        killed.add(n)
+                    others = min(done[m] for m in names if m != n)
+                    due = fault.restart is not None and others >= fault.restart
+                    if n in killed and n not in restarted and due:
+                        procs[n] = start_node(folder, n, overrides)  # resumes from its checkpoint
+                        restarted.add(n)
+                live.update(_progress(folder, scenario, plan, done, killed - restarted))
+                time.sleep(0.3)
+    finally:
+        stop_processes(procs.values())
+    failed = {n: p.returncode for n, p in procs.items() if p.returncode and n not in killed}
+    failed |= {n: procs[n].returncode for n in restarted if procs[n].returncode}
+    if failed:
+        raise SwarmError(f"node processes failed: {failed}; see {folder}/nodes/<name>/node.log")
+    return time.perf_counter() - began
+
+
+def _last_round(folder: Path, name: str) -> int:
+    records = read_records(folder / "nodes" / name / "out" / "metrics.jsonl")
+    return int(records[-1]["round"]) if records else 0
+
+
+def _progress(
+    folder: Path, scenario: Scenario, plan: Plan, done: dict[str, int], down: set[str]
+) -> Group:
+    accs = []
+    table = Table.grid(padding=(0, 2))
+    for n in plan.files:
+        records = read_records(folder / "nodes" / n / "out" / "metrics.jsonl")
+        acc = records[-1]["merged"]["accuracy"] if records else None
+        if acc is not None:
+            accs.append(acc)
+        state = "down" if n in down else f"acc {acc:.3f}" if acc is not None else "starting"
+        table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
+    current = min(done.values())
+    active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]] + [
+        f"{n} down" for n in down
+    ]
+    mean = f"{np.mean(accs):.3f}" if accs else "-"
+    line = f"mean accuracy {mean}   faults in effect: {', '.join(active) or 'none'}"
+    return Group(table, line)
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def collect(
+    folder: Path,
+    scenario: Scenario,
+    plan: Plan,
+    wall: float,
+    settled: dict[str, Any] | None,
+) -> dict[str, Any]:
+    names = list(plan.files)
+    target = scenario.baselines.target_accuracy
+    per_node = {n: read_records(folder / "nodes" / n / "out" / "metrics.jsonl") for n in names}
+    members = (settled or {}).get("members", {})
+    nodes: dict[str, Any] = {}
+    for n in names:
+        cfg = load_config(folder / "nodes" / n / "node.toml")
+        summary = json.loads((cfg.node.output_dir / "summary.json").read_text())
+        final = summary["final"]["merged"]
+        reached = [r["round"] for r in per_node[n] if target and r["merged"]["accuracy"] >= target]
+        member = members.get(n)
+        nodes[n] = {
+            "accuracy": final["accuracy"],
+            "auc": final["auc"],
+            "rows": summary["final"]["train_samples"],
+            "bytes_sent": sum(r["bytes_sent"] for r in per_node[n]),
+            "peak_rss_mb": summary["peak_rss_mb"],
+            "rounds_to_target": reached[0] if reached else None,
+            "contribution": member["score"] if member else None,
+            "reward_eth": member["reward_wei"] / WEI_PER_ETH if member else None,
+            "honest": n in plan.honest,
+        }
+    honest = [nodes[n] for n in plan.honest]
+    summary = {
+        "scenario": scenario.name,
+        "seed": plan.seed,
+        "backend": scenario.backend,
+        "rounds": scenario.rounds,
+        "wall_seconds": wall,
+        "nodes": nodes,
+        "mean": {
+            "accuracy": float(np.mean([v["accuracy"] for v in honest])),
+            "auc": _mean([v["auc"] for v in honest]),
+        },
+        "baselines": baselines(scenario, plan),
+        "faults": plan.faults,
+        "attacks": plan.attacks,
+        "fault_windows": plan.fault_windows,
+        "target_accuracy": target,
+        "ledger": settled,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    (folder / "consensus.json").write_text(json.dumps(consensus_distance(folder, names)))
+    return summary
+
+
+def baselines(scenario: Scenario, plan: Plan) -> dict[str, Any]:
+    """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
+    schema = load_schema(scenario.data.schema_file)
+    tables = {n: load_table(plan.files[n], schema) for n in plan.honest}
+    t = scenario.training
+    recipe = Recipe(
+        model=scenario.model.name,
+        hidden=scenario.model.hidden,
+        settings=t.settings(),
+        rounds=scenario.rounds,
+        val_fraction=scenario.data.validation_fraction,
+        split_seed=plan.seed,
+        model_seed=plan.seed,
+    )
+    out: dict[str, Any] = {}
+    wanted = scenario.baselines
+    if wanted.local_only:
+        out["local_only"] = _described(local_only(tables, recipe))
+    if wanted.centralized:
+        out["centralized"] = _described(pooled(tables, recipe))
+    if wanted.fedavg:
+        began = time.perf_counter()
+        results, history = fedavg(tables, recipe)
+        out["fedavg"] = {
+            **_described(results),
+            "wall_seconds": time.perf_counter() - began,
+            "history": history,
+        }
+    return out
+
+
+def _described(results: dict[str, Any]) -> dict[str, Any]:
+    per_node = {n: r.to_dict() for n, r in results.items()}
+    return {
+        "mean_accuracy": float(np.mean([r["accuracy"] for r in per_node.values()])),
+        "mean_auc": _mean([r["auc"] for r in per_node.values()]),
+        "per_node": per_node,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def consensus_distance(folder: Path, names: list[str]) -> list[dict[str, float]]:
+    """Per round: the mean distance of the nodes' published models to their average."""
+    out = []
+    rounds = sorted(
+        {int(p.stem.split("-")[1]) for n in names for p in _models(folder, n).glob("round-*")}
+    )
+    for r in rounds:
+        flats = []
+        for n in names:
+            path = _models(folder, n) / f"round-{r}.safetensors"
+            if path.exists():
+                params = load_file(str(path))
+                flats.append(np.concatenate([params[k].ravel() for k in sorted(params)]))
+        if len(flats) >= 2:
+            stacked = np.stack(flats).astype(np.float64)
+            centre = stacked.mean(axis=0)
+            distance = float(np.linalg.norm(stacked - centre, axis=1).mean())
+            out.append({"round": r, "distance": distance})
+    return out
+
+
+def _models(folder: Path, name: str) -> Path:
+    return folder / "nodes" / name / "out" / "models"
+
+
+def _report(
+    out: Path, summary: dict[str, Any], folder: Path, seeds: list[dict[str, Any]] | None
+) -> None:
+    names = list(summary["nodes"])
+    per_node = {n: read_records(folder / "nodes" / n / "out" / "metrics.jsonl") for n in names}
+    consensus = json.loads((folder / "consensus.json").read_text())
+    write_report(out, summary, per_node, consensus, seeds)

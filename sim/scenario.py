@@ -1,0 +1,522 @@
+"""A simulation scenario: one TOML file, parsed once into a frozen pydantic model.
+
+It names the data and how it is cut into nodes, the topology, the model and training settings
+(the keys of a node config's [model], [training] and [swarm]), the chain, the faults and
+attacks and the baselines. Relative paths are relative to the scenario file's folder. Unknown
+keys, wrong types, missing files and references to nodes or rounds that do not exist are
+rejected with the file, the key and what was expected.
+"""
+
+import csv
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+
+from node.config import ModelSection, SwarmSection, TrainingSection, format_validation_error
+from node.dataset import DataSchema, load_schema, load_table
+from node.errors import ConfigError, DataError
+from sim import partition, topology
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # node and scenario names become folder names
+# Keys of the node sections that the scenario sets itself.
+RESERVED = {
+    "model.init_seed": "each run's seed comes from `seeds`",
+    "training.seed": "each run's seed comes from `seeds`",
+    "swarm.rounds": "set the top-level `rounds`",
+    "source": "unknown key",
+}
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is invalid: the message names the file, the key and what was expected."""
+
+
+def _existing(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else (base / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing)]
+Round = Annotated[int, Field(ge=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    """Per-site files (`sites`), or one `file` and a `split` into nodes."""
+
+    schema_file: ExistingFile = Field(alias="schema")
+    sites: dict[str, ExistingFile] | None = None
+    file: ExistingFile | None = None
+    split: Literal["natural", "dirichlet", "quantity"] | None = None
+    site_column: str | None = None
+    nodes: int | None = Field(None, ge=2)
+    alpha: float | None = Field(None, gt=0, allow_inf_nan=False)
+    min_rows: int = Field(10, ge=1)
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+
+
+class TopologySection(_Section):
+    kind: Literal["ring", "k_regular", "random", "full", "edges"] = "ring"
+    degree: int | None = Field(None, gt=0)
+    edges: list[tuple[int, int]] | None = None
+
+    def neighbours(self, n: int, seed: int) -> list[set[int]]:
+        """Neighbour sets of the n nodes (in `Scenario.node_names` order) for this seed."""
+        return topology.neighbours(self.kind, n, degree=self.degree, seed=seed, edges=self.edges)
+
+
+class ChainSection(_Section):
+    backend: Literal["none", "anvil", "ganache", "embedded"] = "none"
+    rounds_per_epoch: int = Field(5, gt=0)
+    reward_per_epoch_eth: float = Field(1.0, ge=0)
+    pool_eth: float = Field(20.0, ge=0)
+
+
+class BaselinesSection(_Section):
+    local_only: bool = True
+    centralized: bool = True
+    fedavg: bool = True
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+
+
+class _NodeEvent(_Section):
+    node: str
+
+
+class KillFault(_NodeEvent):
+    """The node is killed at round `at` and restarted at round `restart` (None: never)."""
+
+    kind: Literal["kill"]
+    at: Round
+    restart: Round | None = None
+
+
+class PartitionFault(_Section):
+    """The groups cannot reach each other during rounds [from, to]; nodes in no group keep
+    their links."""
+
+    kind: Literal["partition"]
+    groups: list[Annotated[list[str], Field(min_length=1)]] = Field(min_length=2)
+    from_round: Round = Field(alias="from")
+    to_round: Round = Field(alias="to")
+
+
+class SlowFault(_NodeEvent):
+    """The node waits `delay_seconds` before publishing each round."""
+
+    kind: Literal["slow"]
+    delay_seconds: float = Field(gt=0, allow_inf_nan=False)
+
+
+class LabelFlip(_NodeEvent):
+    kind: Literal["label_flip"]
+    fraction: float = Field(1.0, gt=0, le=1)  # share of its training labels flipped
+
+
+class NoiseAttack(_NodeEvent):
+    kind: Literal["noise"]
+    std: float = Field(1.0, gt=0)  # gaussian noise added to the published update
+
+
+class SignFlip(_NodeEvent):
+    kind: Literal["sign_flip"]
+
+
+class FreeRider(_NodeEvent):
+    kind: Literal["free_rider"]
+    mode: Literal["replay", "stale", "zeros", "noise"] = "replay"
+    std: float = Field(1.0, gt=0)  # for mode = "noise"
+
+
+class Sybil(_NodeEvent):
+    """A copy of `node` under a new identity, with the same data."""
+
+    kind: Literal["sybil"]
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}_sybil"
+
+
+Fault = Annotated[KillFault | PartitionFault | SlowFault, Field(discriminator="kind")]
+Attack = Annotated[
+    LabelFlip | NoiseAttack | SignFlip | FreeRider | Sybil, Field(discriminator="kind")
+]
+KINDS = ("kill", "partition", "slow", "label_flip", "noise", "sign_flip", "free_rider", "sybil")
+
+
+class Scenario(_Section):
+    source: Path = Field(exclude=True)
+    name: str = Field(pattern=f"^{NAME.pattern}$")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
+    backend: Literal["process", "inproc"] = "process"
+    rounds: int = Field(20, gt=0)
+    data: DataSection
+    topology: TopologySection = TopologySection()
+    model: ModelSection = ModelSection()
+    training: TrainingSection = TrainingSection()
+    swarm: SwarmSection = SwarmSection()
+    chain: ChainSection = ChainSection()
+    faults: list[Fault] = []
+    attacks: list[Attack] = []
+    baselines: BaselinesSection = BaselinesSection()
+
+    def node_names(self) -> list[str]:
+        """The data nodes in order (topology indices); Sybils come on top (`sybil_names`).
+
+        `sites`: its keys; a natural split: the sorted site labels (reads the file);
+        dirichlet or quantity: n00, n01, ...
+        """
+        data = self.data
+        if data.sites is not None:
+            return list(data.sites)
+        if data.split == "natural":
+            return list(partition.natural(self.site_labels()))
+        nodes = data.nodes or 0
+        width = max(2, len(str(nodes - 1)))
+        return [f"n{i:0{width}d}" for i in range(nodes)]
+
+    def sybil_names(self) -> list[str]:
+        return [a.name for a in self.attacks if isinstance(a, Sybil)]
+
+    def site_labels(self) -> np.ndarray:
+        """Each data row's site (natural split), as the stripped text of `data.site_column`."""
+        if self.data.file is None or self.data.site_column is None:
+            raise ValueError("site labels need data.file and data.site_column")
+        schema = load_schema(self.data.schema_file)
+        return read_column(self.data.file, schema, self.data.site_column)
+
+
+def read_column(path: Path, schema: DataSchema, column: str) -> np.ndarray:
+    """One column's cells (stripped text) in file order, one per data row as `load_table`
+    reads them (before cleaning). Raises `DataError` for an absent column or an empty cell."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        if column not in names:
+            raise DataError(f"{path}: no column {column!r}; its columns are {names}")
+        raw = pq.read_table(path, columns=[column]).column(0).to_pylist()
+        cells = [(i + 1, "" if v is None else str(v).strip()) for i, v in enumerate(raw)]
+    else:
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f)
+                # Blank lines are skipped exactly as load_table skips them.
+                rows = [(reader.line_num, r) for r in reader if r and (len(r) > 1 or r[0].strip())]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        names = list(schema.columns or []) if not schema.header else []
+        if schema.header and rows:
+            names = [c.strip() for c in rows.pop(0)[1]]
+        if column not in names:
+            raise DataError(f"{path}: no column {column!r}; its columns are {names}")
+        j = names.index(column)
+        cells = [(line, r[j].strip() if j < len(r) else "") for line, r in rows]
+    tokens = {t.strip() for t in schema.missing_tokens}
+    for line, cell in cells:
+        if cell in tokens:
+            raise DataError(f"{path}, line {line}: column {column!r} is empty")
+    return np.array([cell for _, cell in cells], dtype=str)
+
+
+EXAMPLE_SCENARIO = """\
+# medswarm simulation scenario: four hospitals of the UCI Heart Disease data set.
+# Run it with `medswarm sim run <this file>`. Relative paths are relative to this file's folder.
+
+name = "heart-disease"            # names the run's output folder
+seeds = [0]                       # one run per seed; the seed drives the split into nodes, the
+                                  # initial model, training and each node's validation split
+backend = "process"               # process: one `medswarm node run` per node | inproc
+rounds = 20                       # gossip rounds
+
+[data]
+schema = "../../data/heart-disease/schema.toml"   # the consortium's data schema
+validation_fraction = 0.25        # held out at each node for evaluation and scoring
+# Either per-site files (node name = file), as here, or one file and a split into nodes:
+# file = "../../data/breast-cancer/breast-cancer.csv"
+# split = "dirichlet"             # natural (a site column) | dirichlet (label skew) | quantity
+# site_column = "site"            # natural: the column naming each row's site, not a feature
+# nodes = 20                      # dirichlet, quantity: node count (named n00, n01, ...)
+# alpha = 0.3                     # dirichlet, quantity: smaller = more skewed
+# min_rows = 10                   # dirichlet, quantity: rows every node gets at least
+
+[data.sites]
+cleveland = "../../data/heart-disease/processed.cleveland.data"
+hungarian = "../../data/heart-disease/processed.hungarian.data"
+switzerland = "../../data/heart-disease/processed.switzerland.data"
+va = "../../data/heart-disease/processed.va.data"
+
+[topology]
+kind = "full"                     # ring | k_regular | random | full | edges
+# degree = 4                      # k_regular: every node's degree; random: the average degree
+# edges = [[0, 1], [1, 2]]        # edges: undirected links by node index (nodes in order)
+
+[model]                           # as in a node config; the seed comes from `seeds`
+name = "mlp"                      # logreg | mlp
+hidden = [32]
+
+[training]                        # as in a node config; the seed comes from `seeds`
+epochs = 1                        # local epochs per round
+batch_size = 32
+lr = 0.05
+optimizer = "sgd"                 # sgd | adam
+momentum = 0.0
+weight_decay = 0.0
+
+[swarm]                           # as in a node config; the rounds are set above
+merge = "metropolis"              # metropolis | median | trimmed_mean
+trim_fraction = 0.2               # for trimmed_mean
+
+[chain]
+backend = "anvil"                 # none | anvil | ganache | embedded
+rounds_per_epoch = 5              # rewards are paid per epoch of this many rounds
+reward_per_epoch_eth = 1.0
+pool_eth = 20.0
+
+[baselines]                       # what the swarm is compared with
+local_only = true                 # each node alone on its own data
+centralized = true                # one model on all the data pooled
+fedavg = true                     # server-based federated averaging
+target_accuracy = 0.8             # report the rounds each method needs to reach this
+
+# Faults, any number, each a [[faults]] table:
+# [[faults]]
+# kind = "kill"                   # kill `node` at round `at`, restart it at `restart`
+# node = "va"                     # (omit restart: it stays down)
+# at = 5
+# restart = 8
+# [[faults]]
+# kind = "partition"              # the groups cannot reach each other in rounds [from, to];
+# groups = [["cleveland", "hungarian"], ["switzerland", "va"]]   # others keep their links
+# from = 5
+# to = 10
+# [[faults]]
+# kind = "slow"                   # `node` waits before publishing each round
+# node = "va"
+# delay_seconds = 2.0
+
+# Attacks, any number, each an [[attacks]] table naming the misbehaving node:
+# [[attacks]]
+# kind = "label_flip"             # label_flip: flips `fraction` of its training labels
+# node = "va"                     # noise: adds gaussian noise of `std` to its published update
+# fraction = 1.0                  # sign_flip: publishes its update negated
+#                                 # free_rider: mode = "replay" | "stale" | "zeros" | "noise"
+#                                 # sybil: a copy of `node` named "<node>_sybil", same data
+"""
+
+
+def write_example(path: Path) -> None:
+    """Write `EXAMPLE_SCENARIO` to `path` (not over an existing file), with the data paths made
+    relative to its folder."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; not overwriting it")
+    data = os.path.relpath(REPO_DATA, path.resolve().parent)
+    path.write_text(EXAMPLE_SCENARIO.replace('"../../data/', f'"{Path(data).as_posix()}/'))
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Parse and validate a scenario file, including its references to nodes and rounds."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: scenario file not found") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    problems = _reserved(raw)
+    if not problems:
+        try:
+            scenario = Scenario.model_validate(
+                {**raw, "source": path}, context={"base_dir": path.parent}
+            )
+        except ValidationError as exc:
+            message = format_validation_error(path, exc).replace(
+                "invalid configuration", "invalid scenario", 1
+            )
+            # A fault's or attack's errors are located under its kind: drop it from the key.
+            raise ScenarioError(_KIND_IN_KEY.sub(r"\1", message)) from None
+        problems = _problems(scenario)
+    if problems:
+        raise ScenarioError("\n  ".join([f"{path}: invalid scenario", *problems]))
+    return scenario
+
+
+_KIND_IN_KEY = re.compile(rf"^(  (?:faults|attacks)\.\d+)\.(?:{'|'.join(KINDS)})\b", re.M)
+
+
+def _reserved(raw: dict[str, Any]) -> list[str]:
+    found = []
+    for key, why in RESERVED.items():
+        *section, leaf = key.split(".")
+        table = raw.get(section[0]) if section else raw
+        if isinstance(table, dict) and leaf in table:
+            found.append(f"{key}: {why}")
+    return found
+
+
+def _problems(s: Scenario) -> list[str]:
+    """What pydantic cannot see: which keys go together, node names, rounds, the topology."""
+    problems = _data_problems(s)
+    if problems:
+        return problems
+    try:
+        names = s.node_names()
+    except DataError as exc:
+        return [f"data.site_column: {exc}"]
+    bad = [n for n in names if not NAME.fullmatch(n)]
+    problems = [f"data: node name {n!r} is not a plain name (letters, digits, _ . -)" for n in bad]
+    if len(names) < 2:
+        problems.append(f"data: a swarm needs at least 2 nodes, got {names}")
+    return problems or [
+        *_topology_problems(s, len(names)),
+        *_fault_problems(s, names),
+        *_attack_problems(s, names),
+    ]
+
+
+# The optional keys of [data] each layout allows; all but min_rows are required.
+DATA_KEYS = {
+    "sites": set(),
+    "natural": {"site_column"},
+    "dirichlet": {"nodes", "alpha", "min_rows"},
+    "quantity": {"nodes", "alpha", "min_rows"},
+}
+
+
+def _data_problems(s: Scenario) -> list[str]:
+    data = s.data
+    if (data.sites is None) == (data.file is None):
+        return ["data: give exactly one of data.sites (per-site files) or data.file (with a split)"]
+    if data.sites is not None:
+        where, layout = "data.sites", "sites"
+        if data.split is not None:
+            return ["data.split: only used with data.file"]
+    elif data.split is None:
+        return ["data.split: required with data.file (natural | dirichlet | quantity)"]
+    else:
+        where, layout = f"data.split = {data.split!r}", data.split
+    problems = []
+    for key in ("site_column", "nodes", "alpha", "min_rows"):
+        given = key in data.model_fields_set
+        if key in DATA_KEYS[layout] - {"min_rows"} and not given:
+            problems.append(f"data.{key}: required with {where}")
+        elif key not in DATA_KEYS[layout] and given:
+            problems.append(f"data.{key}: not used with {where}")
+    if problems:
+        return problems
+    try:
+        schema = load_schema(data.schema_file)
+    except DataError as exc:
+        return [f"data.schema: {exc}"]
+    if data.split == "natural" and data.site_column in {
+        schema.target.column,
+        *(f.name for f in schema.features),
+    }:
+        return [f"data.site_column: {data.site_column!r} is a feature or the target of the schema"]
+    if data.file is not None and data.nodes is not None and data.alpha is not None:
+        try:
+            y = load_table(data.file, schema).target
+        except DataError as exc:
+            return [f"data.file: {exc}"]
+        try:
+            if data.split == "dirichlet":
+                partition.dirichlet_label_skew(y, data.nodes, data.alpha, 0, data.min_rows)
+            else:
+                partition.quantity_skew(len(y), data.nodes, data.alpha, 0, data.min_rows)
+        except ValueError as exc:
+            return [f"data: {exc}"]
+    return []
+
+
+def _topology_problems(s: Scenario, n: int) -> list[str]:
+    kind = s.topology.kind
+    problems = []
+    for key, used in (("degree", kind in ("k_regular", "random")), ("edges", kind == "edges")):
+        given = getattr(s.topology, key) is not None
+        if used != given:
+            state = "required" if used else "not used"
+            problems.append(f"topology.{key}: {state} with topology.kind = {kind!r}")
+    if problems:
+        return problems
+    for seed in s.seeds if kind in ("k_regular", "random") else s.seeds[:1]:
+        try:
+            s.topology.neighbours(n, seed)
+        except ValueError as exc:
+            text = str(exc)
+            return [f"topology.{text}" if text.startswith("edges.") else f"topology: {text}"]
+    return []
+
+
+def _fault_problems(s: Scenario, names: list[str]) -> list[str]:
+    problems: list[str] = []
+    down: dict[str, list[tuple[int, float, int]]] = {}  # node -> (at, restart, fault index)
+
+    def late(key: str, value: int) -> list[str]:
+        return (
+            [f"{key}: round {value} is after the last round ({s.rounds})"]
+            if value > s.rounds
+            else []
+        )
+
+    for i, fault in enumerate(s.faults):
+        key = f"faults.{i}"
+        if isinstance(fault, PartitionFault):
+            group_of: dict[str, int] = {}
+            for g, group in enumerate(fault.groups):
+                for name in group:
+                    if name in group_of:
+                        problems.append(
+                            f"{key}.groups.{g}: node {name!r} is also in group {group_of[name]}"
+                        )
+                    group_of[name] = g
+                    problems += _unknown(f"{key}.groups.{g}", name, names)
+            start, end = fault.from_round, fault.to_round
+            problems += late(f"{key}.from", start) + late(f"{key}.to", end)
+            if end < start:
+                problems.append(f"{key}.to: {end} comes before from ({start})")
+            continue
+        problems += _unknown(f"{key}.node", fault.node, names)
+        if isinstance(fault, KillFault):
+            problems += late(f"{key}.at", fault.at)
+            restart = float("inf") if fault.restart is None else fault.restart
+            if restart <= fault.at:
+                problems.append(f"{key}.restart: {fault.restart} is not after at ({fault.at})")
+            elif fault.restart is not None:
+                problems += late(f"{key}.restart", fault.restart)
+            for at, until, j in down.get(fault.node, []):
+                if fault.at < until and at < restart:
+                    problems.append(f"{key}.at: {fault.node!r} is already down then (faults.{j})")
+            down.setdefault(fault.node, []).append((fault.at, restart, i))
+    return problems
+
+
+def _attack_problems(s: Scenario, names: list[str]) -> list[str]:
+    problems: list[str] = []
+    taken = set(names)
+    for i, attack in enumerate(s.attacks):
+        problems += _unknown(f"attacks.{i}.node", attack.node, names)
+        if isinstance(attack, Sybil):
+            if attack.name in taken:
+                problems.append(f"attacks.{i}.node: the Sybil's name {attack.name!r} is taken")
+            taken.add(attack.name)
+    return problems
+
+
+def _unknown(key: str, name: str, names: list[str]) -> list[str]:
+    if name in names:
+        return []
+    return [f"{key}: unknown node {name!r} (known: {', '.join(names)})"]

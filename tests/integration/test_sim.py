@@ -1,0 +1,103 @@
+"""The simulator end to end on the process backend: a heart-disease scenario with a node killed
+and restarted and a network partition, every output written, numbers that make sense."""
+
+import json
+
+import pytest
+from rich.console import Console
+
+from node.metrics import read_records
+from sim.run import run_scenario
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 14
+SCENARIO = f"""
+name = "faults-small"
+rounds = {ROUNDS}
+
+[data]
+schema = "{{data}}/schema.toml"
+[data.sites]
+cleveland = "{{data}}/processed.cleveland.data"
+hungarian = "{{data}}/processed.hungarian.data"
+switzerland = "{{data}}/processed.switzerland.data"
+va = "{{data}}/processed.va.data"
+
+[topology]
+kind = "full"
+
+[baselines]
+fedavg = true
+target_accuracy = 0.75
+
+[[faults]]
+kind = "kill"
+node = "va"
+at = 3
+restart = 5
+
+[[faults]]
+kind = "partition"
+groups = [["cleveland", "hungarian"], ["switzerland", "va"]]
+from = 8
+to = 11
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from sim.local_swarm import HEART_DISEASE
+
+    folder = tmp_path_factory.mktemp("sim")
+    scenario = folder / "scenario.toml"
+    scenario.write_text(SCENARIO.replace("{data}", str(HEART_DISEASE)))
+    [summary] = run_scenario(scenario, folder / "out", Console(quiet=True))
+    return folder / "out", summary
+
+
+def test_every_output_is_written(run):
+    out, summary = run
+    for name in ("summary.json", "consensus.json", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    for plot in ("accuracy.png", "consensus.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_the_numbers_make_sense(run):
+    _, summary = run
+    assert set(summary["nodes"]) == {"cleveland", "hungarian", "switzerland", "va"}
+    assert summary["mean"]["accuracy"] > 0.7
+    assert summary["mean"]["auc"] > 0.8
+    baselines = summary["baselines"]
+    assert set(baselines) == {"local_only", "centralized", "fedavg"}
+    assert len(baselines["fedavg"]["history"]) == ROUNDS
+    # The swarm lands near the server-based FedAvg on the same partitions and model.
+    assert abs(summary["mean"]["accuracy"] - baselines["fedavg"]["mean_accuracy"]) < 0.05
+    for node in summary["nodes"].values():
+        assert node["bytes_sent"] > 0 and node["peak_rss_mb"] > 0
+        assert node["rounds_to_target"] is None or 1 <= node["rounds_to_target"] <= ROUNDS
+
+
+def test_the_killed_node_restarts_and_finishes_every_round(run):
+    out, _ = run
+    records = read_records(out / "nodes" / "va" / "out" / "metrics.jsonl")
+    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    resumed = [r["resumed_from"] for r in records if "resumed_from" in r]
+    assert len(resumed) == 1 and 3 <= resumed[0] <= 5  # killed after round 3, back by round 5
+    others = read_records(out / "nodes" / "cleveland" / "out" / "metrics.jsonl")
+    missed = [r["round"] for r in others if len(r["neighbours_reached"]) < 3]
+    assert missed, "cleveland never missed va while it was down"
+
+
+def test_a_partition_drives_the_halves_apart_and_healing_brings_them_back(run):
+    out, _ = run
+    distance = {c["round"]: c["distance"] for c in json.loads((out / "consensus.json").read_text())}
+    before = distance[7]  # the last round before the partition (va is back since round 5)
+    during = max(distance[r] for r in range(9, 12))
+    after = distance[ROUNDS]
+    print({r: round(d, 3) for r, d in distance.items()})
+    assert during > before
+    assert after < before

@@ -1,0 +1,254 @@
+"""The run report: files written, self-contained HTML, optional plots, significance test."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from copy import deepcopy
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sim.report import Table, paired_test, render_markdown, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NODES = ["cleveland", "hungarian", "va"]
+
+
+def records(name: str, rounds: int) -> list[dict[str, Any]]:
+    acc = {"cleveland": 0.6, "hungarian": 0.55, "va": 0.5}[name]
+    return [
+        {
+            "round": r,
+            "time": 1000.0 + r,
+            "node": name,
+            "local": {"accuracy": acc, "auc": 0.6, "loss": 0.7, "n": 40},
+            "merged": {"accuracy": acc + 0.02 * r, "auc": 0.7, "loss": 0.6, "n": 40},
+            "neighbours_reached": [n for n in NODES if n != name],
+            "bytes_sent": 1000 * r,
+            "bytes_received": 1000 * r,
+            "round_seconds": 0.1,
+            "peak_rss_mb": 300.0,
+        }
+        for r in range(1, rounds + 1)
+    ]
+
+
+def summary(seed: int = 0, swarm: float = 0.75, local: float = 0.65, chain: bool = True):
+    nodes = {
+        name: {
+            "accuracy": swarm,
+            "auc": 0.8,
+            "rows": 100 * (i + 1),
+            "bytes_sent": 123_456,
+            "peak_rss_mb": 310.0,
+            "rounds_to_target": 4 if i else None,
+            "contribution": 0.1 * (i + 1) if chain else None,
+            "reward_eth": 0.5 * (i + 1) if chain else None,
+        }
+        for i, name in enumerate(NODES)
+    }
+    return {
+        "scenario": "heart & four sites",
+        "seed": seed,
+        "backend": "eth-tester",
+        "rounds": 5,
+        "wall_seconds": 12.5,
+        "nodes": nodes,
+        "mean": {"accuracy": swarm, "auc": 0.8},
+        "baselines": {
+            "local_only": {"mean_accuracy": local, "mean_auc": 0.7, "per_node": {}},
+            "centralized": {"mean_accuracy": 0.78, "mean_auc": 0.85, "per_node": {}},
+            "fedavg": {
+                "mean_accuracy": 0.77,
+                "mean_auc": 0.84,
+                "wall_seconds": 3.2,
+                "history": [
+                    {"round": r, "mean_accuracy": 0.5 + 0.05 * r, "mean_auc": 0.8, "seconds": 0.1}
+                    for r in range(1, 6)
+                ],
+            },
+        },
+        "faults": ["kill va at round 2, restart at round 4"],
+        "attacks": [],
+        "target_accuracy": 0.65,
+        "fault_windows": [{"label": "va down", "from": 2, "to": 4}],
+    }
+
+
+PER_NODE = {name: records(name, 5) for name in NODES}
+# Distance 0 in the last round: a log axis cannot show it, and the plot must not fail on it.
+CONSENSUS = [{"round": r, "distance": 10.0**-r if r < 5 else 0.0} for r in range(1, 6)]
+
+
+def seeds(n: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(n)
+    return [
+        summary(seed=s, swarm=0.75 + 0.02 * rng.standard_normal(), local=0.65) for s in range(n)
+    ]
+
+
+def test_writes_every_file(tmp_path):
+    out = tmp_path / "report"
+    written = write_report(out, summary(), PER_NODE, CONSENSUS)
+    names = {p.name for p in written}
+    assert names == {
+        "accuracy.png",
+        "consensus.png",
+        "contribution.png",
+        "rewards.png",
+        "report.md",
+        "report.html",
+    }
+    assert {p.name for p in out.iterdir()} == names
+    for p in written:
+        if p.suffix == ".png":
+            assert p.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_markdown_links_the_plots_and_html_embeds_them(tmp_path):
+    written = write_report(tmp_path, summary(), PER_NODE, CONSENSUS)
+    pngs = [p for p in written if p.suffix == ".png"]
+    md = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for p in pngs:
+        assert f"]({p.name})" in md
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted(p.read_bytes() for p in pngs)
+    assert ".png" not in page  # nothing refers to a file next to it
+
+
+def test_both_documents_say_the_same(tmp_path):
+    write_report(tmp_path, summary(), PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for text in [
+        "heart & four sites",
+        "eth-tester",
+        "FedAvg",
+        "0.780",
+        "3.2",
+        "0.1000",
+        "1.500000",
+        "kill va at round 2",
+        "Significance",
+    ]:
+        assert text in md
+        assert text.replace("&", "&amp;") in page
+
+
+def test_a_bar_in_a_cell_does_not_split_the_markdown_row():
+    md = render_markdown([Table(["a", "b"], [["x|y", "1"]])])
+    assert md.splitlines()[-1] == "| x\\|y | 1 |"
+
+
+def test_plots_and_columns_that_need_the_chain_are_left_out_without_it(tmp_path):
+    written = write_report(tmp_path, summary(chain=False), PER_NODE, CONSENSUS)
+    assert {p.name for p in written} == {
+        "accuracy.png",
+        "consensus.png",
+        "report.md",
+        "report.html",
+    }
+    assert not (tmp_path / "contribution.png").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "contribution" not in md.lower() and "reward" not in md.lower()
+
+
+def test_rewards_without_contributions_plot_rewards_only(tmp_path):
+    s = summary()
+    for n in s["nodes"].values():
+        n["contribution"] = None
+    names = {p.name for p in write_report(tmp_path, s, PER_NODE, CONSENSUS)}
+    assert "rewards.png" in names and "contribution.png" not in names
+
+
+def test_one_seed_says_a_test_needs_several(tmp_path):
+    write_report(tmp_path, summary(), PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "significance test needs several seeds" in md
+    write_report(tmp_path, summary(), PER_NODE, CONSENSUS, seeds_summary=seeds(1))
+    assert "significance test needs several seeds" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("n", "test"),
+    [
+        (2, "paired t-test"),
+        (5, "paired t-test"),
+        (6, "Wilcoxon signed-rank"),
+        (9, "Wilcoxon signed-rank"),
+    ],
+)
+def test_significance_picks_the_test_by_seed_count(tmp_path, n, test):
+    runs = seeds(n)
+    write_report(tmp_path, runs[0], PER_NODE, CONSENSUS, seeds_summary=runs)
+    md = (tmp_path / "report.md").read_text()
+    section = md.split("## Significance")[1]
+    assert f"{test} over {n} seeds" in section
+    match = re.search(r"p = ([0-9.]+)", section)
+    assert match is not None
+    p = float(match.group(1))
+    assert 0.0 <= p <= 1.0
+    swarm = [r["mean"]["accuracy"] for r in runs]
+    mean_diff = np.mean(swarm) - 0.65
+    assert f"mean difference {mean_diff:+.4f}" in section
+    assert "seeds 0, 1" in md
+
+
+def test_paired_t_test_matches_the_textbook_formula():
+    swarm, local = [0.80, 0.74, 0.77, 0.79], [0.70, 0.71, 0.69, 0.72]
+    d = np.subtract(swarm, local)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    result = paired_test(swarm, local)
+    assert result.test == "paired t-test"
+    assert result.statistic == pytest.approx(t)
+    assert result.mean_difference == pytest.approx(d.mean())
+    assert 0.0 < result.p_value < 0.05
+
+
+def test_wilcoxon_with_every_seed_better_gives_the_exact_smallest_p():
+    # Six differences of one sign: W- = 0, and the exact two-sided p is 2 / 2^6.
+    swarm = [0.71, 0.73, 0.76, 0.70, 0.79, 0.74]
+    local = [s - 0.01 * (i + 1) for i, s in enumerate(swarm)]
+    result = paired_test(swarm, local)
+    assert result.test == "Wilcoxon signed-rank"
+    assert result.statistic == 0.0
+    assert result.p_value == pytest.approx(2 / 2**6)
+
+
+def test_identical_differences_have_no_test(tmp_path):
+    result = paired_test([0.7, 0.8, 0.9], [0.6, 0.7, 0.8])
+    assert math.isnan(result.p_value) and result.mean_difference == pytest.approx(0.1)
+    runs = [summary(seed=s, swarm=0.75, local=0.65) for s in range(3)]
+    write_report(tmp_path, runs[0], PER_NODE, CONSENSUS, seeds_summary=runs)
+    assert "no test statistic is defined" in (tmp_path / "report.md").read_text()
+
+
+def test_seeds_without_the_local_baseline_have_no_test(tmp_path):
+    runs = seeds(3)
+    del runs[1]["baselines"]["local_only"]
+    write_report(tmp_path, runs[0], PER_NODE, CONSENSUS, seeds_summary=runs)
+    assert "without the local-only baseline" in (tmp_path / "report.md").read_text()
+
+
+def test_paired_test_needs_two_pairs():
+    with pytest.raises(ValueError, match=">= 2 paired values"):
+        paired_test([0.7], [0.6])
+
+
+def test_empty_per_node_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="per_node is empty"):
+        write_report(tmp_path, summary(), {}, CONSENSUS)
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_baselines_and_faults_still_report(tmp_path):
+    s = deepcopy(summary(chain=False))
+    del s["baselines"], s["fault_windows"]
+    s["faults"] = []
+    write_report(tmp_path, s, PER_NODE, [])
+    md = (tmp_path / "report.md").read_text()
+    assert "- none" in md and "FedAvg (" not in md

@@ -1,0 +1,345 @@
+from pathlib import Path
+
+import pytest
+
+from node.errors import ConfigError, DataError
+from sim.scenario import (
+    EXAMPLE_SCENARIO,
+    KillFault,
+    PartitionFault,
+    ScenarioError,
+    Sybil,
+    load_scenario,
+    write_example,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+SCENARIOS = sorted((REPO / "sim" / "scenarios").glob("*.toml"))
+HEART = REPO / "data" / "heart-disease"
+BREAST = REPO / "data" / "breast-cancer"
+SITES = ["cleveland", "hungarian", "switzerland", "va"]
+
+BASE = f"""\
+name = "test"
+rounds = 20
+
+[data]
+schema = "{HEART / "schema.toml"}"
+validation_fraction = 0.25
+
+[data.sites]
+cleveland = "{HEART / "processed.cleveland.data"}"
+hungarian = "{HEART / "processed.hungarian.data"}"
+switzerland = "{HEART / "processed.switzerland.data"}"
+va = "{HEART / "processed.va.data"}"
+
+[topology]
+kind = "ring"
+
+[training]
+lr = 0.05
+"""
+BREAST_DATA = f"""\
+[data]
+schema = "{BREAST / "schema.toml"}"
+file = "{BREAST / "breast-cancer.csv"}"
+"""
+KILL = '\n[[faults]]\nkind = "kill"\nnode = "va"\nat = 5\n'
+PARTITION = '\n[[faults]]\nkind = "partition"\ngroups = [{}]\nfrom = 5\nto = 8\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_scenario_loads():
+    assert {p.name for p in SCENARIOS} >= {
+        "heart-disease.toml",
+        "breast-cancer.toml",
+        "faults.toml",
+        "attacks.toml",
+    }
+    for path in SCENARIOS:
+        scenario = load_scenario(path)
+        names = scenario.node_names()
+        assert len(set(names)) == len(names) >= 2
+        assert scenario.data.schema_file.is_absolute() and scenario.data.schema_file.is_file()
+        scenario.topology.neighbours(len(names), scenario.seeds[0])
+
+
+def test_shipped_scenarios_say_what_they_promise():
+    heart = load_scenario(REPO / "sim/scenarios/heart-disease.toml")
+    assert heart.node_names() == SITES
+    assert (heart.topology.kind, heart.rounds, heart.seeds) == ("full", 20, [0])
+    assert (heart.model.name, heart.model.hidden) == ("mlp", [32])
+    assert (heart.training.optimizer, heart.training.lr, heart.training.epochs) == ("sgd", 0.05, 1)
+    assert heart.chain.backend == "anvil"
+    assert heart.baselines.local_only and heart.baselines.centralized and heart.baselines.fedavg
+
+    breast = load_scenario(REPO / "sim/scenarios/breast-cancer.toml")
+    assert breast.node_names() == [f"n{i:02d}" for i in range(20)]
+    assert (breast.data.split, breast.data.alpha) == ("dirichlet", 0.3)
+    assert (breast.topology.kind, breast.topology.degree, breast.chain.backend) == (
+        "k_regular",
+        4,
+        "none",
+    )
+
+    faults = load_scenario(REPO / "sim/scenarios/faults.toml").faults
+    assert {type(f) for f in faults} == {KillFault, PartitionFault}
+
+    attacks = load_scenario(REPO / "sim/scenarios/attacks.toml")
+    assert {a.kind for a in attacks.attacks} == {"label_flip", "free_rider", "sybil"}
+    assert attacks.sybil_names() == ["hungarian_sybil"]
+    assert attacks.chain.backend == "anvil"
+
+
+def test_the_example_is_the_heart_disease_scenario_and_round_trips(tmp_path, monkeypatch):
+    shipped = load_scenario(REPO / "sim/scenarios/heart-disease.toml")
+    monkeypatch.chdir(tmp_path)  # paths resolve against the file, not the working folder
+    target = tmp_path / "elsewhere" / "scenario.toml"
+    target.parent.mkdir()
+    write_example(target)
+    assert target.read_text().count("#") > 40  # commented
+    example = load_scenario(target)
+    assert example.model_dump() == shipped.model_dump()
+    assert "../../data/heart-disease/schema.toml" in EXAMPLE_SCENARIO
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_example(target)
+
+
+def test_the_example_documents_the_optional_sections():
+    for line in ["# [[faults]]", '# kind = "partition"', "# [[attacks]]", '# split = "dirichlet"']:
+        assert line in EXAMPLE_SCENARIO
+
+
+def test_parsed_values_and_defaults(tmp_path):
+    scenario = load_scenario(
+        write(tmp_path, BASE + KILL + PARTITION.format('["va"], ["cleveland"]'))
+    )
+    assert scenario.seeds == [0] and scenario.backend == "process"
+    assert (
+        scenario.data.sites is not None and scenario.data.sites["va"] == HEART / "processed.va.data"
+    )
+    kill, part = scenario.faults
+    assert isinstance(kill, KillFault) and (kill.node, kill.at, kill.restart) == ("va", 5, None)
+    assert isinstance(part, PartitionFault) and (part.from_round, part.to_round) == (5, 8)
+    assert scenario.chain.backend == "none"
+    with pytest.raises(ValueError):
+        scenario.rounds = 3  # frozen
+
+
+def test_sybil_names():
+    assert Sybil(kind="sybil", node="va").name == "va_sybil"
+
+
+def test_relative_paths_are_relative_to_the_scenario_file(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.csv").write_text("x,y\n1,0\n")
+    text = BASE.replace(str(HEART / "processed.va.data"), "sub/a.csv")
+    monkeypatch.chdir("/")
+    scenario = load_scenario(write(tmp_path, text))
+    assert scenario.data.sites is not None
+    assert scenario.data.sites["va"] == tmp_path / "sub" / "a.csv"
+
+
+NATURAL_SCHEMA = """\
+header = true
+[target]
+column = "y"
+positive_above = 0
+[[features]]
+name = "x"
+"""
+
+
+def natural_scenario(tmp_path: Path, csv: str, column: str = "site") -> Path:
+    (tmp_path / "schema.toml").write_text(NATURAL_SCHEMA)
+    (tmp_path / "all.csv").write_text(csv)
+    return write(
+        tmp_path,
+        'name = "nat"\n[data]\nschema = "schema.toml"\nfile = "all.csv"\n'
+        f'split = "natural"\nsite_column = "{column}"\n',
+    )
+
+
+def test_natural_split_names_nodes_by_sorted_site_label(tmp_path):
+    path = natural_scenario(tmp_path, "x,site,y\n1, b ,0\n\n2,a,1\n3,b,1\n4,c,0\n")
+    scenario = load_scenario(path)
+    assert scenario.node_names() == ["a", "b", "c"]
+    assert scenario.site_labels().tolist() == ["b", "a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("csv", "column", "message"),
+    [
+        ("x,site,y\n1,a,0\n2,,1\n", "site", r"line 3: column 'site' is empty"),
+        ("x,site,y\n1,a,0\n", "hospital", r"no column 'hospital'"),
+        ("x,site,y\n1,a,0\n", "x", r"data.site_column: 'x' is a feature or the target"),
+        ("x,site,y\n1,a,0\n2,a,1\n", "site", r"data: a swarm needs at least 2 nodes"),
+        ("x,site,y\n1,a b,0\n2,a,1\n", "site", r"data: node name 'a b' is not a plain name"),
+    ],
+)
+def test_bad_natural_splits(tmp_path, csv, column, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(natural_scenario(tmp_path, csv, column))
+
+
+def replace(old: str, new: str):
+    def edit(text: str) -> str:
+        assert old in text
+        return text.replace(old, new, 1)
+
+    return edit
+
+
+def prepend(extra: str):
+    return lambda text: extra + text
+
+
+def append(extra: str):
+    return lambda text: text + extra
+
+
+def breast(extra: str):
+    """Swap the heart-disease data for the breast-cancer file plus `extra` [data] keys."""
+    start, end = BASE.index("[data]"), BASE.index("[topology]")
+    return lambda text: text[:start] + BREAST_DATA + extra + "\n" + text[end:]
+
+
+KNOWN = "known: cleveland, hungarian, switzerland, va"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (prepend('colour = "red"\n'), r"colour: unknown key"),
+        (replace('name = "test"\n', ""), r"name: required key is missing"),
+        (replace('name = "test"', 'name = "a/b"'), r"name: String should match pattern"),
+        (prepend("seeds = []\n"), r"seeds: List should have at least 1 item"),
+        (prepend("seeds = [-1]\n"), r"seeds.0: Input should be greater than or equal to 0"),
+        (prepend('backend = "docker"\n'), r"backend: Input should be 'process' or 'inproc'"),
+        (prepend('source = "x"\n'), r"source: unknown key"),
+        (replace("rounds = 20", "rounds = 0"), r"rounds: Input should be greater than 0"),
+        (replace("lr = 0.05", "lr = -1"), r"training.lr: Input should be greater than 0"),
+        (replace("lr = 0.05", "seed = 3"), r"training.seed: each run's seed comes from `seeds`"),
+        (append("[swarm]\nrounds = 5\n"), r"swarm.rounds: set the top-level `rounds`"),
+        (append("[model]\ninit_seed = 1\n"), r"model.init_seed: each run's seed comes from"),
+        (append('[model]\nname = "cnn"\n'), r"model.name: Input should be 'logreg' or 'mlp'"),
+        (append('[swarm]\nmerge = "mean"\n'), r"swarm.merge: Input should be 'metropolis'"),
+        (append('[chain]\nbackend = "geth"\n'), r"chain.backend: Input should be 'none'"),
+        (append("[baselines]\ntarget_accuracy = 2\n"), r"baselines.target_accuracy: Input"),
+        (replace("heart-disease/schema.toml", "nope.toml"), r"data.schema: .*file not found"),
+        (replace("processed.va.data", "nope.data"), r"data.sites.va: .*file not found"),
+        (replace("[data.sites]", "split = 'natural'\n[data.sites]"), r"data.split: only used"),
+        (replace("[data.sites]", "nodes = 3\n[data.sites]"), r"data.nodes: not used with data"),
+        (
+            replace("[data.sites]", f'file = "{BREAST / "breast-cancer.csv"}"\n[data.sites]'),
+            r"data: give exactly one of data.sites .* or data.file",
+        ),
+        (breast(""), r"data.split: required with data.file \(natural \| dirichlet \| quantity\)"),
+        (breast('split = "dirichlet"\nnodes = 4'), r"data.alpha: required with data.split = 'dir"),
+        (
+            breast('split = "quantity"\nnodes = 4\nalpha = 1\nsite_column = "s"'),
+            r"data.site_column: not used with data.split = 'quantity'",
+        ),
+        (breast('split = "natural"\nsite_column = "s"\nmin_rows = 3'), r"data.min_rows: not used"),
+        (
+            breast('split = "natural"\nsite_column = "site"'),
+            r"data.site_column: .*no column 'site'",
+        ),
+        (
+            breast('split = "dirichlet"\nnodes = 100\nalpha = 1'),
+            r"data: cannot split 569 rows into 100 nodes of at least 10 rows",
+        ),
+        (
+            breast('split = "dirichlet"\nnodes = 4\nalpha = 0'),
+            r"data.alpha: Input should be greater",
+        ),
+        (breast('split = "dirichlet"\nnodes = 4\nalpha = 1\nmin_rows = 0'), r"data.min_rows"),
+        (replace('"ring"', '"k_regular"'), r"topology.degree: required with topology.kind = 'k_"),
+        (replace('"ring"', '"ring"\ndegree = 2'), r"topology.degree: not used with topology.kind"),
+        (replace('"ring"', '"k_regular"\ndegree = 4'), r"topology: degree must be in 1..3"),
+        (
+            replace('"ring"', '"edges"\nedges = [[0, 1], [1, 4]]'),
+            r"topology.edges.1: \[1, 4\] names",
+        ),
+        (replace('"ring"', '"edges"\nedges = [[0, 1], [2, 3]]'), r"topology: .* not connected"),
+        (replace('"ring"', '"edges"\nedges = [[0, 1, 2]]'), r"topology.edges.0: Tuple should have"),
+        (replace('"ring"', '"star"'), r"topology.kind: Input should be 'ring'"),
+        (append(KILL.replace('"va"', '"vaa"')), rf"faults.0.node: unknown node 'vaa' \({KNOWN}\)"),
+        (append(KILL.replace("at = 5", "at = 0")), r"faults.0.at: Input should be greater than or"),
+        (
+            append(KILL.replace("at = 5", "at = 21")),
+            r"faults.0.at: round 21 is after the last round",
+        ),
+        (append(KILL + "restart = 5\n"), r"faults.0.restart: 5 is not after at \(5\)"),
+        (
+            append(KILL + "restart = 25\n"),
+            r"faults.0.restart: round 25 is after the last round \(20",
+        ),
+        (append(KILL + "bogus = 1\n"), r"faults.0.bogus: unknown key"),
+        (append(KILL + KILL.replace("at = 5", "at = 9")), r"faults.1.at: 'va' is already down"),
+        (append(KILL.replace('"kill"', '"explode"')), r"faults.0: Input tag 'explode'"),
+        (
+            append(PARTITION.format('["va"], ["va", "cleveland"]')),
+            r"faults.0.groups.1: node 'va' is also in group 0",
+        ),
+        (append(PARTITION.format('["va"], ["x"]')), r"faults.0.groups.1: unknown node 'x'"),
+        (append(PARTITION.format('["va"]')), r"faults.0.groups: List should have at least 2"),
+        (append(PARTITION.format('["va"], []')), r"faults.0.groups.1: List should have at least 1"),
+        (
+            append(PARTITION.format('["va"], ["hungarian"]').replace("to = 8", "to = 3")),
+            r"faults.0.to: 3 comes before from \(5\)",
+        ),
+        (
+            append(PARTITION.format('["va"], ["hungarian"]').replace("to = 8", "to = 30")),
+            r"faults.0.to: round 30 is after the last round",
+        ),
+        (
+            append('[[faults]]\nkind = "slow"\nnode = "va"\ndelay_seconds = 0\n'),
+            r"faults.0.delay_seconds: Input should be greater than 0",
+        ),
+        (append('[[attacks]]\nkind = "sign_flip"\nnode = "x"\n'), r"attacks.0.node: unknown node"),
+        (
+            append('[[attacks]]\nkind = "label_flip"\nnode = "va"\nfraction = 2\n'),
+            r"attacks.0.fraction: Input should be less than or equal to 1",
+        ),
+        (
+            append('[[attacks]]\nkind = "free_rider"\nnode = "va"\nmode = "lazy"\n'),
+            r"attacks.0.mode: Input should be 'replay'",
+        ),
+        (
+            append('[[attacks]]\nkind = "noise"\nnode = "va"\nfraction = 1\n'),
+            r"attacks.0.fraction: unknown key",
+        ),
+        (
+            append('[[attacks]]\nkind = "sybil"\nnode = "va"\n' * 2),
+            r"attacks.1.node: the Sybil's name 'va_sybil' is taken",
+        ),
+    ],
+)
+def test_bad_scenarios_name_the_file_and_the_key(tmp_path, edit, message):
+    path = write(tmp_path, edit(BASE))
+    with pytest.raises(ScenarioError, match=message) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_every_cross_reference_problem_is_reported_at_once(tmp_path):
+    text = BASE + KILL.replace('"va"', '"a"') + '[[attacks]]\nkind = "noise"\nnode = "b"\n'
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text))
+    assert "faults.0.node: unknown node 'a'" in str(err.value)
+    assert "attacks.0.node: unknown node 'b'" in str(err.value)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ScenarioError, match="scenario file not found"):
+        load_scenario(tmp_path / "nope.toml")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(write(tmp_path, "name = \n"))
+    assert issubclass(ScenarioError, ConfigError)
+    assert not issubclass(ScenarioError, DataError)
