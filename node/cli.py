@@ -240,6 +240,37 @@ def bench_contribution(
     _write_json(json_out, results)
 
 
+@bench_app.command("sim")
+def bench_sim(
+    json_out: JsonOut = Path("bench-sim.json"),
+    backend: Annotated[str, typer.Option(help="process, inproc or all.")] = "all",
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated node counts [default: inproc 10,50,200; process 10,20]."
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Gossip rounds per run.")] = 5,
+    shipped: Annotated[
+        bool, typer.Option(help="Also run sim/scenarios/breast-cancer.toml (process backend).")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds a run may take.")] = 1800,
+) -> None:
+    """The simulator on breast cancer: time per round and peak memory by node count, against
+    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets."""
+    from sim.bench import run_sim_bench
+
+    try:
+        node_counts = [int(s) for s in sizes.split(",")] if sizes else None
+        results = run_sim_bench(console, backend, node_counts, rounds, shipped, timeout)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _write_json(json_out, results)
+    failed = [r for r in [*results["runs"], results.get("breast_cancer", {})] if "error" in r]
+    if failed:
+        raise _fail(f"{len(failed)} run(s) failed; see {json_out}")
+
+
 def _write_json(path: Path, results: Any) -> None:
     import json
 

@@ -138,13 +138,16 @@ class NodeRunner:
             try:
                 summary = await self._train(split, scaler, checkpoint, start)
                 await self._linger()
-            finally:
+            except BaseException:  # a crash or a kill: stop the outbox worker, keep the queue
                 if self.membership is not None:
-                    left = await trio.to_thread.run_sync(
-                        self.membership.close, self.cfg.ledger.drain_seconds
-                    )
-                    if left:
-                        log.warning("%d ledger writes still queued in the outbox", left)
+                    self.membership.close(drain_seconds=0)
+                raise
+            if self.membership is not None:
+                left = await trio.to_thread.run_sync(
+                    self.membership.close, self.cfg.ledger.drain_seconds
+                )
+                if left:
+                    log.warning("%d ledger writes still queued in the outbox", left)
             await host.close()
         return summary
 

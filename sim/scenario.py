@@ -236,7 +236,7 @@ EXAMPLE_SCENARIO = """\
 # medswarm simulation scenario: four hospitals of the UCI Heart Disease data set.
 # Run it with `medswarm sim run <this file>`. Relative paths are relative to this file's folder.
 
-name = "heart-disease"            # names the run's output folder
+name = "heart-disease"            # shown in the report and summary.json
 seeds = [0]                       # one run per seed; the seed drives the split into nodes, the
                                   # initial model, training and each node's validation split
 backend = "process"               # process: one `medswarm node run` per node | inproc

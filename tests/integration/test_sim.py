@@ -3,11 +3,13 @@ and restarted and a network partition, every output written, numbers that make s
 
 import json
 
+import numpy as np
 import pytest
 from rich.console import Console
 
 from node.metrics import read_records
 from sim.run import run_scenario
+from tests.integration.swarm_support import final_params
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +103,44 @@ def test_a_partition_drives_the_halves_apart_and_healing_brings_them_back(run):
     print({r: round(d, 3) for r, d in distance.items()})
     assert during > before
     assert after < before
+
+
+INPROC = """
+name = "inproc-small"
+backend = "inproc"
+rounds = 6
+
+[data]
+schema = "{data}/schema.toml"
+[data.sites]
+cleveland = "{data}/processed.cleveland.data"
+hungarian = "{data}/processed.hungarian.data"
+switzerland = "{data}/processed.switzerland.data"
+va = "{data}/processed.va.data"
+
+[topology]
+kind = "ring"
+
+[baselines]
+centralized = false
+fedavg = false
+"""
+
+
+def test_inproc_runs_are_reproducible_from_the_seed(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(INPROC.replace("{data}", str(HEART_DISEASE)))
+    runs = [run_scenario(scenario, tmp_path / f"run{i}", Console(quiet=True))[0] for i in (1, 2)]
+    for out in (tmp_path / "run1", tmp_path / "run2"):
+        assert (out / "report.html").exists() and (out / "summary.json").exists()
+    first, second = (
+        {n: (v["accuracy"], v["auc"]) for n, v in run["nodes"].items()} for run in runs
+    )
+    assert first == second
+    assert runs[0]["mean"]["accuracy"] > 0.6
+    for name in first:
+        a = final_params(tmp_path / "run1", name)
+        b = final_params(tmp_path / "run2", name)
+        assert all(np.array_equal(a[k], b[k]) for k in a), name

@@ -26,6 +26,7 @@ SIM_MAY_USE = {
     "node.baselines",
     "node.dataset",
     "node.errors",
+    "node.runner",  # NodeRunner is `node run`'s entry point; the inproc backend calls it
 }
 
 

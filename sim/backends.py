@@ -1,0 +1,116 @@
+"""Where a run's nodes live: one OS process each (`process`), or all in this process as trio
+tasks (`inproc`), each still with its own real libp2p host on 127.0.0.1.
+
+Both run exactly the node's code from its config file (the process backend through the
+`medswarm node run` CLI, inproc through `node.runner.NodeRunner`, the CLI's own entry point),
+and both can kill a node abruptly and start it again, which resumes from its checkpoint.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from node.config import load_config
+from sim.local_swarm import start_node, stop_processes
+
+
+class Nodes(Protocol):
+    def start(self, name: str) -> None: ...
+    def kill(self, name: str) -> None: ...
+    def running(self, name: str) -> bool: ...
+    def failures(self) -> dict[str, str]: ...
+    def stop_all(self) -> None: ...
+
+
+class ProcessNodes:
+    def __init__(self, folder: Path, overrides: Mapping[str, Any]) -> None:
+        self.folder, self.overrides = folder, overrides
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: set[str] = set()
+
+    def start(self, name: str) -> None:
+        self.procs[name] = start_node(self.folder, name, self.overrides)
+        self.killed.discard(name)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+        self.killed.add(name)
+
+    def running(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def failures(self) -> dict[str, str]:
+        return {
+            n: f"exit code {p.returncode}; see {self.folder}/nodes/{n}/node.log"
+            for n, p in self.procs.items()
+            if p.returncode and n not in self.killed
+        }
+
+    def stop_all(self) -> None:
+        stop_processes(self.procs.values())
+
+
+class InprocNodes:
+    """Nodes as tasks of one trio nursery; a kill cancels the node's task."""
+
+    def __init__(self, folder: Path, overrides: Mapping[str, Any], nursery: trio.Nursery) -> None:
+        self.folder, self.nursery = folder, nursery
+        self.overrides = [
+            f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in overrides.items()
+        ]
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.runners: dict[str, Any] = {}
+        self.alive: set[str] = set()
+        self.errors: dict[str, str] = {}
+        # The libp2p dialer logs every attempt at INFO; a few hundred nodes would drown the run.
+        logging.getLogger("libp2p").setLevel(logging.WARNING)
+
+    def start(self, name: str) -> None:
+        from node.runner import NodeRunner
+
+        cfg = load_config(self.folder / "nodes" / name / "node.toml", self.overrides)
+        scope = trio.CancelScope()
+        runner = NodeRunner(cfg)
+        self.scopes[name], self.runners[name] = scope, runner
+        self.alive.add(name)
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await runner.run()
+            except Exception as exc:  # one node failing must not stop the others
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.alive.discard(name)
+
+        self.nursery.start_soon(run)
+
+    def kill(self, name: str) -> None:
+        self.nursery.start_soon(self._kill, name)
+
+    async def _kill(self, name: str) -> None:
+        self.scopes[name].cancel()
+        # Then close its host from outside the cancelled task: cancelled libp2p tasks can leave
+        # connections open that peers wait on until their deadlines, as a dead process never
+        # would.
+        exchange = getattr(self.runners[name], "exchange", None)
+        if exchange is not None:
+            with trio.move_on_after(10):
+                await exchange.host.close()
+
+    def running(self, name: str) -> bool:
+        return name in self.alive
+
+    def failures(self) -> dict[str, str]:
+        return dict(self.errors)
+
+    def stop_all(self) -> None:
+        for scope in self.scopes.values():
+            scope.cancel()
