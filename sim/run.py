@@ -65,7 +65,7 @@ def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]
     if scenario.backend == "inproc" and any(f.kind == "kill" for f in scenario.faults):
         # Cancelling an in-process node leaves its libp2p listener half-open for a while, so
         # peers see connect timeouts, not the refusals a dead process gives: not a real kill.
-        raise SwarmError(f"{path}: kill faults need backend = \"process\"")
+        raise SwarmError(f'{path}: kill faults need backend = "process"')
     summaries = []
     for seed in scenario.seeds:
         folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
