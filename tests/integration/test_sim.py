@@ -144,3 +144,17 @@ def test_inproc_runs_are_reproducible_from_the_seed(tmp_path):
         a = final_params(tmp_path / "run1", name)
         b = final_params(tmp_path / "run2", name)
         assert all(np.array_equal(a[k], b[k]) for k in a), name
+
+
+def test_several_seeds_get_a_folder_each_and_a_significance_test(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    scenario = tmp_path / "scenario.toml"
+    text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 3")
+    scenario.write_text(text.replace('backend = "inproc"', 'backend = "inproc"\nseeds = [0, 1]'))
+    summaries = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    assert [s["seed"] for s in summaries] == [0, 1]
+    for seed in (0, 1):
+        assert (tmp_path / "out" / f"seed-{seed}" / "summary.json").exists()
+    assert len(json.loads((tmp_path / "out" / "seeds.json").read_text())) == 2
+    assert "paired t-test over 2 seeds" in (tmp_path / "out" / "report.md").read_text()
