@@ -63,8 +63,7 @@ class Plan:
 def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]]:
     scenario = load_scenario(path)
     if scenario.backend == "inproc" and any(f.kind == "kill" for f in scenario.faults):
-        # Cancelling an in-process node leaves its libp2p listener half-open for a while, so
-        # peers see connect timeouts, not the refusals a dead process gives: not a real kill.
+        # Checked before any node starts; see InprocNodes.kill.
         raise SwarmError(f'{path}: kill faults need backend = "process"')
     summaries = []
     for seed in scenario.seeds:
