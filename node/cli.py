@@ -247,7 +247,7 @@ def bench_sim(
     sizes: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated node counts [default: inproc 10,50,200; process 10,20]."
+            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20)."
         ),
     ] = None,
     rounds: Annotated[int, typer.Option(help="Gossip rounds per run.")] = 5,

@@ -7,6 +7,7 @@ and the process backend can kill a node abruptly and start it again (it resumes 
 checkpoint).
 """
 
+import json
 import logging
 import os
 import signal
@@ -63,9 +64,7 @@ class InprocNodes:
 
     def __init__(self, folder: Path, overrides: Mapping[str, Any], nursery: trio.Nursery) -> None:
         self.folder, self.nursery = folder, nursery
-        self.overrides = [
-            f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in overrides.items()
-        ]
+        self.overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # as the CLI
         self.scopes: dict[str, trio.CancelScope] = {}
         self.alive: set[str] = set()
         self.errors: dict[str, str] = {}

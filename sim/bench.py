@@ -337,7 +337,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         "note": "swarm: the whole run (node start-up, scaling agreement, rounds, linger); "
         "FedAvg: training and averaging in one process, sites one after another (with the "
         "process backend that process has not used torch before, so this includes torch's "
-        "one-time warm-up, about 1.4 s here)",
+        "one-time warm-up)",
         # The rounds alone, at the swarm's pace: what FedAvg's wall-clock times.
         "swarm_rounds_only_seconds": pace * bc["rounds"] if pace is not None else None,
     }

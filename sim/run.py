@@ -212,7 +212,7 @@ def _partition(scenario: Scenario, seed: int, data_dir: Path) -> dict[str, Path]
             split = partition.dirichlet_label_skew(y, data.nodes, data.alpha, seed, data.min_rows)
         else:
             split = partition.quantity_skew(len(y), data.nodes, data.alpha, seed, data.min_rows)
-        parts = {f"n{i:02d}": rows for i, rows in enumerate(split)}
+        parts = dict(zip(scenario.node_names(), split, strict=True))  # the names faults use
     data_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, rows in parts.items():
