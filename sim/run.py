@@ -272,7 +272,8 @@ async def supervise(
             while any(nodes.running(n) for n in names):
                 if time.perf_counter() - began > RUN_TIMEOUT:
                     raise SwarmError(f"run did not finish within {RUN_TIMEOUT:.0f}s")
-                done = {n: _last_round(folder, n) for n in names}
+                latest = {n: _latest_record(folder, n) for n in names}  # one read per tick
+                done = {n: int(r["round"]) if r else 0 for n, r in latest.items()}
                 for fault in plan.kills:
                     n = fault.node
                     if n not in killed and done[n] >= fault.at:
@@ -283,7 +284,7 @@ async def supervise(
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
-                live.update(_progress(folder, scenario, plan, done, killed - restarted))
+                live.update(_progress(scenario, plan, latest, done, killed - restarted))
                 await trio.sleep(0.3)
     finally:
         nodes.stop_all()
@@ -292,19 +293,23 @@ async def supervise(
     return time.perf_counter() - began
 
 
-def _last_round(folder: Path, name: str) -> int:
+def _latest_record(folder: Path, name: str) -> dict[str, Any] | None:
     records = read_records(folder / "nodes" / name / "out" / "metrics.jsonl")
-    return int(records[-1]["round"]) if records else 0
+    return records[-1] if records else None
 
 
 def _progress(
-    folder: Path, scenario: Scenario, plan: Plan, done: dict[str, int], down: set[str]
+    scenario: Scenario,
+    plan: Plan,
+    latest: dict[str, dict[str, Any] | None],
+    done: dict[str, int],
+    down: set[str],
 ) -> Group:
     accs = []
     table = Table.grid(padding=(0, 2))
     for n in plan.files:
-        records = read_records(folder / "nodes" / n / "out" / "metrics.jsonl")
-        acc = records[-1]["merged"]["accuracy"] if records else None
+        record = latest[n]
+        acc = record["merged"]["accuracy"] if record else None
         if acc is not None:
             accs.append(acc)
         state = "down" if n in down else f"acc {acc:.3f}" if acc is not None else "starting"
