@@ -13,7 +13,7 @@ from tests.integration.swarm_support import final_params
 
 pytestmark = pytest.mark.integration
 
-ROUNDS = 14
+ROUNDS = 18
 SCENARIO = f"""
 name = "faults-small"
 rounds = {ROUNDS}
