@@ -3,12 +3,19 @@
 A request names (kind, round) and how long the asker will wait; the server long-polls until it
 has that round or the wait runs out. A server that no longer holds an old round answers with its
 newest one, so a node that restarts catches up; the asker's round window decides what it takes.
+
+An asker keeps one stream per neighbour and sends its requests on it one after another: opening
+a libp2p stream (yamux frames plus a multistream-select negotiation) cost about three times the
+CPU of a small request itself, which is what limits how many nodes share one event loop. A
+stream whose state is in doubt (a deadline hit mid-request, an invalid answer) is reset and the
+next request opens a new one; an asker that sends one request and closes is served as well.
 """
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import trio
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = TProtocol("/medswarm/params/1.0.0")
 READ_CHUNK = 1 << 20
 MAX_SERVER_WAIT = 120.0
+IDLE_STREAM_SECONDS = 600.0  # the server closes a kept stream unused for this long
 FETCH_ATTEMPTS = 3
 RETRY_PAUSE = 0.2
 
@@ -101,6 +109,8 @@ class ParamExchange:
         self.io_timeout = io_timeout
         self.allow_peer = allow_peer
         self.counters = TrafficCounters()
+        self._streams: dict[str, INetStream] = {}  # kept open per neighbour we fetch from
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         host.set_stream_handler(PROTOCOL, self._handle)
 
     async def _handle(self, stream: INetStream) -> None:
@@ -120,15 +130,26 @@ class ParamExchange:
                 await stream.close()
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
-        if not self.allow_peer(peer):
-            self.counters.refused[peer] += 1
-            log.warning("refused stream from unauthorised peer %s", peer)
-            with trio.move_on_after(self.io_timeout):  # say why, then hang up; never wait on it
-                await stream.write(wire.encode_status("refused"))
-            return
-        with trio.fail_after(self.io_timeout):
-            body = await read_frame(stream, wire.MAX_REQUEST_BYTES, peer)
-        kind, round_, wait = wire.decode_request(body, peer)
+        """Answer the requests on one stream in turn until the asker closes it."""
+        wait_for_request = self.io_timeout  # the first request follows the stream's opening
+        while True:
+            with trio.fail_after(wait_for_request):
+                body = await read_frame(stream, wire.MAX_REQUEST_BYTES, peer, eof_ok=True)
+            if body is None:
+                return
+            # Asked per request: a kept stream outlives a member's deactivation or a partition.
+            if not self.allow_peer(peer):
+                self.counters.refused[peer] += 1
+                log.warning("refused request from unauthorised peer %s", peer)
+                with trio.move_on_after(self.io_timeout):  # say why, then hang up
+                    await stream.write(wire.encode_status("refused"))
+                return
+            await self._answer(stream, peer, *wire.decode_request(body, peer))
+            wait_for_request = IDLE_STREAM_SECONDS
+
+    async def _answer(
+        self, stream: INetStream, peer: str, kind: str, round_: int, wait: float
+    ) -> None:
         found = await self.store.wait_for(kind, round_, wait)
         with trio.fail_after(self.io_timeout):
             if found is None:
@@ -184,13 +205,10 @@ class ParamExchange:
     ) -> Fetched:
         try:
             with trio.fail_at(deadline):
-                await ensure_connected(self.host, info, connect_timeout)
-                stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
-                try:
-                    return await self._request(stream, peer, round_, expect, deadline)
-                finally:
-                    with trio.move_on_after(1.0):
-                        await stream.close()
+                async with self._locks[peer]:  # one request at a time on a kept stream
+                    return await self._on_kept_stream(
+                        info, peer, round_, expect, deadline, connect_timeout
+                    )
         except trio.TooSlowError:
             raise PeerUnavailable(peer, f"no answer for round {round_} by the deadline") from None
         except PeerMessageError:
@@ -200,6 +218,40 @@ class ParamExchange:
             raise
         except Exception as exc:  # stream resets and closed connections surface in many types
             raise PeerUnavailable(peer, f"transfer failed: {exc!r}", retryable=True) from exc
+
+    async def _on_kept_stream(
+        self,
+        info: PeerInfo,
+        peer: str,
+        round_: int,
+        expect: wire.Expectation,
+        deadline: float,
+        connect_timeout: float,
+    ) -> Fetched:
+        kept = self._streams.pop(peer, None)
+        if kept is not None:
+            try:
+                result = await self._request(kept, peer, round_, expect, deadline)
+            except _StreamGone:  # the server closed it while idle, or restarted: open anew
+                await _discard(kept)
+            except BaseException:
+                await _discard(kept)  # mid-answer or invalid: its state is unknown
+                raise
+            else:
+                self._streams[peer] = kept
+                return result
+        await ensure_connected(self.host, info, connect_timeout)
+        stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
+        try:
+            result = await self._request(stream, peer, round_, expect, deadline)
+        except _StreamGone:
+            await _discard(stream)
+            raise PeerUnavailable(peer, "stream closed before an answer", retryable=True) from None
+        except BaseException:
+            await _discard(stream)
+            raise
+        self._streams[peer] = stream
+        return result
 
     async def _request(
         self,
@@ -213,8 +265,13 @@ class ParamExchange:
         # the parameters once they are ready.
         remaining = deadline - trio.current_time()
         wait = max(0.0, remaining - min(self.io_timeout / 2, remaining / 4))
-        await stream.write(wire.encode_request(expect.kind, round_, wait))
-        body = await read_frame(stream, wire.MAX_HEADER_BYTES, peer)
+        try:
+            await stream.write(wire.encode_request(expect.kind, round_, wait))
+        except Exception as exc:  # the library raises several types for a closed stream
+            raise _StreamGone from exc
+        body = await read_frame(stream, wire.MAX_HEADER_BYTES, peer, eof_ok=True)
+        if body is None:
+            raise _StreamGone
         header = wire.parse_header(body, peer, expect)
         if header.status != "ok":
             raise PeerUnavailable(peer, f"round {round_}: {header.status}")
@@ -223,15 +280,43 @@ class ParamExchange:
         return header, wire.decode_payload(header, payload, peer)
 
 
-async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes:
-    """A length-prefixed frame; the length is checked against `cap` before anything is read."""
-    (length,) = wire.LENGTH_PREFIX.unpack(await read_exactly(stream, wire.LENGTH_PREFIX.size, peer))
+class _StreamGone(Exception):
+    """The stream ended cleanly before the request was answered."""
+
+
+async def _discard(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except Exception as exc:  # already closed or reset: nothing left to do
+            log.debug("reset of a discarded stream failed: %r", exc)
+
+
+@overload
+async def read_frame(stream: INetStream, cap: int, peer: str) -> bytes: ...
+@overload
+async def read_frame(stream: INetStream, cap: int, peer: str, eof_ok: bool) -> bytes | None: ...
+async def read_frame(stream: INetStream, cap: int, peer: str, eof_ok: bool = False) -> bytes | None:
+    """A length-prefixed frame; the length is checked against `cap` before anything is read.
+
+    `eof_ok`: a stream that ends before the frame's first byte gives None (a clean close
+    between requests), not a truncation error."""
+    prefix = await read_exactly(stream, wire.LENGTH_PREFIX.size, peer, eof_ok)
+    if prefix is None:
+        return None
+    (length,) = wire.LENGTH_PREFIX.unpack(prefix)
     if length > cap:
         raise PeerMessageError(peer, "oversized", f"frame of {length} bytes > cap {cap}")
     return bytes(await read_exactly(stream, length, peer))
 
 
-async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
+@overload
+async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray: ...
+@overload
+async def read_exactly(stream: INetStream, n: int, peer: str, eof_ok: bool) -> bytearray | None: ...
+async def read_exactly(
+    stream: INetStream, n: int, peer: str, eof_ok: bool = False
+) -> bytearray | None:
     # stream.read(n) returns at most n bytes, and the library's own helper gives up after 100
     # partial reads: loop until done or the peer closes. The buffer is allocated once: growing
     # it chunk by chunk re-copied the payload several times over.
@@ -244,6 +329,8 @@ async def read_exactly(stream: INetStream, n: int, peer: str) -> bytearray:
         except EOFError:  # the library signals a peer's close either way
             chunk = b""
         if not chunk:
+            if eof_ok and got == 0:
+                return None
             raise PeerMessageError(peer, "truncated", f"stream ended after {got} of {n} bytes")
         view[got : got + len(chunk)] = chunk
         got += len(chunk)

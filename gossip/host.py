@@ -64,11 +64,26 @@ def parse_peer_addr(addr: str) -> PeerInfo:
         raise GossipError(f"{addr!r} is not a multiaddr ending in /p2p/<peer id>: {exc}") from exc
 
 
+# Dials in progress at once, per process. Hundreds of in-process nodes dialling together made
+# every Noise handshake crawl past its timeout and start over; queued, each finishes quickly.
+# A node on its own dials only its few neighbours, so this never binds there.
+DIAL_SLOTS = trio.CapacityLimiter(16)
+
+
 async def ensure_connected(host: IHost, info: PeerInfo, timeout: float) -> None:
-    """Connect unless already connected, within `timeout` (the dial timeouts skip the handshake)."""
+    """Connect unless already connected, within `timeout` once a dial slot is free (the dial
+    timeouts alone skip the handshake)."""
     peer = info.peer_id
     if host.get_network().connections.get(peer):
         return
+    async with DIAL_SLOTS:
+        if host.get_network().connections.get(peer):  # the peer dialled us meanwhile
+            return
+        await _connect(host, info, timeout)
+
+
+async def _connect(host: IHost, info: PeerInfo, timeout: float) -> None:
+    peer = info.peer_id
     try:
         with trio.fail_after(timeout):
             await host.connect(info)

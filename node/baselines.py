@@ -9,10 +9,10 @@ optimizer, seed ``training_seed(model_seed, round)``).
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +36,12 @@ class Recipe:
     val_fraction: float
     split_seed: int
     model_seed: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """The inverse of `dataclasses.asdict` (how a recipe travels to other processes)."""
+        settings = TrainSettings(**d["settings"])
+        return cls(**{**d, "hidden": tuple(d["hidden"]), "settings": settings})
 
 
 def _splits(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, Split]:
@@ -112,7 +118,8 @@ def fedavg(
 
     Features are standardized with the pooled statistics, which is what the swarm agrees on by
     gossip. Each round every site trains a copy of the global model (the nodes' schedule and
-    seed) and the server averages the copies weighted by training-row counts.
+    seed) and the server averages the copies weighted by training-row counts. The steps are the
+    functions below, which `sim.fedavg_network` runs as a server and client processes.
 
     Returns the final global model scored on each site's validation split, and one entry per
     round: ``round`` (1-based, like the nodes' metrics), ``mean_accuracy`` and ``mean_auc`` over
@@ -121,24 +128,18 @@ def fedavg(
     as one server machine would (the per-round scoring is left out).
     """
     splits = _splits(tables, recipe)
-    scaler = Scaler.from_stats(local_stats(np.concatenate([s.train_x for s in splits.values()])))
+    scaler = pooled_scaler([site_stats(s.train_x) for s in splits.values()])
     train = [(scaler.transform(s.train_x), s.train_y) for s in splits.values()]
     val = {site: (scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
-    total = sum(len(y) for _, y in train)
-    model = build_model(recipe.model, scaler.n_features, recipe.hidden, seed=recipe.model_seed)
-    scores = {site: evaluate(model, x, y) for site, (x, y) in val.items()}
+    params = fedavg_start(recipe, scaler.n_features)
+    scores = {site: fedavg_evaluate(params, recipe, x, y) for site, (x, y) in val.items()}
     history: list[dict[str, float]] = []
     for r in range(recipe.rounds):
         began = time.perf_counter()
-        updates = []
-        for x, y in train:
-            local = copy.deepcopy(model)
-            train_local(local, x, y, recipe.settings, seed=training_seed(recipe.model_seed, r))
-            updates.append((len(y) / total, _params(local)))
-        average = weighted_sum(updates)
-        model.load_state_dict({name: torch.from_numpy(v) for name, v in average.items()})
+        updates = [(len(y), fedavg_local_update(params, x, y, recipe, r)) for x, y in train]
+        params = fedavg_average(updates)
         seconds = time.perf_counter() - began
-        scores = {site: evaluate(model, x, y) for site, (x, y) in val.items()}
+        scores = {site: fedavg_evaluate(params, recipe, x, y) for site, (x, y) in val.items()}
         aucs = [e.auc for e in scores.values() if e.auc is not None]
         history.append(
             {
@@ -151,5 +152,52 @@ def fedavg(
     return scores, history
 
 
-def _params(net: nn.Module) -> dict[str, np.ndarray]:
+# -- FedAvg's steps, shared by the one-process baseline and the networked one ------------------
+
+Params = dict[str, np.ndarray]
+
+
+def site_stats(train_x: np.ndarray) -> np.ndarray:
+    """What a site sends the server for scaling: counts, sums and sums of squares per column."""
+    return local_stats(train_x)
+
+
+def pooled_scaler(stats: Sequence[np.ndarray]) -> Scaler:
+    """The sites' statistics add up to the pooled data's: the scaler the swarm agrees on."""
+    return Scaler.from_stats(np.sum(stats, axis=0))
+
+
+def fedavg_start(recipe: Recipe, n_features: int) -> Params:
+    """The global model before round 1."""
+    return _params(build_model(recipe.model, n_features, recipe.hidden, seed=recipe.model_seed))
+
+
+def fedavg_local_update(
+    params: Params, x: np.ndarray, y: np.ndarray, recipe: Recipe, round_index: int
+) -> Params:
+    """One site's round (0-based `round_index`): the global model trained on its rows with the
+    nodes' schedule and seed."""
+    net = _net(params, recipe, x.shape[1])
+    train_local(net, x, y, recipe.settings, seed=training_seed(recipe.model_seed, round_index))
+    return _params(net)
+
+
+def fedavg_average(updates: Sequence[tuple[int, Params]]) -> Params:
+    """The server's step: the sites' models weighted by their training rows, in the given
+    order (float sums depend on it)."""
+    total = sum(rows for rows, _ in updates)
+    return weighted_sum([(rows / total, params) for rows, params in updates])
+
+
+def fedavg_evaluate(params: Params, recipe: Recipe, x: np.ndarray, y: np.ndarray) -> EvalResult:
+    return evaluate(_net(params, recipe, x.shape[1]), x, y)
+
+
+def _net(params: Params, recipe: Recipe, n_features: int) -> nn.Module:
+    net = build_model(recipe.model, n_features, recipe.hidden, seed=recipe.model_seed)
+    net.load_state_dict({name: torch.from_numpy(np.array(v)) for name, v in params.items()})
+    return net
+
+
+def _params(net: nn.Module) -> Params:
     return {name: t.detach().numpy().copy() for name, t in net.state_dict().items()}

@@ -212,6 +212,14 @@ def measure(run_dir: Path) -> dict[str, Any]:
         "fedavg_round_seconds": float(np.mean([h["seconds"] for h in fedavg["history"]]))
         if fedavg and fedavg["history"]
         else None,
+        # Rounds 2 on (round 1 holds start-up and torch's warm-up), swarm and FedAvg alike.
+        "swarm_rounds_wall_seconds": summary.get("rounds_wall_seconds"),
+        "fedavg_network": {
+            k: network[k]
+            for k in ("mean_accuracy", "mean_auc", "wall_seconds", "rounds_wall_seconds")
+        }
+        if (network := summary["baselines"].get("fedavg_network"))
+        else None,
     }
 
 
@@ -329,17 +337,22 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         "fedavg_minus_swarm_points": 100 * gap,
         "met": gap <= ACCURACY_MARGIN,
     }
-    pace = bc["round_wall_seconds"]
+    network = bc.get("fedavg_network")
+    if network is None:
+        out["breast_cancer_wall_clock_at_most_fedavg"] = {
+            "met": None,
+            "note": "the scenario did not run FedAvg over the network (baselines.fedavg_network)",
+        }
+        return out
     out["breast_cancer_wall_clock_at_most_fedavg"] = {
-        "swarm_wall_seconds": bc["swarm_wall_seconds"],
-        "fedavg_wall_seconds": bc["fedavg_wall_seconds"],
-        "met": bc["swarm_wall_seconds"] <= bc["fedavg_wall_seconds"],
-        "note": "swarm: the whole run (node start-up, scaling agreement, rounds, linger); "
-        "FedAvg: training and averaging in one process, sites one after another (with the "
-        "process backend that process has not used torch before, so this includes torch's "
-        "one-time warm-up)",
-        # The rounds alone, at the swarm's pace: what FedAvg's wall-clock times.
-        "swarm_rounds_only_seconds": pace * bc["rounds"] if pace is not None else None,
+        "swarm_rounds_seconds": bc["swarm_rounds_wall_seconds"],
+        "fedavg_rounds_seconds": network["rounds_wall_seconds"],
+        "met": bc["swarm_rounds_wall_seconds"] <= network["rounds_wall_seconds"],
+        "note": "rounds 2 to the last, both as one OS process per hospital (FedAvg: plus its "
+        "server) over libp2p on this machine; round 1 holds start-up and torch's warm-up",
+        "swarm_whole_run_seconds": bc["swarm_wall_seconds"],
+        "fedavg_whole_run_seconds": network["wall_seconds"],
+        "fedavg_in_one_process_seconds": bc["fedavg_wall_seconds"],
     }
     return out
 
@@ -402,25 +415,24 @@ def runs_table(results: dict[str, Any]) -> Table:
 
 def shipped_table(bc: dict[str, Any]) -> Table:
     table = Table(title=f"{bc['scenario']} as shipped (process backend)", box=box.SIMPLE_HEAD)
-    for col in ("", "mean accuracy", "mean AUC", "wall s", "s/round"):
+    for col in ("", "mean accuracy", "mean AUC", "whole run s", "rounds 2 on, s"):
         table.add_column(col, justify="right")
     if "error" in bc:
         table.add_row("swarm", f"[red]{bc['error']}[/red]")
         return table
-    table.add_row(
-        "swarm",
-        _f(bc["swarm_accuracy"]),
-        _f(bc["swarm_auc"]),
-        _f(bc["swarm_wall_seconds"], ".1f"),
-        _f(bc["round_wall_seconds"], ".2f"),
-    )
-    table.add_row(
-        "FedAvg",
-        _f(bc["fedavg_accuracy"]),
-        _f(bc["fedavg_auc"]),
-        _f(bc["fedavg_wall_seconds"], ".2f"),
-        _f(bc["fedavg_round_seconds"], ".3f"),
-    )
+    rows = [
+        ("swarm", bc["swarm_accuracy"], bc["swarm_auc"], bc["swarm_wall_seconds"],
+         bc["swarm_rounds_wall_seconds"]),
+        ("FedAvg, one process", bc["fedavg_accuracy"], bc["fedavg_auc"],
+         bc["fedavg_wall_seconds"], None),
+    ]  # fmt: skip
+    if network := bc.get("fedavg_network"):
+        rows.append(
+            ("FedAvg over libp2p", network["mean_accuracy"], network["mean_auc"],
+             network["wall_seconds"], network["rounds_wall_seconds"])
+        )  # fmt: skip
+    for label, acc, auc, whole, rounds in rows:
+        table.add_row(label, _f(acc), _f(auc), _f(whole, ".1f"), _f(rounds, ".1f"))
     return table
 
 
@@ -446,10 +458,9 @@ def targets_table(found: dict[str, Any]) -> Table:
         _met(acc),
     )
     table.add_row(
-        "breast-cancer: swarm wall-clock at most FedAvg's",
-        f"swarm {_f(wall.get('swarm_wall_seconds'), '.1f')}s "
-        f"(its rounds alone {_f(wall.get('swarm_rounds_only_seconds'), '.1f')}s), "
-        f"FedAvg {_f(wall.get('fedavg_wall_seconds'), '.2f')}s",
+        "breast-cancer: swarm wall-clock at most FedAvg's (rounds 2 on)",
+        f"swarm {_f(wall.get('swarm_rounds_seconds'), '.1f')}s, "
+        f"FedAvg over libp2p {_f(wall.get('fedavg_rounds_seconds'), '.1f')}s",
         _met(wall),
     )
     return table

@@ -29,6 +29,7 @@ from node.metrics import read_records
 from sim import partition, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.consortium import ConsortiumPlan, open_chain, settle
+from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm
 from sim.report import write_report
 from sim.scenario import (
@@ -367,7 +368,8 @@ def collect(
             "accuracy": float(np.mean([v["accuracy"] for v in honest])),
             "auc": _mean([v["auc"] for v in honest]),
         },
-        "baselines": baselines(scenario, plan),
+        "rounds_wall_seconds": rounds_wall(per_node, scenario.rounds),
+        "baselines": baselines(scenario, plan, folder),
         "faults": plan.faults,
         "attacks": plan.attacks,
         "fault_windows": plan.fault_windows,
@@ -379,7 +381,21 @@ def collect(
     return summary
 
 
-def baselines(scenario: Scenario, plan: Plan) -> dict[str, Any]:
+def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float | None:
+    """Seconds from the last node finishing round 1 to the last finishing the final round.
+
+    Round 1 is left out here and in the FedAvg baselines: it holds each process's start-up and
+    torch's one-time warm-up, which say nothing about either protocol."""
+    finished: dict[int, float] = {}
+    for records in per_node.values():
+        for r in records:
+            finished[r["round"]] = max(finished.get(r["round"], 0.0), r["time"])
+    if rounds < 2 or 1 not in finished or rounds not in finished:
+        return None
+    return finished[rounds] - finished[1]
+
+
+def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
     """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
     schema = load_schema(scenario.data.schema_file)
     tables = {n: load_table(plan.files[n], schema) for n in plan.honest}
@@ -405,7 +421,16 @@ def baselines(scenario: Scenario, plan: Plan) -> dict[str, Any]:
         out["fedavg"] = {
             **_described(results),
             "wall_seconds": time.perf_counter() - began,
+            "rounds_wall_seconds": sum(h["seconds"] for h in history[1:]),
             "history": history,
+        }
+    if wanted.fedavg_network:
+        sites = {n: plan.files[n] for n in plan.honest}
+        run = run_fedavg_network(sites, scenario.data.schema_file, recipe, folder / "fedavg")
+        out["fedavg_network"] = {
+            **{k: run[k] for k in ("mean_accuracy", "mean_auc", "per_node", "wall_seconds")},
+            "rounds_wall_seconds": sum(run["round_seconds"][1:]),
+            "history": run["history"],
         }
     return out
 

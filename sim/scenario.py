@@ -88,6 +88,9 @@ class BaselinesSection(_Section):
     local_only: bool = True
     centralized: bool = True
     fedavg: bool = True
+    # The same FedAvg deployed as processes (a server and a client per site) over libp2p: the
+    # wall-clock to compare with the swarm's on the process backend.
+    fedavg_network: bool = False
     target_accuracy: float | None = Field(None, gt=0, le=1)
 
 
@@ -290,6 +293,7 @@ pool_eth = 20.0
 local_only = true                 # each node alone on its own data
 centralized = true                # one model on all the data pooled
 fedavg = true                     # server-based federated averaging
+fedavg_network = false            # also run it as a server and client processes (wall-clock)
 target_accuracy = 0.8             # report the rounds each method needs to reach this
 
 # Faults, any number, each a [[faults]] table:

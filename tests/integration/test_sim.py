@@ -31,6 +31,7 @@ kind = "full"
 
 [baselines]
 fedavg = true
+fedavg_network = true
 target_accuracy = 0.75
 
 [[faults]]
@@ -74,8 +75,14 @@ def test_the_numbers_make_sense(run):
     assert summary["mean"]["accuracy"] > 0.7
     assert summary["mean"]["auc"] > 0.8
     baselines = summary["baselines"]
-    assert set(baselines) == {"local_only", "centralized", "fedavg"}
+    assert set(baselines) == {"local_only", "centralized", "fedavg", "fedavg_network"}
     assert len(baselines["fedavg"]["history"]) == ROUNDS
+    # FedAvg as server and client processes computes the very model of the one-process run.
+    network = baselines["fedavg_network"]
+    for site, result in baselines["fedavg"]["per_node"].items():
+        assert network["per_node"][site] == pytest.approx(result, abs=1e-6), site
+    assert 0 < network["rounds_wall_seconds"] < network["wall_seconds"]
+    assert 0 < summary["rounds_wall_seconds"] < summary["wall_seconds"]
     # The swarm lands near the server-based FedAvg on the same partitions and model.
     assert abs(summary["mean"]["accuracy"] - baselines["fedavg"]["mean_accuracy"]) < 0.05
     for node in summary["nodes"].values():

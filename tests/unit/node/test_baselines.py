@@ -165,3 +165,22 @@ def test_fedavg_is_deterministic(synthetic):
     assert a == b
     drop = [{k: v for k, v in h.items() if k != "seconds"} for h in ha + hb]
     assert drop[:3] == drop[3:]
+
+
+def test_the_sites_statistics_add_up_to_the_pooled_scaler():
+    from node.baselines import pooled_scaler, site_stats
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(i, 1 + i, size=(20 + 7 * i, 3)) for i in range(3)]
+    pooled = Scaler.from_stats(local_stats(np.concatenate(parts)))
+    summed = pooled_scaler([site_stats(p) for p in parts])
+    x = rng.normal(size=(5, 3))
+    np.testing.assert_allclose(summed.transform(x), pooled.transform(x), rtol=1e-12)
+
+
+def test_a_recipe_survives_the_trip_to_another_process():
+    import dataclasses
+    import json
+
+    recipe = Recipe("mlp", (8, 4), TrainSettings(epochs=2), 3, 0.25, 1, 2)
+    assert Recipe.from_dict(json.loads(json.dumps(dataclasses.asdict(recipe)))) == recipe

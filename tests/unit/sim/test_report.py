@@ -56,6 +56,7 @@ def summary(seed: int = 0, swarm: float = 0.75, local: float = 0.65, chain: bool
         "backend": "eth-tester",
         "rounds": 5,
         "wall_seconds": 12.5,
+        "rounds_wall_seconds": 4.25,
         "nodes": nodes,
         "mean": {"accuracy": swarm, "auc": 0.8},
         "baselines": {
@@ -69,6 +70,13 @@ def summary(seed: int = 0, swarm: float = 0.75, local: float = 0.65, chain: bool
                     {"round": r, "mean_accuracy": 0.5 + 0.05 * r, "mean_auc": 0.8, "seconds": 0.1}
                     for r in range(1, 6)
                 ],
+            },
+            "fedavg_network": {
+                "mean_accuracy": 0.77,
+                "mean_auc": 0.84,
+                "wall_seconds": 9.5,
+                "rounds_wall_seconds": 6.75,
+                "per_node": {},
             },
         },
         "faults": ["kill va at round 2, restart at round 4"],
@@ -252,3 +260,12 @@ def test_missing_baselines_and_faults_still_report(tmp_path):
     write_report(tmp_path, s, PER_NODE, [])
     md = (tmp_path / "report.md").read_text()
     assert "- none" in md and "FedAvg (" not in md
+
+
+def test_the_baselines_table_compares_the_paces_from_round_2(tmp_path):
+    write_report(tmp_path, summary(), PER_NODE, CONSENSUS)
+    rows = [line for line in (tmp_path / "report.md").read_text().splitlines() if "|" in line]
+    swarm = next(r for r in rows if r.startswith("| swarm"))
+    network = next(r for r in rows if "FedAvg (server and clients over libp2p)" in r)
+    assert "12.5" in swarm and "4.2" in swarm  # whole run, rounds 2 on
+    assert "9.5" in network and "6.8" in network

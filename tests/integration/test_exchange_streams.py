@@ -1,0 +1,117 @@
+"""The exchange keeps one stream per neighbour: requests reuse it, a stream the server closed is
+reopened without blame, and the membership check still applies to every request on it. Two real
+libp2p hosts on loopback, in one trio run."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import multiaddr
+import numpy as np
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import PeerInfo
+
+from gossip import exchange as exchange_module
+from gossip import wire
+from gossip.errors import PeerUnavailable
+from gossip.exchange import PROTOCOL, ParamExchange, SnapshotStore
+from gossip.host import build_host
+
+pytestmark = pytest.mark.integration
+
+SPECS = (wire.TensorSpec("w", "float32", (3,)),)
+LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+
+
+class Pair:
+    """A server exchange publishing rounds 0..9 and a client fetching from it."""
+
+    def __init__(self) -> None:
+        self.allowed = True
+        self.server = ParamExchange(
+            build_host(create_new_key_pair()), SnapshotStore(keep_rounds=10), 5.0,
+            allow_peer=lambda _peer: self.allowed,
+        )  # fmt: skip
+        self.client = ParamExchange(build_host(create_new_key_pair()), SnapshotStore(), 5.0)
+        self.streams_served = 0
+        serve = self.server._serve
+
+        async def counting_serve(stream, peer):  # type: ignore[no-untyped-def]
+            self.streams_served += 1
+            await serve(stream, peer)
+
+        self.server._serve = counting_serve  # type: ignore[method-assign]
+
+    @property
+    def info(self) -> PeerInfo:
+        host = self.server.host
+        return PeerInfo(host.get_id(), host.get_addrs())
+
+    async def fetch(self, round_: int) -> wire.Header:
+        expect = wire.Expectation("params", 0, 10, SPECS)
+        header, _ = await self.client.fetch(self.info, round_, expect, 10.0, 5.0)
+        return header
+
+
+@asynccontextmanager
+async def running_pair() -> AsyncIterator[Pair]:
+    pair = Pair()
+    async with pair.server.host.run(LISTEN), pair.client.host.run(LISTEN):
+        me = pair.server.host.get_id().to_base58()
+        for r in range(10):
+            tensors = {"w": np.full(3, r, np.float32)}
+            await pair.server.store.publish(wire.Snapshot("params", r, me, 5, 1, tensors))
+        yield pair
+
+
+def test_requests_to_one_neighbour_share_one_stream():
+    async def main() -> None:
+        async with running_pair() as pair:
+            rounds = [(await pair.fetch(r)).round for r in range(5)]
+            assert rounds == [0, 1, 2, 3, 4]
+            assert pair.streams_served == 1
+
+    trio.run(main)
+
+
+def test_a_stream_the_server_closed_is_reopened_without_blame(monkeypatch):
+    monkeypatch.setattr(exchange_module, "IDLE_STREAM_SECONDS", 0.2)
+
+    async def main() -> None:
+        async with running_pair() as pair:
+            await pair.fetch(1)
+            await trio.sleep(1.0)  # the server hangs up the idle stream
+            assert (await pair.fetch(2)).round == 2
+            assert pair.streams_served == 2
+            assert not pair.client.counters.rejected and not pair.server.counters.rejected
+
+    trio.run(main)
+
+
+def test_a_peer_dropped_from_the_consortium_is_refused_on_its_kept_stream():
+    async def main() -> None:
+        async with running_pair() as pair:
+            await pair.fetch(1)
+            pair.allowed = False  # e.g. deactivated on the ledger between two rounds
+            with pytest.raises(PeerUnavailable, match="refused"):
+                await pair.fetch(2)
+            client_id = pair.client.host.get_id().to_base58()
+            assert pair.server.counters.refused == {client_id: 1}
+            pair.allowed = True
+            assert (await pair.fetch(3)).round == 3
+
+    trio.run(main)
+
+
+def test_a_stream_closed_before_any_request_is_not_counted_as_an_attack():
+    async def main() -> None:
+        async with running_pair() as pair:
+            await pair.client.host.connect(pair.info)
+            stream = await pair.client.host.new_stream(pair.info.peer_id, [PROTOCOL])
+            await stream.close()
+            await trio.sleep(0.5)
+            assert pair.streams_served == 1
+            assert not pair.server.counters.rejected
+
+    trio.run(main)
