@@ -170,14 +170,13 @@ def measure(run_dir: Path) -> dict[str, Any]:
     """Swarm and FedAvg numbers of a finished single-seed run folder."""
     summary = json.loads((run_dir / "summary.json").read_text())
     rounds = int(summary["rounds"])
-    finished: dict[int, float] = {}  # round -> when the last node finished it
-    first: dict[int, float] = {}  # round -> when the first node finished it
+    first_round: list[float] = []  # when each node finished round 1
     reached = expected = 0
     round_seconds = []
     for name in summary["nodes"]:
         for r in read_records(run_dir / "nodes" / name / "out" / "metrics.jsonl"):
-            finished[r["round"]] = max(finished.get(r["round"], 0.0), r["time"])
-            first[r["round"]] = min(first.get(r["round"], r["time"]), r["time"])
+            if r["round"] == 1:
+                first_round.append(r["time"])
             reached += len(r["neighbours_reached"])
             expected += r["neighbours_total"]
             if r["round"] > 1:
@@ -189,13 +188,13 @@ def measure(run_dir: Path) -> dict[str, Any]:
         "rounds": rounds,
         "swarm_wall_seconds": summary["wall_seconds"],
         # Swarm-wide pace once every node is up: round 1 also holds start-up and scaling.
-        "round_wall_seconds": (finished[rounds] - finished[1]) / max(rounds - 1, 1)
-        if rounds in finished and 1 in finished
+        "round_wall_seconds": pace / (rounds - 1)
+        if (pace := summary.get("rounds_wall_seconds")) is not None
         else None,
         # Each node's own time per round (rounds 2 on), the median over nodes and rounds.
         "node_round_seconds_median": float(np.median(round_seconds)) if round_seconds else None,
         # How far apart the nodes ran: the last node finished round 1 this long after the first.
-        "round_1_spread_seconds": finished[1] - first[1] if 1 in first else None,
+        "round_1_spread_seconds": max(first_round) - min(first_round) if first_round else None,
         # Share of the neighbour models that arrived in time, over all nodes and rounds: the
         # swarm gossips only if this is near 1.
         "links_reached": reached / expected if expected else None,
