@@ -231,22 +231,23 @@ class ParamExchange:
         kept = self._streams.pop(peer, None)
         if kept is not None:
             try:
-                result = await self._request(kept, peer, round_, expect, deadline)
+                return await self._request_keeping(kept, peer, round_, expect, deadline)
             except _StreamGone:  # the server closed it while idle, or restarted: open anew
-                await _discard(kept)
-            except BaseException:
-                await _discard(kept)  # mid-answer or invalid: its state is unknown
-                raise
-            else:
-                self._streams[peer] = kept
-                return result
+                pass
         await ensure_connected(self.host, info, connect_timeout)
         stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
         try:
-            result = await self._request(stream, peer, round_, expect, deadline)
+            return await self._request_keeping(stream, peer, round_, expect, deadline)
         except _StreamGone:
-            await _discard(stream)
             raise PeerUnavailable(peer, "stream closed before an answer", retryable=True) from None
+
+    async def _request_keeping(
+        self, stream: INetStream, peer: str, round_: int, expect: wire.Expectation, deadline: float
+    ) -> Fetched:
+        """A request on `stream`, kept for the next one if answered; reset otherwise (closed,
+        cut off mid-answer or invalid: its state is unknown)."""
+        try:
+            result = await self._request(stream, peer, round_, expect, deadline)
         except BaseException:
             await _discard(stream)
             raise
