@@ -21,11 +21,12 @@ import numpy as np
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
 from libp2p.peer.peerinfo import PeerInfo
 
 from gossip import wire
 from gossip.errors import GossipError, PeerMessageError, PeerUnavailable
-from gossip.host import WRITE_CHUNK, ensure_connected
+from gossip.host import WRITE_CHUNK, drop_connections, ensure_connected
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,14 @@ class ParamExchange:
             except _StreamGone:  # the server closed it while idle, or restarted: open anew
                 pass
         await ensure_connected(self.host, info, connect_timeout)
-        stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
+        try:
+            stream = await self.host.new_stream(info.peer_id, [PROTOCOL])
+        except StreamFailure:
+            # The connection did not answer within libp2p's negotiation timeout: most likely
+            # its other end is gone without closing it (a crashed or frozen host, a dropped NAT
+            # entry). Drop it, or every retry would wait on it again instead of dialling.
+            await drop_connections(self.host, info.peer_id)
+            raise
         try:
             return await self._request_keeping(stream, peer, round_, expect, deadline)
         except _StreamGone:

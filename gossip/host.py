@@ -1,15 +1,18 @@
 """One libp2p host per node: persisted Ed25519 identity, Noise security, yamux multiplexing, TCP."""
 
+import contextlib
 import logging
 import os
+import weakref
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, IRawConnection
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.custom_types import TProtocol
+from libp2p.custom_types import THandler, TProtocol
+from libp2p.io.abc import ReadWriteCloser
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT
@@ -17,6 +20,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as YAMUX_HEADER_SIZE
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp.tcp import TCP, TCPListener
 
 from gossip.errors import GossipError, PeerUnavailable
 from gossip.lean_noise import LeanNoise
@@ -41,6 +45,32 @@ WRITE_CHUNK = NOISE_MAX_PLAINTEXT - YAMUX_HEADER_SIZE
 YAMUX_ENV_DEFAULTS = {"PY_YAMUX_RELEASE_ON_READ": "0"}
 
 
+class _OwnedTCP(TCP):
+    """TCP that remembers every connection it dialled or accepted, so that closing the host
+    closes them all, as the OS does for a process that dies. py-libp2p can lose track of a
+    connection (one side of a simultaneous dial, one finishing its upgrade while the host
+    shuts down) and leave its socket open; a peer would then wait on it until its deadline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections: weakref.WeakSet[IRawConnection] = weakref.WeakSet()
+
+    async def dial(self, maddr: multiaddr.Multiaddr) -> IRawConnection:
+        conn = await super().dial(maddr)
+        self.connections.add(conn)
+        return conn
+
+    def create_listener(self, handler_function: THandler) -> TCPListener:
+        async def owned(conn: ReadWriteCloser) -> None:
+            self.connections.add(conn)  # type: ignore[arg-type]
+            await handler_function(conn)
+
+        return super().create_listener(owned)
+
+
+_TRANSPORTS: "weakref.WeakKeyDictionary[IHost, _OwnedTCP]" = weakref.WeakKeyDictionary()
+
+
 def build_host(key_pair: KeyPair) -> IHost:
     # Security and muxer are explicit: a default host also accepts plaintext dialers, and mplex
     # is several times slower than yamux.
@@ -49,11 +79,25 @@ def build_host(key_pair: KeyPair) -> IHost:
     # LeanNoise: the stock Noise handshake and wire format with a cheaper per-message read and
     # write path (gossip/lean_noise.py); about a quarter less CPU per transfer on both ends.
     noise = LeanNoise(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    tcp = _OwnedTCP()
+    host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        transports=[tcp],
     )
+    _TRANSPORTS[host] = tcp
+    return host
+
+
+async def close_host(host: IHost, timeout: float = 5.0) -> None:
+    """Close the host and every TCP connection it ever had, also when called from a cancelled
+    scope (a crash, or the simulator's in-process kill): shielded, bounded by `timeout`."""
+    with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        await host.close()
+        for conn in list(_TRANSPORTS[host].connections):
+            with contextlib.suppress(Exception):  # most are closed already
+                await conn.close()
 
 
 def parse_peer_addr(addr: str) -> PeerInfo:
@@ -93,6 +137,15 @@ async def _connect(host: IHost, info: PeerInfo, timeout: float) -> None:
     except Exception as exc:  # dial errors come in many types; all mean "unreachable this round"
         _forget_failed_dial(host, peer)
         raise PeerUnavailable(peer.to_base58(), f"connect failed: {exc}", retryable=True) from exc
+
+
+async def drop_connections(host: IHost, peer: ID, timeout: float = 5.0) -> None:
+    """Close every connection to `peer`, so the next request dials it afresh."""
+    with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        try:
+            await host.get_network().close_peer(peer)
+        except Exception as exc:  # closing a dead connection may fail in many ways; it is gone
+            log.debug("closing connections to %s: %r", peer, exc)
 
 
 def _forget_failed_dial(host: IHost, peer: ID) -> None:

@@ -26,7 +26,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from gossip import wire
 from gossip.errors import PeerMessageError, PeerUnavailable
 from gossip.exchange import ParamExchange, SnapshotStore
-from gossip.host import build_host, ensure_connected, parse_peer_addr
+from gossip.host import build_host, close_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, peer_id_of
 from node import merge as merging
 from node.adversary import flip_labels, forged_params, tamper_update
@@ -117,38 +117,47 @@ class NodeRunner:
         self.exchange = ParamExchange(
             host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
         )
-        async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
-            addrs = [str(a) for a in host.get_addrs()]
-            write_atomic(
-                self.out / "peer.json",
-                json.dumps(
-                    {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-                ).encode(),
-            )
-            log.info("node %s listening on %s", self.cfg.node.name, addrs)
-            await self._wait_for_neighbours()
-            if checkpoint is None:
-                scaler = Scaler.from_stats(await self._agree_scaling(local_stats(split.train_x)))
-                start = 1
-            else:
-                scaler = Scaler.from_dict(checkpoint.state["scaler"])
-                start = checkpoint.round + 1
-                self._truncate_metrics(checkpoint.round)
-                log.info("resuming from checkpoint of round %d", checkpoint.round)
-            try:
-                summary = await self._train(split, scaler, checkpoint, start)
-                await self._linger()
-            except BaseException:  # a crash or a kill: stop the outbox worker, keep the queue
-                if self.membership is not None:
-                    self.membership.close(drain_seconds=0)
-                raise
-            if self.membership is not None:
-                left = await trio.to_thread.run_sync(
-                    self.membership.close, self.cfg.ledger.drain_seconds
+        try:
+            async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
+                addrs = [str(a) for a in host.get_addrs()]
+                write_atomic(
+                    self.out / "peer.json",
+                    json.dumps(
+                        {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+                    ).encode(),
                 )
-                if left:
-                    log.warning("%d ledger writes still queued in the outbox", left)
-            await host.close()
+                log.info("node %s listening on %s", self.cfg.node.name, addrs)
+                await self._wait_for_neighbours()
+                if checkpoint is None:
+                    scaler = Scaler.from_stats(
+                        await self._agree_scaling(local_stats(split.train_x))
+                    )
+                    start = 1
+                else:
+                    scaler = Scaler.from_dict(checkpoint.state["scaler"])
+                    start = checkpoint.round + 1
+                    self._truncate_metrics(checkpoint.round)
+                    log.info("resuming from checkpoint of round %d", checkpoint.round)
+                try:
+                    summary = await self._train(split, scaler, checkpoint, start)
+                    await self._linger()
+                except BaseException:  # a crash or a kill: stop the outbox worker, keep the queue
+                    if self.membership is not None:
+                        # In a thread: the worker may be mid-request, and in the simulator's
+                        # inproc backend this event loop is every node's.
+                        with trio.CancelScope(shield=True):
+                            await trio.to_thread.run_sync(self.membership.close, 0)
+                    raise
+                if self.membership is not None:
+                    left = await trio.to_thread.run_sync(
+                        self.membership.close, self.cfg.ledger.drain_seconds
+                    )
+                    if left:
+                        log.warning("%d ledger writes still queued in the outbox", left)
+        finally:
+            # Also on a crash or a cancel (the simulator's in-process kill): without it the
+            # listener, a libp2p system task, keeps accepting and peers hang on handshakes.
+            await close_host(host)
         return summary
 
     def _allows(self, peer: str) -> bool:

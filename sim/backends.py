@@ -3,8 +3,9 @@ tasks (`inproc`), each still with its own real libp2p host on 127.0.0.1.
 
 Both run exactly the node's code from its config file (the process backend through the
 `medswarm node run` CLI, inproc through `node.runner.NodeRunner`, the CLI's own entry point),
-and the process backend can kill a node abruptly and start it again (it resumes from its
-checkpoint).
+and both can kill a node abruptly and start it again (it resumes from its checkpoint): SIGKILL
+to the process, or a cancel of the node's tasks, which close its host on the way out as the OS
+closes a dead process's sockets.
 """
 
 import json
@@ -66,10 +67,14 @@ class InprocNodes:
         self.folder, self.nursery = folder, nursery
         self.overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # as the CLI
         self.scopes: dict[str, trio.CancelScope] = {}
+        self.exited: dict[str, trio.Event] = {}
         self.alive: set[str] = set()
         self.errors: dict[str, str] = {}
         # The libp2p dialer logs every attempt at INFO; a few hundred nodes would drown the run.
         logging.getLogger("libp2p").setLevel(logging.WARNING)
+        # Each failed dial to a killed node is logged as an ERROR by the TCP transport; the node
+        # already reports it as a neighbour missed that round.
+        logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)
 
     def start(self, name: str) -> None:
         from node.runner import NodeRunner
@@ -77,24 +82,29 @@ class InprocNodes:
         cfg = load_config(self.folder / "nodes" / name / "node.toml", self.overrides)
         scope = trio.CancelScope()
         runner = NodeRunner(cfg)
+        previous = self.exited.get(name)
+        exited = self.exited[name] = trio.Event()
         self.scopes[name] = scope
         self.alive.add(name)
 
         async def run() -> None:
             try:
+                if previous is not None:
+                    await previous.wait()  # a restart reuses the killed node's port
                 with scope:
                     await runner.run()
             except Exception as exc:  # one node failing must not stop the others
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
             finally:
-                self.alive.discard(name)
+                if self.scopes[name] is scope:
+                    self.alive.discard(name)
+                exited.set()
 
         self.nursery.start_soon(run)
 
     def kill(self, name: str) -> None:
-        # Cancelling an in-process node leaves its libp2p listener half-open for a while, so
-        # peers would hit connect timeouts instead of the refusals a dead process gives.
-        raise NotImplementedError("kill faults need the process backend")
+        self.scopes[name].cancel()
+        self.alive.discard(name)
 
     def running(self, name: str) -> bool:
         return name in self.alive

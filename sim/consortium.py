@@ -1,9 +1,12 @@
-"""A local consortium for a swarm: an Anvil chain whose state lives in the run folder, the
-contract, one Ethereum account per hospital (key file 0600 beside its node config), the pool.
+"""A local consortium for a swarm: a chain, the contract, one Ethereum account per hospital
+(key file 0600 beside its node config), the pool.
 
-The chain runs only while the swarm does: `open_chain` starts Anvil from the saved state and
-closing it saves the state again, so an auditor can replay the run afterwards with
+The chain runs only while the swarm does. On Anvil (the default) `open_chain` starts it from
+the state saved in the run folder and closing it saves the state again, so an auditor can
+replay the run afterwards with
 `medswarm ledger audit --chain anvil --state <run>/chain/anvil-state.json --contract ...`.
+Ganache and the embedded chain (eth-tester, served to the nodes over JSON-RPC by this
+process) keep nothing: a run on them deploys, runs and settles on one live chain.
 """
 
 from collections.abc import Mapping
@@ -16,6 +19,7 @@ from eth_account import Account
 from ledger.accounts import write_key_file
 from ledger.audit import AuditReport, check_models, run_audit
 from ledger.backends import Chain, connect
+from ledger.backends.served import connect_served_embedded
 from ledger.cli import write_audit
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerRevert
@@ -37,46 +41,51 @@ class ConsortiumPlan:
     gas_allowance_wei: int = 10**18  # sent to each hospital's fresh account for its writes
 
 
-def open_chain(folder: Path) -> Chain:
-    state = folder / STATE_FILE
-    state.parent.mkdir(parents=True, exist_ok=True)
-    return connect("anvil", state_path=state)
+def open_chain(folder: Path, backend: str = "anvil") -> Chain:
+    """A chain other processes can reach at `chain.url`: anvil, ganache or embedded."""
+    if backend == "anvil":
+        state = folder / STATE_FILE
+        state.parent.mkdir(parents=True, exist_ok=True)
+        return connect("anvil", state_path=state)
+    if backend == "embedded":
+        return connect_served_embedded()
+    return connect(backend)
 
 
 def create_consortium(
-    folder: Path, members: Mapping[str, str], plan: ConsortiumPlan
+    chain: Chain, folder: Path, members: Mapping[str, str], plan: ConsortiumPlan
 ) -> dict[str, Any]:
     """Deploy, give each node (name -> peer ID) a fresh funded account and register it, fund
     the pool. Returns what the swarm manifest keeps about the chain."""
-    with open_chain(folder) as chain:
-        admin_account = chain.dev_accounts[ADMIN_DEV_ACCOUNT]
-        accounts = {name: Account.create() for name in members}
-        # Gas money first, from a sender of its own: the Ledger below then starts from the
-        # chain's nonce and keeps its own count.
-        gas = Sender(chain.w3, admin_account, ErrorDecoder([]), chain.name)
-        for name, account in accounts.items():
-            write_key_file(folder / "nodes" / name / KEY_FILE, account)
-            gas.send(account.address, "0x", value=plan.gas_allowance_wei, description={"to": name})
-        admin = Ledger.deploy(
-            chain,
-            admin_account,
-            DeployConfig(
-                max_members=max(16, len(members)),
-                rounds_per_epoch=plan.rounds_per_epoch,
-                min_reports=plan.min_reports,
-                grace_rounds=plan.grace_rounds,
-                reward_per_epoch=plan.reward_per_epoch_wei,
-            ),
-        )
-        for name, peer_id in members.items():
-            admin.register(accounts[name].address, peer_id, name)
-        admin.fund(plan.pool_wei)
-        return {
-            "contract": admin.address,
-            "state": STATE_FILE,
-            "plan": asdict(plan),
-            "members": {name: a.address for name, a in accounts.items()},
-        }
+    admin_account = chain.dev_accounts[ADMIN_DEV_ACCOUNT]
+    accounts = {name: Account.create() for name in members}
+    # Gas money first, from a sender of its own: the Ledger below then starts from the
+    # chain's nonce and keeps its own count.
+    gas = Sender(chain.w3, admin_account, ErrorDecoder([]), chain.name)
+    for name, account in accounts.items():
+        write_key_file(folder / "nodes" / name / KEY_FILE, account)
+        gas.send(account.address, "0x", value=plan.gas_allowance_wei, description={"to": name})
+    admin = Ledger.deploy(
+        chain,
+        admin_account,
+        DeployConfig(
+            max_members=max(16, len(members)),
+            rounds_per_epoch=plan.rounds_per_epoch,
+            min_reports=plan.min_reports,
+            grace_rounds=plan.grace_rounds,
+            reward_per_epoch=plan.reward_per_epoch_wei,
+        ),
+    )
+    for name, peer_id in members.items():
+        admin.register(accounts[name].address, peer_id, name)
+    admin.fund(plan.pool_wei)
+    return {
+        "contract": admin.address,
+        "backend": chain.name,
+        "state": STATE_FILE if chain.name == "anvil" else None,
+        "plan": asdict(plan),
+        "members": {name: a.address for name, a in accounts.items()},
+    }
 
 
 def admin_ledger(chain: Chain, contract: str) -> Ledger:
@@ -138,6 +147,7 @@ def settle(folder: Path, chain: Chain, manifest: Mapping[str, Any]) -> dict[str,
     check_models(report, link_models(folder, {n: m["peer_id"] for n, m in members.items()}))
     write_audit(report, folder / "audit")
     return {
+        "backend": chain.name,
         "contract": contract,
         "finalized_epochs": finalized,
         "audit_ok": report.ok,
@@ -148,5 +158,7 @@ def settle(folder: Path, chain: Chain, manifest: Mapping[str, Any]) -> dict[str,
         "audit_command": (
             f"medswarm ledger audit --chain anvil --state {folder / STATE_FILE} "
             f"--contract {contract} --models {folder / 'models'} --out {folder / 'audit'}"
+            if chain.name == "anvil"
+            else None  # the chain is gone with the run; audit/ holds the audit made before
         ),
     }

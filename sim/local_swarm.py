@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from gossip.identity import create_key_file, peer_id_of
+from ledger.backends import Chain
 from node.init import render_config, with_settings
 from node.metrics import read_records
 from sim.consortium import (
@@ -71,9 +72,11 @@ def init_swarm(
     model: str = "mlp",
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     ledger: ConsortiumPlan | None = None,
+    chain: Chain | None = None,
 ) -> list[Path]:
     """Write one config and identity per site; `extra` sets per-node config keys (dotted).
-    With `ledger`, also a consortium on a local Anvil chain whose members are these nodes."""
+    With `ledger`, also a consortium whose members are these nodes, on `chain` (default: an
+    Anvil whose state stays in the folder, for `swarm up` to start again)."""
     if (folder / "swarm.json").exists():
         raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
     names = list(sites)
@@ -84,9 +87,14 @@ def init_swarm(
         node_dir = folder / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
         peer_ids.append(peer_id_of(create_key_file(node_dir / "identity.key")))
-    chain = None
+    consortium = None
     if ledger is not None:
-        chain = create_consortium(folder, dict(zip(names, peer_ids, strict=True)), ledger)
+        members = dict(zip(names, peer_ids, strict=True))
+        if chain is None:
+            with open_chain(folder) as anvil:
+                consortium = create_consortium(anvil, folder, members, ledger)
+        else:
+            consortium = create_consortium(chain, folder, members, ledger)
     configs = []
     for i, name in enumerate(names):
         node_dir = folder / "nodes" / name
@@ -101,8 +109,8 @@ def init_swarm(
             schema=str(schema.resolve()),
             model=model,
             rounds=rounds,
-            ledger_contract=chain["contract"] if chain else "",
-            ledger_key_file=KEY_FILE if chain else "",
+            ledger_contract=consortium["contract"] if consortium else "",
+            ledger_key_file=KEY_FILE if consortium else "",
         )
         (node_dir / "node.toml").write_text(with_settings(text, (extra or {}).get(name, {})))
         configs.append(node_dir / "node.toml")
@@ -110,7 +118,7 @@ def init_swarm(
         "nodes": names,
         "topology": topology if isinstance(topology, str) else "custom",
         "rounds": rounds,
-        "ledger": chain,
+        "ledger": consortium,
     }
     (folder / "swarm.json").write_text(json.dumps(manifest, indent=1))
     return configs

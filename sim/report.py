@@ -287,6 +287,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _ledger(settled: dict[str, Any] | None) -> list[Block]:
+    if not settled:
+        return []
+    verdict = "clean" if settled["audit_ok"] else f"{len(settled['findings'])} findings"
+    again = (
+        f"Repeat it with `{settled['audit_command']}`."
+        if settled["audit_command"]
+        else "The chain lived only as long as the run; audit/ holds the audit made before it "
+        "stopped."
+    )
+    return [
+        Heading("Ledger"),
+        Paragraph(
+            f"Chain {settled['backend']}, contract {settled['contract']}; epochs finalized: "
+            f"{', '.join(map(str, settled['finalized_epochs'])) or 'none'}. Audit of the events "
+            f"against the contract's views and {settled['models_checked']} model files: "
+            f"{verdict}. {again}"
+        ),
+    ]
+
+
 def _node_table(nodes: dict[str, dict[str, Any]]) -> Table:
     # Contribution and reward only exist with a chain; an all-dash column would be noise.
     extra = [
@@ -396,6 +417,7 @@ def write_report(
             + [f"attack: {a}" for a in summary.get("attacks", [])]
             or ["none"]
         ),
+        *_ledger(summary.get("ledger")),
         Heading("Plots"),
         *plots,
         *_significance(seeds_summary),

@@ -21,6 +21,7 @@ from rich.table import Table
 from safetensors.numpy import load_file
 
 from gossip.identity import load_key_file, peer_id_of
+from ledger.backends import Chain
 from node.baselines import Recipe, fedavg, local_only, pooled
 from node.config import load_config
 from node.dataset import load_schema, load_table
@@ -63,9 +64,6 @@ class Plan:
 
 def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]]:
     scenario = load_scenario(path)
-    if scenario.backend == "inproc" and any(f.kind == "kill" for f in scenario.faults):
-        # Checked before any node starts; see InprocNodes.kill.
-        raise SwarmError(f'{path}: kill faults need backend = "process"')
     summaries = []
     for seed in scenario.seeds:
         folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
@@ -90,36 +88,36 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         seed=seed,
         edges=[tuple(e) for e in scenario.topology.edges] if scenario.topology.edges else None,
     )
-    chain_plan = None
-    if scenario.chain.backend == "anvil":
+
+    def set_up(chain: Chain | None = None, ledger: ConsortiumPlan | None = None) -> None:
+        init_swarm(
+            folder,
+            plan.files,
+            scenario.data.schema_file,
+            rounds=scenario.rounds,
+            topology=nbrs,
+            model=scenario.model.name,
+            extra=plan.settings,
+            ledger=ledger,
+            chain=chain,
+        )
+        _apply_partitions(scenario, folder, names)
+
+    settled = None
+    if scenario.chain.backend == "none":
+        set_up()
+        wall = execute(folder, scenario, plan, console, None)
+    else:
         chain_plan = ConsortiumPlan(
             rounds_per_epoch=scenario.chain.rounds_per_epoch,
             reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
             pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
         )
-    elif scenario.chain.backend != "none":
-        raise SwarmError(
-            f"chain.backend {scenario.chain.backend!r}: the process backend needs a chain other "
-            "processes can reach; use anvil or none"
-        )
-    init_swarm(
-        folder,
-        plan.files,
-        scenario.data.schema_file,
-        rounds=scenario.rounds,
-        topology=nbrs,
-        model=scenario.model.name,
-        extra=plan.settings,
-        ledger=chain_plan,
-    )
-    _apply_partitions(scenario, folder, names)
-    settled = None
-    if chain_plan is not None:
-        with open_chain(folder) as chain:
+        # One live chain from deployment to settlement: only Anvil could be saved and reopened.
+        with open_chain(folder, scenario.chain.backend) as chain:
+            set_up(chain, chain_plan)
             wall = execute(folder, scenario, plan, console, chain.url)
             settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
-    else:
-        wall = execute(folder, scenario, plan, console, None)
     summary = collect(folder, scenario, plan, wall, settled)
     _report(folder, summary, folder, None)
     console.print(f"report: {folder / 'report.html'} (and report.md)")

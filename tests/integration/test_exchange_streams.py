@@ -115,3 +115,26 @@ def test_a_stream_closed_before_any_request_is_not_counted_as_an_attack():
             assert not pair.server.counters.rejected
 
     trio.run(main)
+
+
+def test_a_connection_that_stops_answering_is_dropped_so_the_next_try_dials_afresh(monkeypatch):
+    # One attempt per fetch, and a short libp2p negotiation timeout, so the test is quick.
+    monkeypatch.setattr(exchange_module, "FETCH_ATTEMPTS", 1)
+
+    async def main() -> None:
+        async with running_pair() as pair:
+            config = pair.client.host.get_network().connection_config
+            monkeypatch.setattr(config, "outbound_stream_protocol_negotiation_timeout", 1)
+            server_id = pair.info.peer_id
+            # The server goes silent on its streams but keeps the connection open, as a
+            # crashed host's connection looks from the other end.
+            multiselect = pair.server.host.multiselect
+            answer = multiselect.negotiate
+            multiselect.negotiate = lambda *args: trio.sleep_forever()
+            with pytest.raises(PeerUnavailable, match="failed to open a stream"):
+                await pair.fetch(1)
+            assert not pair.client.host.get_network().connections.get(server_id)
+            multiselect.negotiate = answer
+            assert (await pair.fetch(2)).round == 2
+
+    trio.run(main)

@@ -83,7 +83,19 @@ def summary(seed: int = 0, swarm: float = 0.75, local: float = 0.65, chain: bool
         "attacks": [],
         "target_accuracy": 0.65,
         "fault_windows": [{"label": "va down", "from": 2, "to": 4}],
+        "ledger": LEDGER if chain else None,
     }
+
+
+LEDGER = {
+    "backend": "anvil",
+    "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    "finalized_epochs": [0, 1],
+    "audit_ok": True,
+    "findings": [],
+    "models_checked": 12,
+    "audit_command": "medswarm ledger audit --chain anvil --state run/chain/anvil-state.json",
+}
 
 
 PER_NODE = {name: records(name, 5) for name in NODES}
@@ -163,6 +175,26 @@ def test_plots_and_columns_that_need_the_chain_are_left_out_without_it(tmp_path)
     assert not (tmp_path / "contribution.png").exists()
     md = (tmp_path / "report.md").read_text()
     assert "contribution" not in md.lower() and "reward" not in md.lower()
+
+
+def test_the_ledger_section_gives_the_audit_verdict_and_how_to_repeat_it(tmp_path):
+    write_report(tmp_path, summary(), PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "Chain anvil, contract 0x5FbDB2315678afecb367f032d93F642f64180aa3" in md
+    assert "epochs finalized: 0, 1" in md and "12 model files: clean" in md
+    assert f"`{LEDGER['audit_command']}`" in md
+
+    s = summary()
+    s["ledger"] = {
+        **LEDGER,
+        "backend": "ganache",
+        "audit_ok": False,
+        "findings": [{"kind": "x"}] * 2,
+        "audit_command": None,
+    }
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "model files: 2 findings" in md and "lived only as long as the run" in md
 
 
 def test_rewards_without_contributions_plot_rewards_only(tmp_path):

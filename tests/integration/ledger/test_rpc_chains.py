@@ -1,10 +1,12 @@
-"""One small end-to-end pass on Ganache (slow: ~10 tx/s): the same API and the same decoded
-custom errors as on the other backends."""
+"""One small end-to-end pass over JSON-RPC on Ganache (slow: ~10 tx/s) and on the embedded chain
+as the simulator serves it to node processes: the same API and the same decoded custom errors
+as on the other backends."""
 
 import pytest
 
 from ledger.audit import run_audit
-from ledger.backends import connect
+from ledger.backends import Chain, connect
+from ledger.backends.served import connect_served_embedded
 from ledger.contract import DeployConfig
 from ledger.testing import dev_consortium, digest_of
 from ledger.views import Commitment
@@ -13,8 +15,15 @@ from tests.unit.ledger.support import raises_revert
 pytestmark = pytest.mark.integration
 
 
-def test_ganache_round_trip() -> None:
-    with connect("ganache") as chain:
+def served_embedded() -> Chain:
+    chain = connect_served_embedded()
+    assert chain.url and chain.url.startswith("http://127.0.0.1:")
+    return chain
+
+
+@pytest.mark.parametrize("open_chain", [lambda: connect("ganache"), served_embedded])
+def test_round_trip_over_json_rpc(open_chain) -> None:
+    with open_chain() as chain:
         config = DeployConfig(max_members=4, rounds_per_epoch=1, min_reports=1, grace_rounds=0)
         admin, members = dev_consortium(chain, 3, config)
         admin.fund(10**18)
