@@ -26,12 +26,15 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Replace `path` with `data` in one step: a crash leaves the old file or the new one.
+    Without `fsync` that holds for a killed process but not for a power loss."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -41,21 +44,25 @@ def params_bytes(params: dict[str, np.ndarray]) -> bytes:
     return save({k: np.ascontiguousarray(v) for k, v in params.items()})
 
 
-def save_params(path: Path, params: dict[str, np.ndarray]) -> str:
+def save_params(path: Path, params: dict[str, np.ndarray], fsync: bool = True) -> str:
     """Write parameters as safetensors; return the file's sha256 (what the ledger commits)."""
     data = params_bytes(params)
-    write_atomic(path, data)
+    write_atomic(path, data, fsync)
     return hashlib.sha256(data).hexdigest()
 
 
 def save_checkpoint(
-    folder: Path, round_: int, params: dict[str, np.ndarray], state: dict[str, Any]
+    folder: Path,
+    round_: int,
+    params: dict[str, np.ndarray],
+    state: dict[str, Any],
+    fsync: bool = True,
 ) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     name = f"params-{round_:06d}.safetensors"
-    digest = save_params(folder / name, params)
+    digest = save_params(folder / name, params, fsync)
     record = {"round": round_, "params_file": name, "params_sha256": digest, **state}
-    write_atomic(folder / STATE_FILE, json.dumps(record, indent=1).encode())
+    write_atomic(folder / STATE_FILE, json.dumps(record, indent=1).encode(), fsync)
     for old in folder.glob("params-*.safetensors"):
         if old.name != name:
             old.unlink()

@@ -53,6 +53,11 @@ class NodeSection(_Section):
     neighbours: list[str] = Field(default_factory=list, description="Full /p2p/ multiaddrs.")
     output_dir: Path = Path("out")
     keep_models: bool = Field(False, description="Keep each round's published model file.")
+    fsync: bool = Field(
+        True,
+        description="Flush each round's checkpoint to disk, so that a power loss loses "
+        "nothing; without it only a killed process is safe.",
+    )
 
     _paths = field_validator("key_file", "output_dir")(_resolve)
 

@@ -21,6 +21,7 @@ listen = "{listen}"    # TCP multiaddr this node listens on
 neighbours = [{neighbours}]
 output_dir = "{output_dir}"                  # metrics, checkpoints, cleaning report, summary
 keep_models = {keep_models}                  # keep out/models/round-<r>.safetensors (audits, plots)
+fsync = true                          # flush each checkpoint to disk (safe against power loss)
 
 [data]
 path = "{data}"      # this hospital's records (CSV or Parquet)

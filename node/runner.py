@@ -304,6 +304,7 @@ class NodeRunner:
                 r,
                 merged,
                 {"scaler": scaler.to_dict(), "epoch_scores": epoch_scores},
+                cfg.node.fsync,
             )
             self.on_round(record)
         summary = {
@@ -347,7 +348,8 @@ class NodeRunner:
         data = params_bytes(own)
         if self.cfg.node.keep_models:  # the files an auditor checks against the commitments
             (self.out / "models").mkdir(exist_ok=True)
-            write_atomic(self.out / "models" / f"round-{round_}.safetensors", data)
+            path = self.out / "models" / f"round-{round_}.safetensors"
+            write_atomic(path, data, self.cfg.node.fsync)
         if self.membership is not None:
             self.membership.commit(round_, hashlib.sha256(data).digest(), self.samples)
 

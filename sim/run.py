@@ -140,6 +140,9 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
         "data.split_seed": seed,
         "data.validation_fraction": scenario.data.validation_fraction,
         "node.keep_models": True,  # for the consensus-distance plot
+        # A simulated kill is a process kill, which the page cache survives; and the nodes
+        # share one disk here, where each hospital has its own.
+        "node.fsync": False,
     }
     for attack in scenario.attacks:
         if isinstance(attack, Sybil):

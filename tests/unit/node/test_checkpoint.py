@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from node import checkpoint as checkpoint_module
 from node.checkpoint import load_checkpoint, save_checkpoint
 from node.errors import CheckpointError
 
@@ -46,3 +47,12 @@ def test_tampered_params_are_detected(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("fsync, flushes", [(True, 2), (False, 0)])
+def test_a_checkpoint_is_flushed_to_disk_unless_told_not_to(tmp_path, monkeypatch, fsync, flushes):
+    calls = []
+    monkeypatch.setattr(checkpoint_module.os, "fsync", lambda fd: calls.append(fd))
+    save_checkpoint(tmp_path, 3, params(3.0), {"scaler": {}}, fsync)
+    assert len(calls) == flushes  # the params file and the state file
+    assert load_checkpoint(tmp_path).round == 3
