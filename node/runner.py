@@ -156,7 +156,8 @@ class NodeRunner:
                         log.warning("%d ledger writes still queued in the outbox", left)
         finally:
             # Also on a crash or a cancel (the simulator's in-process kill): without it the
-            # listener, a libp2p system task, keeps accepting and peers hang on handshakes.
+            # listener (a libp2p system task) keeps accepting, lost connections stay open, and
+            # peers hang on them.
             await close_host(host)
         return summary
 
