@@ -14,18 +14,20 @@ from tests.integration.swarm_support import final_params
 pytestmark = pytest.mark.integration
 
 ROUNDS = 18
+# The four heart-disease hospitals, as every scenario here names them ({data}: their folder).
+SITES = """[data]
+schema = "{data}/schema.toml"
+[data.sites]
+cleveland = "{data}/processed.cleveland.data"
+hungarian = "{data}/processed.hungarian.data"
+switzerland = "{data}/processed.switzerland.data"
+va = "{data}/processed.va.data"
+"""
 SCENARIO = f"""
 name = "faults-small"
 rounds = {ROUNDS}
 
-[data]
-schema = "{{data}}/schema.toml"
-[data.sites]
-cleveland = "{{data}}/processed.cleveland.data"
-hungarian = "{{data}}/processed.hungarian.data"
-switzerland = "{{data}}/processed.switzerland.data"
-va = "{{data}}/processed.va.data"
-
+{SITES}
 [topology]
 kind = "full"
 
@@ -114,19 +116,14 @@ def test_a_partition_drives_the_halves_apart_and_healing_brings_them_back(run):
     assert after < before
 
 
-INPROC = """
+INPROC = (
+    """
 name = "inproc-small"
 backend = "inproc"
 rounds = 6
-
-[data]
-schema = "{data}/schema.toml"
-[data.sites]
-cleveland = "{data}/processed.cleveland.data"
-hungarian = "{data}/processed.hungarian.data"
-switzerland = "{data}/processed.switzerland.data"
-va = "{data}/processed.va.data"
-
+"""
+    + SITES
+    + """
 [topology]
 kind = "ring"
 
@@ -134,6 +131,7 @@ kind = "ring"
 centralized = false
 fedavg = false
 """
+)
 
 
 def test_inproc_runs_are_reproducible_from_the_seed(tmp_path):
@@ -169,19 +167,14 @@ def test_several_seeds_get_a_folder_each_and_a_significance_test(tmp_path):
     assert "paired t-test over 2 seeds" in (tmp_path / "out" / "report.md").read_text()
 
 
-CHAINED = """
+CHAINED = (
+    """
 name = "chained"
 backend = "{backend}"
 rounds = {rounds}
-
-[data]
-schema = "{data}/schema.toml"
-[data.sites]
-cleveland = "{data}/processed.cleveland.data"
-hungarian = "{data}/processed.hungarian.data"
-switzerland = "{data}/processed.switzerland.data"
-va = "{data}/processed.va.data"
-
+"""
+    + SITES
+    + """
 [topology]
 kind = "ring"
 
@@ -193,6 +186,7 @@ rounds_per_epoch = 2
 centralized = false
 fedavg = false
 """
+)
 
 KILL_VA = """
 [[faults]]
