@@ -51,6 +51,11 @@ class NodeSection(_Section):
     key_file: Path = Field(description="libp2p identity (Ed25519 seed, mode 0600).")
     listen: str = "/ip4/127.0.0.1/tcp/0"
     neighbours: list[str] = Field(default_factory=list, description="Full /p2p/ multiaddrs.")
+    neighbour_phases: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="With swarm.rotation > 1: per neighbour, in the order above, the round "
+        "phase (round % rotation) in which this node gossips with it.",
+    )
     output_dir: Path = Path("out")
     keep_models: bool = Field(False, description="Keep each round's published model file.")
     fsync: bool = Field(
@@ -111,6 +116,12 @@ class SwarmSection(_Section):
     trim_fraction: float = Field(0.2, ge=0, lt=0.5)
     scaling_rounds: int = Field(30, ge=0, description="Gossip rounds to agree feature scaling.")
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
+    rotation: int = Field(
+        1,
+        ge=1,
+        description="Gossip with each neighbour once every this many rounds (a matching "
+        "schedule, see node.neighbour_phases); 1 = with every neighbour every round.",
+    )
 
 
 class TimeoutSection(_Section):
@@ -214,6 +225,20 @@ class NodeConfig(_Section):
     def _fetch_fits_io(self) -> Self:
         if self.timeouts.fetch_seconds <= self.timeouts.connect_seconds:
             raise ValueError("timeouts.fetch_seconds must exceed timeouts.connect_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _phases_fit_rotation(self) -> Self:
+        phases, rotation = self.node.neighbour_phases, self.swarm.rotation
+        if (rotation > 1 or phases) and len(phases) != len(self.node.neighbours):
+            raise ValueError(
+                f"node.neighbour_phases must give one phase per neighbour in node.neighbours: "
+                f"{len(phases)} phases for {len(self.node.neighbours)} neighbours"
+            )
+        if any(p >= rotation for p in phases):
+            raise ValueError(
+                f"node.neighbour_phases must be below swarm.rotation ({rotation}): {phases}"
+            )
         return self
 
 

@@ -19,6 +19,9 @@ listen = "{listen}"    # TCP multiaddr this node listens on
 # Neighbours: full multiaddrs ending in /p2p/<peer id>; each hospital prints its own with
 # `medswarm node init` or finds it in <output_dir>/peer.json once running.
 neighbours = [{neighbours}]
+# With [swarm] rotation > 1: per neighbour above, the phase (round % rotation) of the rounds in
+# which this node gossips with it. Both ends of a link must give it the same phase.
+neighbour_phases = []
 output_dir = "{output_dir}"                  # metrics, checkpoints, cleaning report, summary
 keep_models = {keep_models}                  # keep out/models/round-<r>.safetensors (audits, plots)
 fsync = true                          # flush each checkpoint to disk (safe against power loss)
@@ -50,6 +53,7 @@ merge = "metropolis"     # metropolis (sample-weighted consensus) | median | tri
 trim_fraction = 0.2                   # for trimmed_mean
 scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
+rotation = 1                          # gossip with each neighbour every this many rounds
 
 [timeouts]
 startup_seconds = 60                  # wait for neighbours to come up

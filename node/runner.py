@@ -194,7 +194,7 @@ class NodeRunner:
         for k in range(rounds):
             mine = {"stats": stats}
             expect = wire.Expectation("stats", k - self.cfg.swarm.max_staleness, rounds, specs)
-            arrivals, _ = await self._exchange_round("stats", k, mine, 1, expect)
+            arrivals, _ = await self._exchange_round("stats", k, self.neighbours, mine, 1, expect)
             contributions = [merging.Contribution(a.tensors, 1, a.header.degree) for a in arrivals]
             stats = merging.merge_metropolis(mine, 1, self.degree, contributions)["stats"]
         return stats
@@ -251,7 +251,10 @@ class NodeRunner:
             expect = wire.Expectation(
                 "params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs
             )
-            arrivals, failures = await self._exchange_round("params", r, own, self.samples, expect)
+            partners = self._partners(r)
+            arrivals, failures = await self._exchange_round(
+                "params", r, partners, own, self.samples, expect
+            )
             scores = None
             if scorer is not None and arrivals:
                 candidates = [Candidate(a.peer, a.tensors, a.header.samples) for a in arrivals]
@@ -265,7 +268,7 @@ class NodeRunner:
                 cfg.swarm.merge,
                 own,
                 self.samples,
-                self.degree,
+                len(partners),
                 contributions,
                 cfg.swarm.trim_fraction,
             )
@@ -281,7 +284,7 @@ class NodeRunner:
                 "local": local_eval.to_dict(),
                 "merged": merged_eval.to_dict(),
                 "neighbours_reached": [a.peer for a in arrivals],
-                "neighbours_total": self.degree,
+                "neighbours_total": len(partners),
                 "failures": failures,
                 "rejected_total": dict(self.exchange.counters.rejected),
                 "refused_total": dict(self.exchange.counters.refused),
@@ -365,19 +368,30 @@ class NodeRunner:
         if self.membership is not None and epoch_scores:
             self.membership.report(self.membership.epoch_of(round_), epoch_scores)
 
+    def _partners(self, round_: int) -> list[PeerInfo]:
+        """The neighbours this node gossips with in `round_`: all of them, or with a rotation
+        the ones whose phase is due (both ends of a link share its phase, so the weights stay
+        symmetric and the sample-weighted average is kept)."""
+        rotation = self.cfg.swarm.rotation
+        if rotation == 1:
+            return self.neighbours
+        phases = self.cfg.node.neighbour_phases
+        return [n for n, p in zip(self.neighbours, phases, strict=True) if round_ % rotation == p]
+
     async def _exchange_round(
         self,
         kind: str,
         round_: int,
+        partners: list[PeerInfo],
         own: dict[str, np.ndarray],
         samples: int,
         expect: wire.Expectation,
     ) -> tuple[list[Arrival], dict[str, str]]:
-        """Serve our snapshot for the round and fetch every neighbour's concurrently."""
+        """Serve our snapshot for the round and fetch the partners' concurrently."""
         if kind == "params" and self.cfg.faults.publish_delay_seconds:
             await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
         await self.exchange.store.publish(
-            wire.Snapshot(kind, round_, self.peer_id, samples, max(self.degree, 1), own)
+            wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
         )
         arrivals: list[Arrival] = []
         failures: dict[str, str] = {}
@@ -397,7 +411,7 @@ class NodeRunner:
                 failures[peer] = exc.reason
 
         async with trio.open_nursery() as nursery:
-            for info in self.neighbours:
+            for info in partners:
                 peer = info.peer_id.to_base58()
                 if peer in self.cfg.faults.unreachable(self.round):
                     failures[peer] = "unreachable (simulated partition)"
@@ -409,9 +423,9 @@ class NodeRunner:
         return arrivals, failures
 
     async def _linger(self) -> None:
-        """Keep serving the final round until every neighbour took it, or the linger time ends."""
+        """Keep serving the final round until every partner took it, or the linger time ends."""
         final = self.cfg.swarm.rounds
-        wanted = {info.peer_id.to_base58() for info in self.neighbours}
+        wanted = {info.peer_id.to_base58() for info in self._partners(final)}
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(self.exchange.counters.served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)

@@ -32,6 +32,7 @@ from sim.consortium import (
     open_chain,
     settle,
 )
+from sim.topology import matchings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEART_DISEASE = REPO_ROOT / "data" / "heart-disease"
@@ -60,6 +61,22 @@ def topology_edges(n: int, topology: str) -> list[set[int]]:
     if topology == "full":
         return [set(range(n)) - {i} for i in range(n)]
     raise ValueError(f"unknown topology {topology!r}: expected ring or full")
+
+
+def rotation_settings(
+    nbrs: Sequence[set[int]], names: Sequence[str], seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Per-node settings for a rotation of matchings over `nbrs`: each link's phase, listed in
+    the neighbour order `init_swarm` writes (sorted), so both ends of a link agree on it."""
+    phases = matchings(nbrs, seed)
+    rotation = max(phases.values(), default=0) + 1
+    return {
+        name: {
+            "swarm.rotation": rotation,
+            "node.neighbour_phases": [phases[frozenset((i, j))] for j in sorted(nbrs[i])],
+        }
+        for i, name in enumerate(names)
+    }
 
 
 def init_swarm(

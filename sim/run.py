@@ -31,7 +31,7 @@ from sim import partition, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.consortium import ConsortiumPlan, open_chain, settle
 from sim.fedavg_network import run_fedavg_network
-from sim.local_swarm import SwarmError, init_swarm
+from sim.local_swarm import SwarmError, init_swarm, rotation_settings
 from sim.report import write_report
 from sim.scenario import (
     Attack,
@@ -88,6 +88,9 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         seed=seed,
         edges=[tuple(e) for e in scenario.topology.edges] if scenario.topology.edges else None,
     )
+    if scenario.topology.schedule == "matchings":
+        for name, settings in rotation_settings(nbrs, names, seed).items():
+            plan.settings[name].update(settings)
 
     def set_up(chain: Chain | None = None, ledger: ConsortiumPlan | None = None) -> None:
         init_swarm(

@@ -71,6 +71,9 @@ class TopologySection(_Section):
     kind: Literal["ring", "k_regular", "random", "full", "edges"] = "ring"
     degree: int | None = Field(None, gt=0)
     edges: list[tuple[int, int]] | None = None
+    # "matchings": each round every node gossips with at most one neighbour, in a rotation
+    # that meets every neighbour once per cycle (a fraction of the messages per round).
+    schedule: Literal["all", "matchings"] = "all"
 
     def neighbours(self, n: int, seed: int) -> list[set[int]]:
         """Neighbour sets of the n nodes (in `Scenario.node_names` order) for this seed."""
@@ -266,6 +269,7 @@ va = "../../data/heart-disease/processed.va.data"
 kind = "full"                     # ring | k_regular | random | full | edges
 # degree = 4                      # k_regular: every node's degree; random: the average degree
 # edges = [[0, 1], [1, 2]]        # edges: undirected links by node index (nodes in order)
+# schedule = "matchings"         # each round one neighbour per node, all in turn (default "all")
 
 [model]                           # as in a node config; the seed comes from `seeds`
 name = "mlp"                      # logreg | mlp

@@ -101,3 +101,31 @@ def _explicit(n: int, edges: Sequence[Sequence[int]]) -> nx.Graph:
             raise ValueError(f"edges.{k}: [{a}, {b}] is a self loop")
         graph.add_edge(a, b)
     return graph
+
+
+def matchings(nbrs: Sequence[set[int]], seed: int = 0) -> dict[frozenset[int], int]:
+    """Each link's phase in a rotation of matchings: no node has two links in one phase, so a
+    node gossips with at most one neighbour a round (MATCHA-style: Wang et al., 2019).
+
+    A proper edge colouring, drawn greedily over shuffled link orders; the one with the fewest
+    colours wins (never more than 2 * max degree - 1; the max degree itself is the best case).
+    """
+    links = sorted({frozenset((i, j)) for i, js in enumerate(nbrs) for j in js}, key=sorted)
+    best = max((len(js) for js in nbrs), default=0)
+    rng = random.Random(seed)
+    chosen: dict[frozenset[int], int] = {}
+    for _ in range(ATTEMPTS):
+        used: list[set[int]] = [set() for _ in nbrs]  # colours already at each node
+        colours: dict[frozenset[int], int] = {}
+        for link in links:
+            a, b = sorted(link)
+            colour = next(c for c in range(len(links) + 1) if c not in used[a] | used[b])
+            colours[link] = colour
+            used[a].add(colour)
+            used[b].add(colour)
+        if not chosen or max(colours.values()) < max(chosen.values()):
+            chosen = colours
+        if max(chosen.values(), default=-1) + 1 <= best:
+            break
+        rng.shuffle(links)
+    return chosen

@@ -1,6 +1,5 @@
 """Helpers for loopback swarm tests: synthetic sites, reading a node's outputs."""
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +7,7 @@ import numpy as np
 from rich.console import Console
 from safetensors.numpy import load_file
 
+from node.checkpoint import load_checkpoint
 from node.metrics import read_records
 
 SYNTHETIC_SCHEMA = """\
@@ -49,8 +49,9 @@ def metrics(swarm: Path, name: str) -> list[dict[str, Any]]:
 
 
 def final_params(swarm: Path, name: str) -> dict[str, np.ndarray]:
-    state = json.loads((out_dir(swarm, name) / "checkpoint" / "state.json").read_text())
-    return load_file(str(out_dir(swarm, name) / "checkpoint" / state["params_file"]))
+    checkpoint = load_checkpoint(out_dir(swarm, name) / "checkpoint")
+    assert checkpoint is not None, f"{name} wrote no checkpoint"
+    return checkpoint.params
 
 
 def initial_params(swarm: Path, name: str) -> dict[str, np.ndarray]:

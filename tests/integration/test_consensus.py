@@ -1,9 +1,10 @@
-"""(a) Training off: six node processes on a ring converge to the sample-weighted average."""
+"""(a) Training off: six node processes on a ring converge to the sample-weighted average, also
+when each gossips with one neighbour a round (a rotation of matchings)."""
 
 import numpy as np
 import pytest
 
-from sim.local_swarm import init_swarm, run_processes
+from sim.local_swarm import init_swarm, rotation_settings, run_processes, topology_edges
 from tests.integration.swarm_support import (
     QUIET,
     final_params,
@@ -19,10 +20,18 @@ SIZES = {f"site{i}": rows for i, rows in enumerate([40, 80, 120, 160, 240, 400])
 ROUNDS = 100
 
 
-def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path):
+@pytest.mark.parametrize("rotate", [False, True], ids=["every-neighbour", "matchings"])
+def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path, rotate):
     sites = synthetic_sites(tmp_path / "data", SIZES)
+    ring = topology_edges(len(SIZES), "ring")
+    rotation = rotation_settings(ring, list(SIZES)) if rotate else {}
     extra = {
-        name: {"training.epochs": 0, "model.init_seed": i, "timeouts.linger_seconds": 5}
+        name: {
+            "training.epochs": 0,
+            "model.init_seed": i,
+            "timeouts.linger_seconds": 5,
+            **rotation.get(name, {}),
+        }
         for i, name in enumerate(SIZES)
     }
     swarm = tmp_path / "swarm"
@@ -31,7 +40,7 @@ def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path):
         sites,
         tmp_path / "data" / "schema.toml",
         rounds=ROUNDS,
-        topology="ring",
+        topology=ring,
         model="logreg",
         extra=extra,
     )
@@ -49,5 +58,6 @@ def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path):
     for name in SIZES:
         records = metrics(swarm, name)
         assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+        assert {r["neighbours_total"] for r in records} == ({1} if rotate else {2})
         error = np.linalg.norm(flat(final_params(swarm, name)) - target) / np.linalg.norm(target)
         assert error <= 1e-4, f"{name}: relative error {error:.2e}"

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from node.checkpoint import load_checkpoint
 from sim.local_swarm import init_heart_disease_swarm, start_node, stop_processes
 from tests.integration.swarm_support import metrics, out_dir
 
@@ -27,8 +28,8 @@ def wait_until(predicate, timeout, what):
 
 
 def checkpoint_round(swarm) -> int:
-    path = out_dir(swarm, VICTIM) / "checkpoint" / "state.json"
-    return json.loads(path.read_text())["round"] if path.exists() else 0
+    checkpoint = load_checkpoint(out_dir(swarm, VICTIM) / "checkpoint")
+    return checkpoint.round if checkpoint else 0
 
 
 def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from node.metrics import read_records
 from sim.run import run_scenario
-from tests.integration.swarm_support import final_params
+from tests.integration.swarm_support import final_params, metrics
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +165,20 @@ def test_several_seeds_get_a_folder_each_and_a_significance_test(tmp_path):
         assert (tmp_path / "out" / f"seed-{seed}" / "summary.json").exists()
     assert len(json.loads((tmp_path / "out" / "seeds.json").read_text())) == 2
     assert "paired t-test over 2 seeds" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_rotation_of_matchings_meets_one_neighbour_a_round_and_all_of_them_in_turn(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    scenario = tmp_path / "scenario.toml"
+    text = INPROC.replace("{data}", str(HEART_DISEASE))
+    scenario.write_text(text.replace('kind = "ring"', 'kind = "full"\nschedule = "matchings"'))
+    run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    for name in ("cleveland", "hungarian", "switzerland", "va"):
+        records = metrics(tmp_path / "out", name)
+        assert [len(r["neighbours_reached"]) for r in records] == [1] * len(records)
+        met = {peer for r in records for peer in r["neighbours_reached"]}
+        assert len(met) == 3, f"{name} met {len(met)} of its 3 neighbours in 6 rounds"
 
 
 CHAINED = (

@@ -65,6 +65,11 @@ def test_overrides_are_typed_and_validated(config_path):
         (('contract = ""', 'contract = "0x12"'), r"ledger.contract: .*0x address of 40 hex"),
         (('# key_file = "eth.key"', 'key_file = "eth.key"'), r"ledger.key_file: .*not found"),
         (('metric = "auc"', 'metric = "f1"'), r"contribution.metric: Input should be"),
+        (("neighbour_phases = []", "neighbour_phases = [0]"), r"1 phases for 0 neighbours"),
+        (
+            ("neighbour_phases = []", "neighbour_phases = [-1]"),
+            r"node.neighbour_phases.0: .*greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_configs_name_the_file_and_key(config_path, edit, message):
@@ -75,6 +80,16 @@ def test_bad_configs_name_the_file_and_key(config_path, edit, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(config_path)
     assert str(config_path) in str(err.value)
+
+
+def test_a_rotation_needs_a_phase_below_it_for_every_neighbour(config_path):
+    two = 'node.neighbours=["/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b"]'
+    cfg = load_config(config_path, [two, "node.neighbour_phases=[1, 0]", "swarm.rotation=2"])
+    assert cfg.node.neighbour_phases == [1, 0]
+    with pytest.raises(ConfigError, match=r"must be below swarm.rotation \(2\): \[2, 0\]"):
+        load_config(config_path, [two, "node.neighbour_phases=[2, 0]", "swarm.rotation=2"])
+    with pytest.raises(ConfigError, match="one phase per neighbour"):
+        load_config(config_path, [two, "swarm.rotation=2"])
 
 
 def test_missing_section_and_missing_file(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.topology import is_connected, neighbours
+from sim.topology import is_connected, matchings, neighbours
 
 
 def check_graph(nbrs: list[set[int]], n: int) -> None:
@@ -99,3 +99,32 @@ def test_is_connected_agrees_with_networkx(n, pairs):
     graph.add_edges_from((a, b) for a, b in pairs if a < n and b < n and a != b)
     nbrs = [set(graph.neighbors(i)) for i in range(n)]
     assert is_connected(nbrs) == nx.is_connected(graph)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind_degree=st.sampled_from([("ring", None), ("full", None), ("k_regular", 3), ("k_regular", 4),
+                                 ("random", 3)]),
+    n=st.integers(6, 24),
+    seed=st.integers(0, 10**6),
+)  # fmt: skip
+def test_matchings_give_each_node_at_most_one_link_per_phase(kind_degree, n, seed):
+    kind, degree = kind_degree
+    if kind == "k_regular" and n * degree % 2:
+        n += 1
+    nbrs = neighbours(kind, n, degree=degree, seed=seed)
+    phases = matchings(nbrs, seed)
+    links = {frozenset((i, j)) for i, js in enumerate(nbrs) for j in js}
+    assert set(phases) == links  # every link gets a phase
+    for i, js in enumerate(nbrs):
+        mine = [phases[frozenset((i, j))] for j in js]
+        assert len(set(mine)) == len(mine), f"node {i} has two links in one phase"
+    max_degree = max(degrees(nbrs))
+    assert max_degree <= max(phases.values()) + 1 <= 2 * max_degree - 1
+
+
+def test_matchings_of_regular_graphs_use_few_phases():
+    # Vizing: max degree or max degree + 1 colours always exist; the greedy draws find them here.
+    assert max(matchings(neighbours("ring", 20)).values()) + 1 == 2
+    assert max(matchings(neighbours("k_regular", 20, degree=4, seed=0)).values()) + 1 <= 5
+    assert max(matchings(neighbours("full", 6)).values()) + 1 == 5
