@@ -178,6 +178,9 @@ def sim_init(
 def sim_run(
     scenario: Annotated[Path, typer.Argument(help="A scenario TOML (see `sim init`).")],
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sim"),
+    replace: Annotated[
+        bool, typer.Option(help="Delete an earlier run in the run folder first.")
+    ] = False,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
     from ledger.errors import LedgerError
@@ -185,7 +188,7 @@ def sim_run(
     from sim.run import run_scenario
 
     try:
-        run_scenario(scenario, out, console)
+        run_scenario(scenario, out, console, replace)
     except (SwarmError, NodeError, LedgerError, FileExistsError, ValueError) as exc:
         raise _fail(str(exc)) from None
 

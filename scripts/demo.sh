@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set everything up, then run the demo: four heart-disease hospitals as a local libp2p swarm.
+# Set everything up, then run the demo: the simulator's heart-disease scenario, four hospitals
+# as one process each on a libp2p swarm, with their consortium chain on Anvil.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out=${1:-runs/demo}
-.venv/bin/medswarm swarm demo --out "$out"
+.venv/bin/medswarm sim run sim/scenarios/heart-disease.toml --out "$out" --replace

@@ -17,6 +17,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from rich import box
+from rich.table import Table as RichTable
 from scipy import stats
 
 # Below this many seeds the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
@@ -361,6 +363,40 @@ def _baseline_table(summary: dict[str, Any]) -> Table:
         ["model", "mean accuracy", "mean AUC", "wall seconds", "rounds 2 on, seconds"],
         [[label, _fmt(acc), _fmt(auc), _fmt(s, 1), _fmt(r, 1)] for label, acc, auc, s, r in rows],
     )
+
+
+TERMINAL_TABLE: dict[str, Any] = {
+    "box": box.SIMPLE_HEAD,
+    "pad_edge": False,
+    "padding": (0, 1, 0, 0),
+}
+
+
+def console_summary(summary: dict[str, Any]) -> list[RichTable | str]:
+    """What a run ends with on the terminal: per hospital its swarm model's accuracy against
+    training alone, its contribution and reward; the baselines; the ledger audit's verdict."""
+    nodes = summary["nodes"]
+    local = (summary["baselines"].get("local_only") or {}).get("per_node", {})
+    chained = any(n.get("reward_eth") is not None for n in nodes.values())
+    header = ["hospital", "rows", "accuracy", "AUC", "local only"]
+    header += ["contribution", "reward (ETH)"] if chained else []
+    table = RichTable(*header, title="per hospital (own validation split)", **TERMINAL_TABLE)
+    for name, n in nodes.items():
+        row = [name, str(n["rows"]), _fmt(n["accuracy"]), _fmt(n["auc"])]
+        row.append(_fmt(local[name]["accuracy"]) if name in local else "—")
+        if chained:
+            row += [_fmt(n.get("contribution"), 4), _fmt(n.get("reward_eth"), 3)]
+        table.add_row(*row)
+    baselines = _baseline_table(summary)
+    means = RichTable(*baselines.header, title="means over hospitals", **TERMINAL_TABLE)
+    for cells in baselines.rows:
+        means.add_row(*cells)
+    out: list[RichTable | str] = [table, means]
+    if settled := summary.get("ledger"):
+        verdict = "passed" if settled["audit_ok"] else f"FAILED: {settled['findings']}"
+        again = f"; to repeat it: {settled['audit_command']}" if settled["audit_command"] else ""
+        out.append(f"ledger audit {verdict}{again}")
+    return out
 
 
 def write_report(

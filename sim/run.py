@@ -7,6 +7,7 @@ are settings in each node's `node.toml`, kills and restarts are done to its proc
 """
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.consortium import ConsortiumPlan, open_chain, settle
 from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, rotation_settings
-from sim.report import write_report
+from sim.report import console_summary, write_report
 from sim.scenario import (
     Attack,
     FreeRider,
@@ -62,8 +63,15 @@ class Plan:
     attacks: list[str] = field(default_factory=list)
 
 
-def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]]:
+def run_scenario(
+    path: Path, out: Path, console: Console, replace: bool = False
+) -> list[dict[str, Any]]:
+    """Run every seed of the scenario at `path` into `out`; with `replace`, an earlier run
+    there is removed first (otherwise it is refused)."""
     scenario = load_scenario(path)
+    if replace and _holds_a_run(out):
+        console.print(f"replacing the earlier run in {out}")
+        shutil.rmtree(out)
     summaries = []
     for seed in scenario.seeds:
         folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
@@ -73,6 +81,12 @@ def run_scenario(path: Path, out: Path, console: Console) -> list[dict[str, Any]
         (out / "seeds.json").write_text(json.dumps(summaries, indent=1))
         _report(out, summaries[-1], out / f"seed-{scenario.seeds[-1]}", summaries)
     return summaries
+
+
+def _holds_a_run(out: Path) -> bool:
+    """Whether `out` is a run folder (so `replace` may delete it, and no other folder)."""
+    marks = [out / "swarm.json", out / "seeds.json", *out.glob("seed-*/swarm.json")]
+    return any(p.exists() for p in marks)
 
 
 def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> dict[str, Any]:
@@ -123,6 +137,9 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
             settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
     summary = collect(folder, scenario, plan, wall, settled)
     _report(folder, summary, folder, None)
+    console.print()  # the progress display leaves its last line open
+    for part in console_summary(summary):
+        console.print(part)
     console.print(f"report: {folder / 'report.html'} (and report.md)")
     return summary
 

@@ -159,12 +159,20 @@ def test_several_seeds_get_a_folder_each_and_a_significance_test(tmp_path):
     scenario = tmp_path / "scenario.toml"
     text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 3")
     scenario.write_text(text.replace('backend = "inproc"', 'backend = "inproc"\nseeds = [0, 1]'))
-    summaries = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a run: --replace must leave this folder alone")
+    summaries = run_scenario(scenario, out, Console(quiet=True), replace=True)
     assert [s["seed"] for s in summaries] == [0, 1]
     for seed in (0, 1):
-        assert (tmp_path / "out" / f"seed-{seed}" / "summary.json").exists()
-    assert len(json.loads((tmp_path / "out" / "seeds.json").read_text())) == 2
-    assert "paired t-test over 2 seeds" in (tmp_path / "out" / "report.md").read_text()
+        assert (out / f"seed-{seed}" / "summary.json").exists()
+    assert len(json.loads((out / "seeds.json").read_text())) == 2
+    assert "paired t-test over 2 seeds" in (out / "report.md").read_text()
+    assert (out / "notes.txt").exists()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run_scenario(scenario, out, Console(quiet=True))
+    run_scenario(scenario, out, Console(quiet=True), replace=True)  # the earlier run goes
+    assert not (out / "notes.txt").exists() and (out / "seed-1" / "summary.json").exists()
 
 
 def test_a_rotation_of_matchings_meets_one_neighbour_a_round_and_all_of_them_in_turn(tmp_path):

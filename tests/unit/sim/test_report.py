@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import math
 import re
 from copy import deepcopy
@@ -10,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rich.console import Console
 
-from sim.report import Table, paired_test, render_markdown, write_report
+from sim.report import Table, console_summary, paired_test, render_markdown, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NODES = ["cleveland", "hungarian", "va"]
@@ -301,3 +303,22 @@ def test_the_baselines_table_compares_the_paces_from_round_2(tmp_path):
     network = next(r for r in rows if "FedAvg (server and clients over libp2p)" in r)
     assert "12.5" in swarm and "4.2" in swarm  # whole run, rounds 2 on
     assert "9.5" in network and "6.8" in network
+
+
+def rendered(s: dict[str, Any]) -> str:
+    console = Console(width=100, record=True, file=io.StringIO())
+    for part in console_summary(s):
+        console.print(part)
+    return console.export_text()
+
+
+def test_the_terminal_summary_gives_each_hospital_its_accuracy_contribution_and_reward():
+    s = summary()
+    s["baselines"]["local_only"]["per_node"] = {"va": {"accuracy": 0.612}}
+    text = rendered(s)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    assert rows["va"][1:] == ["300", "0.750", "0.800", "0.612", "0.3000", "1.500"]
+    assert rows["cleveland"][4] == "—"  # no local-only result for it
+    assert "ledger audit passed; to repeat it: medswarm ledger audit" in text
+    without_chain = rendered(summary(chain=False))
+    assert "reward" not in without_chain and "ledger audit" not in without_chain
