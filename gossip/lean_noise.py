@@ -13,12 +13,16 @@ state; a message that fails authentication raises exactly as before.
 as one socket write, for the large frames of gossip/lean_yamux.py.
 """
 
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidTag
 from libp2p.abc import IRawConnection, ISecureConn
 from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
 from libp2p.peer.id import ID
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.secure_session import SecureSession
+from noise.exceptions import NoiseInvalidMessage
 
 # Socket reads take up to this much ciphertext at once: a few Noise messages per system call.
 RECV_SIZE = 1 << 18
@@ -39,6 +43,12 @@ class LeanNoiseSession(SecureSession):
         )
         self._transport = transport
         self._raw = transport.read_writer.read_write_closer  # the TCP connection
+        # The session's own cipher states, called directly: the same keys and nonce sequence as
+        # the stock path, but they take any buffer, so a slice of a received or sent buffer is
+        # not copied first (the stock wrapper insists on bytes).
+        protocol = transport.noise_state.noise_protocol
+        self._cipher_out = protocol.cipher_state_encrypt
+        self._cipher_in = protocol.cipher_state_decrypt
         self._wire = bytearray()  # ciphertext received, not yet decrypted, from _wire_pos on
         self._wire_pos = 0
         self._plain = b""  # the current decrypted message, handed out from _plain_pos on
@@ -85,9 +95,8 @@ class LeanNoiseSession(SecureSession):
                 end = start + int.from_bytes(wire[pos:start], "big")
                 if len(wire) >= end:
                     self._wire_pos = end
-                    with memoryview(wire) as view:
-                        ciphertext = bytes(view[start:end])
-                    return self._transport.decrypt(ciphertext)
+                    with memoryview(wire) as view, view[start:end] as ciphertext:
+                        return self._decrypt(ciphertext)
             del wire[:pos]  # keep only the partial message before reading more
             pos = self._wire_pos = 0
             chunk = await self._raw.read(RECV_SIZE)
@@ -99,19 +108,26 @@ class LeanNoiseSession(SecureSession):
                 )
             wire += chunk
 
+    def _decrypt(self, ciphertext: memoryview) -> bytes:
+        try:
+            return self._cipher_in.decrypt_with_ad(None, ciphertext)
+        except InvalidTag:  # as NoiseConnection.decrypt reports it
+            raise NoiseInvalidMessage("Failed authentication of message") from None
+
     async def write(self, data: bytes) -> None:
-        # Cut into messages as the stock writer does (an empty write is one empty message), but
-        # send them all with one socket write: a ~1 MiB yamux frame is one system call, not 16.
-        view = memoryview(data)
+        await self.write_parts([data])
+
+    async def write_parts(self, parts: Iterable[bytes | memoryview]) -> None:
+        """Each part cut into messages as the stock writer cuts a write (an empty part is one
+        empty message), all sent with one socket write: a ~1 MiB yamux frame is one system
+        call, not 17."""
         out: list[bytes] = []
-        for start in range(0, max(len(view), 1), MAX_PLAINTEXT_LENGTH):
-            piece = (
-                data
-                if len(view) <= MAX_PLAINTEXT_LENGTH
-                else view[start : start + MAX_PLAINTEXT_LENGTH]
-            )
-            ciphertext = self._transport.encrypt(bytes(piece))  # bytes(bytes) is not a copy
-            out += (len(ciphertext).to_bytes(NOISE_LENGTH_PREFIX, "big"), ciphertext)
+        for part in parts:
+            with memoryview(part) as view:
+                for start in range(0, max(len(view), 1), MAX_PLAINTEXT_LENGTH):
+                    with view[start : start + MAX_PLAINTEXT_LENGTH] as plaintext:
+                        ciphertext = self._cipher_out.encrypt_with_ad(None, plaintext)
+                    out += (len(ciphertext).to_bytes(NOISE_LENGTH_PREFIX, "big"), ciphertext)
         await self._raw.write(b"".join(out))
 
 

@@ -47,8 +47,8 @@ from libp2p.stream_muxer.yamux.yamux import (
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(YAMUX_HEADER_FORMAT)
-# Header and payload of a full frame fill 16 Noise messages exactly.
-MAX_FRAME = 16 * NOISE_MAX_PLAINTEXT - HEADER_SIZE
+# A full frame's payload fills 16 Noise messages exactly (its header goes in a message of its own).
+MAX_FRAME = 16 * NOISE_MAX_PLAINTEXT
 # What a peer may send ahead on one stream, i.e. the most one stream buffers for a slow reader.
 RECV_WINDOW = 8 << 20
 WINDOW_GRANT = RECV_WINDOW - DEFAULT_WINDOW_SIZE  # every stream starts with the spec's 256 KiB
@@ -121,7 +121,7 @@ class LeanYamuxStream(YamuxStream):
                 size = min(self.send_window, MAX_FRAME, len(view) - sent)
                 self.send_window -= size
                 header = HEADER.pack(0, TYPE_DATA, 0, self.stream_id, size)
-                await self.conn._write_frame(header + view[sent : sent + size])
+                await self.conn._write_data_frame(header, view[sent : sent + size])
                 sent += size
 
     async def _wait_for_window(self) -> None:
@@ -191,6 +191,16 @@ class LeanYamux(Yamux):
     async def _write_frame(self, data: bytes) -> None:
         async with self._write_lock:
             await self.secured_conn.write(data)
+
+    async def _write_data_frame(self, header: bytes, payload: memoryview) -> None:
+        # A LeanNoiseSession encrypts the payload where it lies, in whole messages after the
+        # header's: no copy to join the two, and the receiver gets whole messages to keep.
+        write_parts = getattr(self.secured_conn, "write_parts", None)
+        async with self._write_lock:
+            if write_parts is not None:
+                await write_parts((header, payload))
+            else:
+                await self.secured_conn.write(header + payload)
 
     async def open_stream(self) -> YamuxStream:
         await self.stream_backlog_semaphore.acquire()
