@@ -155,7 +155,7 @@ class LeanYamuxStream(YamuxStream):
                     else (MuxedStreamEOF("Stream buffer closed"))
                 )
             if buffer and (self.recv_closed or not self.reset_received):
-                data = buffer.take(n if n is not None and n > 0 else len(buffer))
+                data = buffer.take(len(buffer) if n is None or n < 0 else n)
                 if self.closed and not buffer:
                     conn._finalize_stream_locked(self, fully_closed=True)
                 await self._return_credit()
