@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import os
 import weakref
 
 import multiaddr
@@ -13,36 +12,21 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import THandler, TProtocol
 from libp2p.io.abc import ReadWriteCloser
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as YAMUX_HEADER_SIZE
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP, TCPListener
 
 from gossip.errors import GossipError, PeerUnavailable
 from gossip.lean_noise import LeanNoise
+from gossip.lean_yamux import MAX_FRAME, LeanMuxerMultistream, LeanYamux
 
 log = logging.getLogger(__name__)
 
-# The largest stream write that yamux sends as one frame which Noise sends as one message.
-# yamux cuts writes into frames of up to 64 KiB (12-byte header + 65524 bytes), but a Noise
-# message carries at most 65519 plaintext bytes, so every full yamux frame used to travel as a
-# 65519-byte message plus a 17-byte one: two encryptions, two sends, two reads and decrypts per
-# frame. Writes of this size keep every frame in a single Noise message.
-WRITE_CHUNK = NOISE_MAX_PLAINTEXT - YAMUX_HEADER_SIZE
-
-# py-libp2p's yamux reads its PY_YAMUX_* tuning knobs from the environment on every use. By
-# default it returns receive credit on every read, i.e. one WINDOW_UPDATE frame (a Noise message
-# to encrypt, send, receive and decrypt) per ~64 KiB DATA frame consumed. With release-on-read
-# off, credit goes back in batches (go-yamux's half-window hysteresis): about 150 instead of
-# about 560-800 updates per 50 MB, which cuts the sender's CPU per transfer by roughly a fifth
-# (benchmark: `medswarm bench transport`). Flow control and security are unchanged, and the
-# sender never stalled on a zero window in our measurements. setdefault: an operator's own
-# setting wins.
-YAMUX_ENV_DEFAULTS = {"PY_YAMUX_RELEASE_ON_READ": "0"}
+# The largest stream write that goes out as one yamux frame (gossip/lean_yamux.py).
+WRITE_CHUNK = MAX_FRAME
 
 
 class _OwnedTCP(TCP):
@@ -74,8 +58,6 @@ _TRANSPORTS: "weakref.WeakKeyDictionary[IHost, _OwnedTCP]" = weakref.WeakKeyDict
 def build_host(key_pair: KeyPair) -> IHost:
     # Security and muxer are explicit: a default host also accepts plaintext dialers, and mplex
     # is several times slower than yamux.
-    for name, value in YAMUX_ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     # LeanNoise: the stock Noise handshake and wire format with a cheaper per-message read and
     # write path (gossip/lean_noise.py); about a quarter less CPU per transfer on both ends.
     noise = LeanNoise(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -83,8 +65,17 @@ def build_host(key_pair: KeyPair) -> IHost:
     host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): LeanYamux},
         transports=[tcp],
+    )
+    # LeanYamux: the stock /yamux/1.0.0 wire format with ~1 MiB frames and a lean frame loop
+    # (gossip/lean_yamux.py). py-libp2p 0.8.1's muxer negotiation builds the stock Yamux whatever
+    # muxer_opt names, so this host's negotiator is swapped for one that builds the class given.
+    network = host.get_network()
+    assert isinstance(network, Swarm)
+    stock = network.upgrader.muxer_multistream
+    network.upgrader.muxer_multistream = LeanMuxerMultistream(
+        stock.transports, stock.negotiate_timeout
     )
     _TRANSPORTS[host] = tcp
     return host

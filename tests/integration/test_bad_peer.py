@@ -101,9 +101,11 @@ def test_invalid_messages_are_rejected_counted_and_the_node_keeps_going(tmp_path
                 body = await read_frame(stream, wire.MAX_REQUEST_BYTES, "node")
                 kind, round_, _wait = wire.decode_request(body, "node")
                 behaviour = next(cycle)
+                # Counted before writing: a node that rejects the header resets the stream, and
+                # the payload write after it may then fail (sooner, the faster the transport).
+                sent.append(behaviour)
                 for part in bad_response(behaviour, kind, round_, evil_id):
                     await stream.write(part)
-                sent.append(behaviour)
                 await stream.close()
             except Exception:  # the node may reset the stream mid-write: that is its right
                 pass

@@ -1,4 +1,5 @@
-"""A build_host node and a stock py-libp2p node (Noise + yamux) exchange parameters both ways."""
+"""A build_host node (LeanNoise + LeanYamux) and a stock py-libp2p node (Noise + yamux) exchange
+parameters both ways."""
 
 import multiaddr
 import numpy as np
@@ -20,11 +21,15 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, parse_peer_addr
 from gossip.identity import peer_id_of
 from gossip.lean_noise import LeanNoiseSession
+from gossip.lean_yamux import RECV_WINDOW, LeanYamux
 
 pytestmark = pytest.mark.integration
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-MEGABYTES = 9.0  # three tensors: several hundred yamux frames and Noise messages each way
+# Five tensors: hundreds of Noise messages and yamux frames each way, and more than a LeanYamux
+# receive window, so both receivers return credit (the stock one every 256 KiB or so).
+MEGABYTES = 17.0
+assert MEGABYTES * 1e6 > 2 * RECV_WINDOW
 
 
 def stock_host(key):
@@ -36,10 +41,11 @@ def stock_host(key):
     )
 
 
-def secured_conns(host):
+def muxed_conns(host):
     conns = host.get_network().connections.values()
-    flat = [c for entry in conns for c in (entry if isinstance(entry, list) else [entry])]
-    return [c.muxed_conn.secured_conn for c in flat]
+    return [
+        c.muxed_conn for entry in conns for c in (entry if isinstance(entry, list) else [entry])
+    ]
 
 
 @pytest.mark.parametrize("first", ["lean", "stock"])  # who dials: Noise initiator or responder
@@ -68,12 +74,16 @@ def test_build_host_and_stock_host_exchange_parameters_both_ways(first):
                     )
                 assert header.sender == peer_id_of(keys[other])
                 got[me] = tensors
-            sessions = {side: secured_conns(host) for side, host in hosts.items()}
+            muxers = {side: muxed_conns(host) for side, host in hosts.items()}
             await hosts["lean"].close()
             await hosts["stock"].close()
         # The pairing under test really was lean on one end and stock on the other.
-        assert sessions["lean"] and all(type(s) is LeanNoiseSession for s in sessions["lean"])
-        assert sessions["stock"] and all(type(s) is SecureSession for s in sessions["stock"])
+        for side, muxer_type, session_type in (
+            ("lean", LeanYamux, LeanNoiseSession),
+            ("stock", Yamux, SecureSession),
+        ):
+            assert muxers[side] and all(type(m) is muxer_type for m in muxers[side])
+            assert all(type(m.secured_conn) is session_type for m in muxers[side])
         return got
 
     got = trio.run(main)

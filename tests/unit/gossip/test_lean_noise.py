@@ -152,6 +152,22 @@ def test_read_without_size_returns_the_rest_of_a_message_then_whole_messages():
     trio.run(main)
 
 
+def test_read_some_gives_at_most_n_bytes_and_never_joins_messages():
+    async def main():
+        pipe = Pipe(piece=None, seed=3)
+        a, b = noise_pair()
+        writer, reader = session(pipe, a, lean=False), session(pipe, b, lean=True)
+        for msg in MESSAGES:
+            await writer.write(msg)
+        assert await reader.read_some(5) == MESSAGES[0]  # a shorter message ends the piece
+        assert await reader.read_some(5) == MESSAGES[1][:5]
+        assert await reader.read_some(1 << 20) == MESSAGES[1][5:]
+        for msg in MESSAGES[2:]:
+            assert await reader.read_some(1 << 20) == msg
+
+    trio.run(main)
+
+
 def test_end_of_stream_is_an_incomplete_read_clean_only_between_messages():
     async def main():
         a, b = noise_pair()
