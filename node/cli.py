@@ -197,7 +197,7 @@ def sim_run(
 def bench_transport(
     json_out: JsonOut = Path("bench-transport.json"),
     sizes: Annotated[str, typer.Option(help="Comma-separated MB.")] = "1,10,50",
-    repeats: Annotated[int, typer.Option(help="Transfers per size and transport.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Transfers per size and transport.")] = 5,
 ) -> None:
     """Move parameter sets between two processes over libp2p (Noise+yamux) and plain TCP."""
     from gossip.bench import run_transport_bench

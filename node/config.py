@@ -58,6 +58,11 @@ class NodeSection(_Section):
     )
     output_dir: Path = Path("out")
     keep_models: bool = Field(False, description="Keep each round's published model file.")
+    evaluate_local: bool = Field(
+        True,
+        description="Also evaluate the freshly trained model before the merge (the progress "
+        "line shows it); off, metrics records hold null for it.",
+    )
     fsync: bool = Field(
         True,
         description="Flush each round's checkpoint to disk, so that a power loss loses "

@@ -25,6 +25,7 @@ neighbour_phases = []
 output_dir = "{output_dir}"                  # metrics, checkpoints, cleaning report, summary
 keep_models = {keep_models}                  # keep out/models/round-<r>.safetensors (audits, plots)
 fsync = true                          # flush each checkpoint to disk (safe against power loss)
+evaluate_local = true                 # also score the trained model before the merge
 
 [data]
 path = "{data}"      # this hospital's records (CSV or Parquet)

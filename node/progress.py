@@ -34,9 +34,9 @@ class RoundProgress:
 
     def update(self, record: dict[str, Any]) -> None:
         moved = (record["bytes_sent"] + record["bytes_received"]) / 1e6
+        local = f"local acc {record['local']['accuracy']:.3f}  " if record["local"] else ""
         status = (
-            f"local acc {record['local']['accuracy']:.3f}  merged acc "
-            f"{record['merged']['accuracy']:.3f}  neighbours "
+            f"{local}merged acc {record['merged']['accuracy']:.3f}  neighbours "
             f"{len(record['neighbours_reached'])}/{record['neighbours_total']}  {moved:.2f} MB"
         )
         self._progress.update(self._task, completed=record["round"], status=status)

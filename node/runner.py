@@ -245,7 +245,7 @@ class NodeRunner:
                 trained = model_params(model)
                 flip, std = cfg.adversary.sign_flip, cfg.adversary.update_noise_std
                 load_params(model, tamper_update(previous, trained, flip, std, forger))
-            local_eval = evaluate(model, val_x, split.val_y)
+            local_eval = evaluate(model, val_x, split.val_y) if cfg.node.evaluate_local else None
             own = model_params(model)
             self._commit(r, own)
             expect = wire.Expectation(
@@ -281,7 +281,7 @@ class NodeRunner:
                 "peer_id": self.peer_id,
                 "train_loss": loss,
                 "train_samples": self.samples,
-                "local": local_eval.to_dict(),
+                "local": local_eval.to_dict() if local_eval else None,
                 "merged": merged_eval.to_dict(),
                 "neighbours_reached": [a.peer for a in arrivals],
                 "neighbours_total": len(partners),

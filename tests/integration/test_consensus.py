@@ -59,5 +59,6 @@ def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path, rotate):
         records = metrics(swarm, name)
         assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
         assert {r["neighbours_total"] for r in records} == ({1} if rotate else {2})
+        assert all(r["local"]["n"] == r["merged"]["n"] > 0 for r in records)
         error = np.linalg.norm(flat(final_params(swarm, name)) - target) / np.linalg.norm(target)
         assert error <= 1e-4, f"{name}: relative error {error:.2e}"

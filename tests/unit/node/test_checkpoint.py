@@ -20,28 +20,33 @@ def test_roundtrip_keeps_one_file(tmp_path):
     assert ckpt is not None and ckpt.round == 2
     np.testing.assert_array_equal(ckpt.params["layer.weight"], params(2.0)["layer.weight"])
     assert ckpt.state["scaler"] == {"mean": [1.0]}
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2.safetensors"]
 
 
 def test_no_pickle_on_disk(tmp_path):
     save_checkpoint(tmp_path, 1, params(1.0), {})
-    raw = (tmp_path / "checkpoint.safetensors").read_bytes()
+    raw = (tmp_path / "checkpoint-1.safetensors").read_bytes()
     assert b"\x80\x04" not in raw[:2]  # not a pickle stream
     header_len = int.from_bytes(raw[:8], "little")
     assert "layer.weight" in json.loads(raw[8 : 8 + header_len])
 
 
-def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path):
+def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, caplog):
     save_checkpoint(tmp_path, 1, params(1.0), {})
-    # A crash while the next one is written: its temporary file is left half written.
-    (tmp_path / "checkpoint.safetensors.tmp").write_bytes(b"partial")
+    # A crash while the next one is written leaves it torn, and the previous one in place.
+    whole = (tmp_path / "checkpoint-1.safetensors").read_bytes()
+    (tmp_path / "checkpoint-2.safetensors").write_bytes(whole[: len(whole) // 2])
     ckpt = load_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.round == 1
+    assert "checkpoint-2.safetensors: unreadable checkpoint" in caplog.text
+    save_checkpoint(tmp_path, 2, params(2.0), {})  # the redone round replaces the torn file
+    assert load_checkpoint(tmp_path).round == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2.safetensors"]
 
 
 def test_tampered_params_are_detected(tmp_path):
     save_checkpoint(tmp_path, 1, params(1.0), {})
-    path = tmp_path / "checkpoint.safetensors"
+    path = tmp_path / "checkpoint-1.safetensors"
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1
     path.write_bytes(bytes(raw))
