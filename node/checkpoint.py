@@ -1,11 +1,11 @@
 """Crash-safe checkpoints: one safetensors file a round (no pickle) holding the parameters, with
-the round, their sha256 and the node's JSON state in its metadata. The previous round's file is
-removed only once the new one is written, so a crash at any point leaves a readable checkpoint.
+the round, their sha256 and the node's JSON state in its metadata. Each appears whole (written
+aside, then renamed) and the previous one is removed only after, so a crash at any point leaves
+a complete checkpoint.
 """
 
 import hashlib
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +19,6 @@ from safetensors.numpy import save
 from node.errors import CheckpointError
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)\.safetensors")
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,36 +60,23 @@ def save_checkpoint(
     state: dict[str, Any],
     fsync: bool = True,
 ) -> None:
-    """A new file for each round, then the older ones go. Not a rename over the previous file:
-    on ext4 that forces the new file's data to disk at once (auto_da_alloc), the largest cost of
-    a small model's round when twenty nodes share a disk. A crash mid-write leaves a torn newest
-    file, which `load_checkpoint` passes over for the one before."""
+    """Each round a file of its own, renamed into place, then the older ones go. Not renamed
+    over the previous file: on ext4 that forces the new file's data to disk at once
+    (auto_da_alloc), the largest cost of a small model's round with twenty nodes on one disk."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"round": str(round_), "sha256": _digest(params), "state": json.dumps(state)}
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     path = folder / f"checkpoint-{round_}.safetensors"
-    with open(path, "wb") as f:
-        f.write(save(tensors, metadata=meta))
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+    write_atomic(path, save(tensors, metadata=meta), fsync)
     for _, old in _checkpoints(folder):
         if old != path:
             old.unlink()
 
 
 def load_checkpoint(folder: Path) -> Checkpoint | None:
-    """The newest readable checkpoint in `folder` (None if it holds none). A newest one that is
-    torn or corrupt is passed over, with a warning, when an older one remains; a lone one raises."""
-    found = sorted(_checkpoints(folder), reverse=True)
-    for k, (_, path) in enumerate(found):
-        try:
-            return _read_checkpoint(path)
-        except CheckpointError as exc:
-            if k == len(found) - 1:
-                raise
-            log.warning("%s; using the checkpoint before it", exc)
-    return None
+    """The newest checkpoint in `folder`, None if there is none."""
+    found = _checkpoints(folder)
+    return _read_checkpoint(max(found)[1]) if found else None
 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
