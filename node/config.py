@@ -202,12 +202,6 @@ class FaultSection(_Section):
     """For simulations only: faults injected by the node itself."""
 
     publish_delay_seconds: float = Field(0.0, ge=0, description="A slow node.")
-    hold_after_round: int | None = Field(
-        None,
-        ge=1,
-        description="Stop once this round is recorded and checkpointed and wait there, so "
-        "that the simulator's kill lands after exactly this round.",
-    )
     partitions: list[PartitionWindow] = Field(default_factory=list)
 
     def unreachable(self, round_: int) -> frozenset[str]:

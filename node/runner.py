@@ -7,7 +7,6 @@ restarted over its output folder resumes from the last checkpoint.
 """
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -222,16 +221,7 @@ class NodeRunner:
         forger = np.random.default_rng(cfg.training.seed)
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
-        # A round's evaluation, metrics record and checkpoint run during the next round's
-        # exchange, off the path the neighbours wait on (measured on the breast-cancer swarm:
-        # about 40% of a round's wall-clock when done in line).
-        closing: Callable[[], dict[str, Any]] | None = None
-        eval_model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, 0)
         for r in range(start, cfg.swarm.rounds + 1):
-            if r - 1 == cfg.faults.hold_after_round and r > start:
-                record = closing() if closing is not None else record
-                log.info("holding after round %d until killed (simulated fault)", r - 1)
-                await trio.sleep_forever()
             self.round = r
             began = time.perf_counter()
             self.exchange.counters.reset()
@@ -262,12 +252,9 @@ class NodeRunner:
                 "params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs
             )
             partners = self._partners(r)
-            async with trio.open_nursery() as nursery:
-                if closing is not None:  # last round's bookkeeping, while the neighbours train
-                    nursery.start_soon(trio.to_thread.run_sync, closing)
-                arrivals, failures = await self._exchange_round(
-                    "params", r, partners, own, self.samples, expect
-                )
+            arrivals, failures = await self._exchange_round(
+                "params", r, partners, own, self.samples, expect
+            )
             scores = None
             if scorer is not None and arrivals:
                 candidates = [Candidate(a.peer, a.tensors, a.header.samples) for a in arrivals]
@@ -286,7 +273,8 @@ class NodeRunner:
                 cfg.swarm.trim_fraction,
             )
             load_params(model, merged)
-            fields = {
+            merged_eval = evaluate(model, val_x, split.val_y)
+            record = {
                 "round": r,
                 "time": time.time(),
                 "node": cfg.node.name,
@@ -294,6 +282,7 @@ class NodeRunner:
                 "train_loss": loss,
                 "train_samples": self.samples,
                 "local": local_eval.to_dict() if local_eval else None,
+                "merged": merged_eval.to_dict(),
                 "neighbours_reached": [a.peer for a in arrivals],
                 "neighbours_total": len(partners),
                 "failures": failures,
@@ -302,19 +291,26 @@ class NodeRunner:
                 "bytes_sent": self.exchange.counters.bytes_sent,
                 "bytes_received": self.exchange.counters.bytes_received,
                 "round_seconds": time.perf_counter() - began,
+                "peak_rss_mb": peak_rss_mb(),
             }
             if checkpoint is not None and r == start:
-                fields["resumed_from"] = checkpoint.round  # this process restarted the node
+                record["resumed_from"] = checkpoint.round  # this process restarted the node
             if scores is not None:
-                fields["contribution"] = scores.to_dict()
+                record["contribution"] = scores.to_dict()
+            if self.membership is not None:
+                record["ledger_pending"] = self.membership.pending()
+            append_record(self.metrics_path, record)
             if self._epoch_ends(r):
                 self._report(r, epoch_scores)
                 epoch_scores = {}
-            state = {"scaler": scaler.to_dict(), "epoch_scores": dict(epoch_scores)}
-            closing = functools.partial(
-                self._close_round, eval_model, merged, val_x, split.val_y, fields, state
+            save_checkpoint(
+                self.out / "checkpoint",
+                r,
+                merged,
+                {"scaler": scaler.to_dict(), "epoch_scores": epoch_scores},
+                cfg.node.fsync,
             )
-        record = closing() if closing is not None else record
+            self.on_round(record)
         summary = {
             "node": cfg.node.name,
             "peer_id": self.peer_id,
@@ -325,28 +321,6 @@ class NodeRunner:
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1).encode())
         return summary
-
-    def _close_round(
-        self,
-        eval_model: torch.nn.Module,
-        merged: dict[str, np.ndarray],
-        val_x: np.ndarray,
-        val_y: np.ndarray,
-        fields: dict[str, Any],
-        state: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Evaluate a round's merged model, append its metrics record, then checkpoint it:
-        a crash before the checkpoint redoes the round, and its record is dropped on resume."""
-        load_params(eval_model, merged)
-        record = {**fields, "merged": evaluate(eval_model, val_x, val_y).to_dict()}
-        record["peak_rss_mb"] = peak_rss_mb()
-        if self.membership is not None:
-            record["ledger_pending"] = self.membership.pending()
-        append_record(self.metrics_path, record)
-        checkpoint_dir = self.out / "checkpoint"
-        save_checkpoint(checkpoint_dir, fields["round"], merged, state, self.cfg.node.fsync)
-        self.on_round(record)
-        return record
 
     # -- contribution and the ledger ---------------------------------------------------------
 

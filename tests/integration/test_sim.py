@@ -97,9 +97,9 @@ def test_the_killed_node_restarts_and_finishes_every_round(run):
     records = read_records(out / "nodes" / "va" / "out" / "metrics.jsonl")
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     resumed = [r["resumed_from"] for r in records if "resumed_from" in r]
-    # Killed right after round 3 (it holds there until the kill), then resumed from its
-    # checkpoint of round 3, exactly once.
-    assert resumed == [3]
+    # Killed once it had finished round 3 (the supervisor polls, so a fast node may get a round
+    # or two further first), then resumed from its checkpoint exactly once.
+    assert len(resumed) == 1 and 3 <= resumed[0] < ROUNDS
     others = read_records(out / "nodes" / "cleveland" / "out" / "metrics.jsonl")
     missed = [r["round"] for r in others if len(r["neighbours_reached"]) < 3]
     assert missed, "cleveland never missed va while it was down"
