@@ -41,9 +41,11 @@ from node.checkpoint import (
 from node.config import NodeConfig
 from node.contribution import Candidate, ContributionScorer, ScoringSettings, validation_value
 from node.dataset import Split, load_schema, load_table, split_validation
+from node.errors import CheckpointError
 from node.membership import Membership
 from node.metrics import append_record, read_records
 from node.models import build_model
+from node.offload import Offload
 from node.scaling import Scaler, local_stats
 from node.training import evaluate, train_local, training_seed
 
@@ -132,9 +134,11 @@ class NodeRunner:
                     scaler = Scaler.from_stats(
                         await self._agree_scaling(local_stats(split.train_x))
                     )
+                    # Fixed for the whole run: saved once, not in every round's checkpoint.
+                    write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
                     start = 1
                 else:
-                    scaler = Scaler.from_dict(checkpoint.state["scaler"])
+                    scaler = self._saved_scaler()
                     start = checkpoint.round + 1
                     self._truncate_metrics(checkpoint.round)
                     log.info("resuming from checkpoint of round %d", checkpoint.round)
@@ -212,6 +216,7 @@ class NodeRunner:
             save_params(self.out / "initial.safetensors", initial)
         else:
             load_params(model, checkpoint.params)
+        current = initial if checkpoint is None else checkpoint.params  # what the model holds
         specs = wire.specs_of(initial)
         settings = cfg.training.settings()
         scorer = self._scorer(model, val_x, split.val_y)
@@ -219,6 +224,7 @@ class NodeRunner:
             checkpoint.state.get("epoch_scores", {}) if checkpoint else {}
         )
         forger = np.random.default_rng(cfg.training.seed)
+        training, scoring = Offload(), Offload()
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
@@ -227,9 +233,9 @@ class NodeRunner:
             self.exchange.counters.reset()
             if self.membership is not None:
                 await trio.to_thread.run_sync(self.membership.refresh)
-            previous = model_params(model)
+            previous = current
             if cfg.adversary.mode == "none":
-                loss: float | None = await trio.to_thread.run_sync(
+                loss: float | None = await training.run(
                     train_local,
                     model,
                     train_x,
@@ -258,7 +264,7 @@ class NodeRunner:
             scores = None
             if scorer is not None and arrivals:
                 candidates = [Candidate(a.peer, a.tensors, a.header.samples) for a in arrivals]
-                scores = await trio.to_thread.run_sync(scorer.score, r, previous, own, candidates)
+                scores = await scoring.run(scorer.score, r, previous, own, candidates)
                 for peer, value in scores.scores.items():
                     epoch_scores[peer] = epoch_scores.get(peer, 0.0) + value
             contributions = [
@@ -273,6 +279,7 @@ class NodeRunner:
                 cfg.swarm.trim_fraction,
             )
             load_params(model, merged)
+            current = merged
             merged_eval = evaluate(model, val_x, split.val_y)
             record = {
                 "round": r,
@@ -307,7 +314,7 @@ class NodeRunner:
                 self.out / "checkpoint",
                 r,
                 merged,
-                {"scaler": scaler.to_dict(), "epoch_scores": epoch_scores},
+                {"epoch_scores": epoch_scores},
                 cfg.node.fsync,
             )
             self.on_round(record)
@@ -435,6 +442,16 @@ class NodeRunner:
     @property
     def metrics_path(self) -> Path:
         return self.out / "metrics.jsonl"
+
+    @property
+    def scaler_path(self) -> Path:
+        return self.out / "scaler.json"
+
+    def _saved_scaler(self) -> Scaler:
+        try:
+            return Scaler.from_dict(json.loads(self.scaler_path.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.scaler_path}: cannot resume without it: {exc}") from exc
 
     def _truncate_metrics(self, last_round: int) -> None:
         """Drop records newer than the checkpoint: those rounds are about to be redone."""

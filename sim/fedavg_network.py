@@ -52,6 +52,7 @@ from node.baselines import (
 )
 from node.dataset import load_schema, load_table, split_validation
 from node.errors import NodeError
+from node.offload import Offload
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +268,11 @@ async def _train_site(cfg: dict[str, Any]) -> None:
         scaler = pooled_scaler([(await fetch("scaler", 0, wire.specs_of(stats)))["stats"]])
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
         specs = wire.specs_of(fedavg_start(recipe, scaler.n_features))
+        training = Offload()
         for r in range(1, recipe.rounds + 1):
             params = await fetch("global", r, specs)
-            # A worker thread keeps the host serving; r - 1: the baseline's 0-based round index.
-            params = await trio.to_thread.run_sync(
+            # As a swarm node trains (`Offload`); r - 1: the baseline's 0-based round index.
+            params = await training.run(
                 fedavg_local_update, params, train_x, split.train_y, recipe, r - 1
             )
             await publish("params", r, params)
