@@ -79,7 +79,7 @@ WORKDIR /state
 USER 10001:10001
 EXPOSE 4001
 # Healthy while the node's libp2p port accepts connections (see `medswarm node health --help`).
-HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=30s --start-period=60s --retries=3 \
     CMD ["medswarm", "node", "health", "--config", "/config/node.toml"]
 ENTRYPOINT ["medswarm"]
 CMD ["node", "run", "--config", "/config/node.toml", "--quiet", "--log-level", "INFO"]
