@@ -92,6 +92,31 @@ def node_run(
         )
 
 
+@node_app.command("health")
+def node_health(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    max_age: Annotated[
+        float | None,
+        typer.Option(help="Also require progress (metrics.jsonl, peer.json) this many s old."),
+    ] = None,
+) -> None:
+    """Exit 0 if the node of this config is alive here: its libp2p port accepts TCP (and, with
+    --max-age, it made progress lately); else print why and exit 1. For container health."""
+    from node.config import load_config
+    from node.health import check_health
+
+    try:
+        cfg = load_config(config)
+    except NodeError as exc:
+        raise _fail(str(exc)) from None
+    problems = check_health(cfg.node.listen, cfg.node.output_dir, max_age)
+    for problem in problems:
+        console.print(f"{cfg.node.name} unhealthy: {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{cfg.node.name} healthy", highlight=False)
+
+
 @swarm_app.command("init")
 def swarm_init(
     folder: Annotated[Path, typer.Argument(help="Folder for the swarm's node configs.")],

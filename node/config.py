@@ -8,7 +8,7 @@ names the key file, which holds the secret with mode 0600.
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -21,7 +21,11 @@ from pydantic import (
 )
 
 from node.errors import ConfigError
-from node.training import TrainSettings
+
+# Not at run time: reading a config (e.g. `medswarm node health`, a container's health check
+# every 30 s) must not pay for importing torch.
+if TYPE_CHECKING:
+    from node.training import TrainSettings
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -104,7 +108,9 @@ class TrainingSection(_Section):
     seed: int = 0
     threads: int = Field(1, gt=0, description="torch threads for this node.")
 
-    def settings(self) -> TrainSettings:
+    def settings(self) -> "TrainSettings":
+        from node.training import TrainSettings
+
         return TrainSettings(
             epochs=self.epochs,
             batch_size=self.batch_size,
