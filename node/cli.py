@@ -181,15 +181,27 @@ def sim_run(
     replace: Annotated[
         bool, typer.Option(help="Delete an earlier run in the run folder first.")
     ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
+    ] = None,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
     from ledger.errors import LedgerError
+    from sim.docker_env import DockerError
     from sim.local_swarm import SwarmError
     from sim.run import run_scenario
 
     try:
-        run_scenario(scenario, out, console, replace)
-    except (SwarmError, NodeError, LedgerError, FileExistsError, ValueError) as exc:
+        run_scenario(scenario, out, console, replace, backend)
+    except (
+        SwarmError,
+        NodeError,
+        LedgerError,
+        DockerError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
         raise _fail(str(exc)) from None
 
 
