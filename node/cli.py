@@ -258,11 +258,14 @@ def bench_contribution(
 @bench_app.command("sim")
 def bench_sim(
     json_out: JsonOut = Path("bench-sim.json"),
-    backend: Annotated[str, typer.Option(help="process, inproc or all.")] = "all",
+    backend: Annotated[
+        str, typer.Option(help="process, inproc, docker or all (process and inproc).")
+    ] = "all",
     sizes: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20)."
+            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20; "
+            "docker 4,12)."
         ),
     ] = None,
     rounds: Annotated[int, typer.Option(help="Gossip rounds per run.")] = 5,
@@ -272,13 +275,15 @@ def bench_sim(
     timeout: Annotated[float, typer.Option(help="Seconds a run may take.")] = 1800,
 ) -> None:
     """The simulator on breast cancer: time per round and peak memory by node count, against
-    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets."""
+    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets.
+    Docker: also the image build, container start time and memory per container."""
     from sim.bench import run_sim_bench
+    from sim.docker_env import DockerError
 
     try:
         node_counts = [int(s) for s in sizes.split(",")] if sizes else None
         results = run_sim_bench(console, backend, node_counts, rounds, shipped, timeout)
-    except ValueError as exc:
+    except (ValueError, DockerError) as exc:
         raise _fail(str(exc)) from None
     _write_json(json_out, results)
     failed = [r for r in [*results["runs"], results.get("breast_cancer", {})] if "error" in r]
