@@ -384,10 +384,12 @@ async def supervise(
                         for n in cut.nodes:
                             links.cut(n)
                         cut_now.add(i)
+                        console.print(f"{', '.join(cut.nodes)} cut off after round {slowest}")
                     if i in cut_now and i not in healed and slowest >= cut.to_round:
                         for n in cut.nodes:
                             links.heal(n)
                         healed.add(i)
+                        console.print(f"{', '.join(cut.nodes)} connected after round {slowest}")
                 live.update(_progress(scenario, plan, latest, done, killed - restarted))
                 await trio.sleep(0.3)
     finally:

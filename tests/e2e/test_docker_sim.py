@@ -53,6 +53,13 @@ local_only = false
 centralized = false
 fedavg = false
 
+# Rounds here take well under the supervisor's 0.3 s poll; a slow node paces them so that
+# each fault lands within a round or so of where the scenario puts it.
+[[faults]]
+kind = "slow"
+node = "cleveland"
+delay_seconds = 0.5
+
 [[faults]]
 kind = "kill"
 node = "va"
