@@ -134,8 +134,11 @@ def test_the_killed_container_restarts_from_its_checkpoint(runs):
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     resumed = [r for r in records if "resumed_from" in r]
     assert len(resumed) == 1 and resumed[0]["resumed_from"] >= 3
+    swarm = json.loads((folder / "docker" / "docker.json").read_text())
+    assert len(swarm["nodes"]["va"]["start_seconds"]) == 2  # one container, started twice
+    assert len(swarm["nodes"]["cleveland"]["start_seconds"]) == 1
     log = (folder / "docker" / "nodes" / "va" / "node.log").read_text()
-    assert "resuming from checkpoint" in log
+    assert f"va: {ROUNDS} rounds" in log  # the container's log, saved after the run
 
 
 def test_the_cut_container_reaches_nobody_until_it_is_connected_again(runs):
