@@ -350,8 +350,8 @@ async def supervise(
     cuts: Sequence["Cut"] = (),
 ) -> float:
     """Run the nodes to the end, killing and restarting as the plan says; `cuts` (docker):
-    disconnect containers once the slowest node has finished round `from - 1`, connect them
-    again once it has finished round `to`."""
+    disconnect containers once the slowest running node has finished round `from - 1`,
+    connect them again once it has finished round `to`."""
     names = list(plan.files)
     began = time.perf_counter()
     killed: set[str] = set()
@@ -377,7 +377,8 @@ async def supervise(
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
-                slowest = min(done.values())
+                # A node that is down (for good, perhaps) does not hold the cuts back.
+                slowest = min((done[m] for m in names if m not in killed - restarted), default=0)
                 for i, cut in enumerate(cuts):
                     links: Links = nodes  # type: ignore[assignment]  # only docker has cuts
                     if i not in cut_now and slowest >= cut.from_round - 1:
