@@ -206,15 +206,27 @@ def sim_run(
     replace: Annotated[
         bool, typer.Option(help="Delete an earlier run in the run folder first.")
     ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
+    ] = None,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
     from ledger.errors import LedgerError
+    from sim.docker_env import DockerError
     from sim.local_swarm import SwarmError
     from sim.run import run_scenario
 
     try:
-        run_scenario(scenario, out, console, replace)
-    except (SwarmError, NodeError, LedgerError, FileExistsError, ValueError) as exc:
+        run_scenario(scenario, out, console, replace, backend)
+    except (
+        SwarmError,
+        NodeError,
+        LedgerError,
+        DockerError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -271,11 +283,14 @@ def bench_contribution(
 @bench_app.command("sim")
 def bench_sim(
     json_out: JsonOut = Path("bench-sim.json"),
-    backend: Annotated[str, typer.Option(help="process, inproc or all.")] = "all",
+    backend: Annotated[
+        str, typer.Option(help="process, inproc, docker or all (process and inproc).")
+    ] = "all",
     sizes: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20)."
+            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20; "
+            "docker 4,12)."
         ),
     ] = None,
     rounds: Annotated[int, typer.Option(help="Gossip rounds per run.")] = 5,
@@ -285,13 +300,15 @@ def bench_sim(
     timeout: Annotated[float, typer.Option(help="Seconds a run may take.")] = 1800,
 ) -> None:
     """The simulator on breast cancer: time per round and peak memory by node count, against
-    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets."""
+    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets.
+    Docker: also the image build, container start time and memory per container."""
     from sim.bench import run_sim_bench
+    from sim.docker_env import DockerError
 
     try:
         node_counts = [int(s) for s in sizes.split(",")] if sizes else None
         results = run_sim_bench(console, backend, node_counts, rounds, shipped, timeout)
-    except ValueError as exc:
+    except (ValueError, DockerError) as exc:
         raise _fail(str(exc)) from None
     _write_json(json_out, results)
     failed = [r for r in [*results["runs"], results.get("breast_cancer", {})] if "error" in r]

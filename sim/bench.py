@@ -7,6 +7,10 @@ peak memory (`ru_maxrss` of the child) is its own and not the peak of an earlier
 - inproc: all nodes are trio tasks of the child, so its peak RSS is the whole swarm's memory
   (plus the FedAvg baseline run after it, and the imports).
 - process: one OS process per node; each node reports its own peak RSS in summary.json.
+- docker: one container per node (`sim.docker_backend`); besides the nodes' own reports, each
+  container's peak memory from its cgroup, and the time to create and start it. Before the
+  runs the images are built with scripts/docker-image.sh: a rebuild from docker's layer cache
+  when they exist (what a developer pays after a change), a first build when they do not.
 
 Each run also trains the server-based FedAvg baseline on the same partitions (`sim.run`
 does that after the swarm), which gives its accuracy and wall-clock beside the swarm's.
@@ -40,8 +44,9 @@ from sim import partition
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
 SHIPPED = Path(__file__).resolve().parent / "scenarios" / "breast-cancer.toml"
-BACKENDS = ("inproc", "process")
-DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20]}
+BACKENDS = ("inproc", "process", "docker")
+ALL = ("inproc", "process")  # `--backend all`: docker only when asked for (it needs an engine)
+DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12]}
 ALPHA = 0.3
 MIN_ROWS = 2  # 569 rows over 200 nodes: at most 2 rows guaranteed per node
 DEGREE = 4
@@ -69,7 +74,8 @@ def split_for(nodes: int, seed: int = SEED) -> str:
 
 
 def scenario_text(name: str, backend: str, nodes: int, rounds: int, split: str) -> str:
-    """A breast-cancer scenario with absolute data paths; FedAvg is the only baseline."""
+    """A breast-cancer scenario with absolute data paths; FedAvg is the only baseline. Degree
+    `DEGREE`, or every other node where there are fewer."""
     schema = json.dumps(str(BREAST_CANCER / "schema.toml"))
     data = json.dumps(str(BREAST_CANCER / "breast-cancer.csv"))
     return f"""\
@@ -90,7 +96,7 @@ validation_fraction = 0.25
 
 [topology]
 kind = "k_regular"
-degree = {DEGREE}
+degree = {min(DEGREE, nodes - 1)}
 
 [model]
 name = "mlp"
@@ -235,12 +241,12 @@ def run_sim_bench(
 ) -> dict[str, Any]:
     """Run the scaling runs and the shipped breast-cancer scenario; print tables, return all."""
     if backend not in (*BACKENDS, "all"):
-        raise ValueError(f"unknown backend {backend!r}: expected process, inproc or all")
+        raise ValueError(f"unknown backend {backend!r}: expected process, inproc, docker or all")
     if rounds < 2:
         raise ValueError("rounds must be at least 2 to time a round")
     if sizes is not None and any(n < 2 for n in sizes):
         raise ValueError(f"a swarm needs at least 2 nodes, got sizes {list(sizes)}")
-    backends = BACKENDS if backend == "all" else (backend,)
+    backends = ALL if backend == "all" else (backend,)
     began = time.perf_counter()
     results: dict[str, Any] = {
         "settings": {
@@ -260,6 +266,8 @@ def run_sim_bench(
     }
     with tempfile.TemporaryDirectory(prefix="medswarm-bench-sim-") as tmp:
         work = Path(tmp)
+        if "docker" in backends:
+            results["docker_images"] = image_build(work / "docker-build.log", console)
         for kind in backends:
             for nodes in sizes if sizes is not None else DEFAULT_SIZES[kind]:
                 split = split_for(nodes)
@@ -278,6 +286,8 @@ def run_sim_bench(
     results["targets"] = targets(results)
     results["total_seconds"] = time.perf_counter() - began
     console.print(runs_table(results))
+    if "docker" in backends:
+        console.print(docker_table(results))
     if "breast_cancer" in results:
         console.print(shipped_table(results["breast_cancer"]))
     console.print(targets_table(results["targets"]))
@@ -293,6 +303,8 @@ def _run(
         console.print(f"  [red]failed:[/red] {child['error']}\n{child['log']}", highlight=False)
         return child
     row = {**measure(run_dir), **child}
+    if (run_dir / "docker.json").exists():
+        row["docker"] = docker_facts(run_dir)
     pace = _f(row["round_wall_seconds"], ".2f")
     links = row["links_reached"]
     console.print(
@@ -303,6 +315,47 @@ def _run(
         highlight=False,
     )
     return row
+
+
+def image_build(log: Path, console: Console) -> dict[str, Any]:
+    """Time scripts/docker-image.sh: a rebuild from the layer cache if the images exist."""
+    from sim.docker_env import build_images, chain_image, engine, node_image
+
+    client = engine()
+    existed = all(_has(client, name) for name in (node_image(), chain_image()))
+    kind = "rebuild from docker's layer cache" if existed else "first build (images missing)"
+    console.print(f"docker images: {kind} ...")
+    seconds = build_images(log)
+    sizes = {
+        name: client.images.get(name).attrs["Size"] / 1e6 for name in (node_image(), chain_image())
+    }
+    console.print(f"  done in {seconds:.1f}s", highlight=False)
+    return {"kind": kind, "seconds": seconds, "image_mb": sizes}
+
+
+def _has(client: Any, name: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(name)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def docker_facts(run_dir: Path) -> dict[str, Any]:
+    """From a docker run's docker.json: container start time and memory per node."""
+    record = json.loads((run_dir / "docker.json").read_text())
+    starts = [s for v in record["nodes"].values() for s in v["start_seconds"][:1]]
+    memory = [v["memory_peak_mb"] for v in record["nodes"].values() if v["memory_peak_mb"]]
+    return {
+        # `docker create` + `docker start` of a node's container, until the engine says started.
+        "start_seconds": {"mean": float(np.mean(starts)), "max": float(np.max(starts))},
+        # The container's memory cgroup at its peak (polled): the node, its page cache, all.
+        "memory_peak_mb": {"mean": float(np.mean(memory)), "max": float(np.max(memory))}
+        if memory
+        else None,
+    }
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +461,34 @@ def runs_table(results: dict[str, Any]) -> Table:
             _f(r["fedavg_accuracy"]),
             _f(r["fedavg_wall_seconds"], ".2f"),
             _f(r["child_seconds"], ".0f"),
+        )
+    return table
+
+
+def docker_table(results: dict[str, Any]) -> Table:
+    images = results.get("docker_images", {})
+    table = Table(
+        title="docker backend",
+        box=box.SIMPLE_HEAD,
+        caption=f"images: {images.get('kind', '-')} in {_f(images.get('seconds'), '.1f')}s "
+        "(scripts/docker-image.sh). start: docker create + start of one node's container. "
+        "memory: each container's memory cgroup at its peak; node RSS: the node's own report.",
+    )
+    for col in ("nodes", "start s mean", "start s max", "memory MB mean", "memory MB max",
+                "node RSS MB max", "s/round"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in results["runs"]:
+        if r["backend"] != "docker" or "error" in r:
+            continue
+        d, memory = r["docker"], r["docker"]["memory_peak_mb"] or {}
+        table.add_row(
+            str(r["nodes"]),
+            _f(d["start_seconds"]["mean"], ".2f"),
+            _f(d["start_seconds"]["max"], ".2f"),
+            _f(memory.get("mean"), ".0f"),
+            _f(memory.get("max"), ".0f"),
+            _f(r["node_peak_rss_mb"]["max"], ".0f"),
+            _f(r["round_wall_seconds"], ".2f"),
         )
     return table
 

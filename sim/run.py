@@ -3,15 +3,17 @@
 A run folder holds the partitioned data (`data/`), one folder per node (config, keys, outputs,
 written by `sim.local_swarm.init_swarm`), the consortium chain if any (`chain/`), `summary.json`
 and the report. Nodes are driven only through their CLI and config files: attacks and faults
-are settings in each node's `node.toml`, kills and restarts are done to its process.
+are settings in each node's `node.toml`, kills and restarts are done to its process (or its
+container: on the docker backend partitions are real too, see `sim.docker_backend`).
 """
 
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,7 @@ from node.init import with_settings
 from node.metrics import read_records
 from sim import partition, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
-from sim.consortium import ConsortiumPlan, open_chain, settle
+from sim.consortium import STATE_FILE, ConsortiumPlan, open_chain, settle
 from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, rotation_settings
 from sim.report import console_summary, write_report
@@ -40,13 +42,19 @@ from sim.scenario import (
     LabelFlip,
     NoiseAttack,
     Scenario,
+    ScenarioError,
     SignFlip,
     Sybil,
+    backend_problems,
     load_scenario,
 )
 
+if TYPE_CHECKING:
+    from sim.docker_backend import Cut, Links
+
 WEI_PER_ETH = 10**18
 RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
+BACKENDS = ("process", "inproc", "docker")
 
 
 @dataclass
@@ -64,11 +72,13 @@ class Plan:
 
 
 def run_scenario(
-    path: Path, out: Path, console: Console, replace: bool = False
+    path: Path, out: Path, console: Console, replace: bool = False, backend: str | None = None
 ) -> list[dict[str, Any]]:
     """Run every seed of the scenario at `path` into `out`; with `replace`, an earlier run
-    there is removed first (otherwise it is refused)."""
+    there is removed first (otherwise it is refused). `backend` overrides the scenario's."""
     scenario = load_scenario(path)
+    if backend is not None:
+        scenario = with_backend(scenario, backend)
     if replace and _holds_a_run(out):
         console.print(f"replacing the earlier run in {out}")
         shutil.rmtree(out)
@@ -81,6 +91,15 @@ def run_scenario(
         (out / "seeds.json").write_text(json.dumps(summaries, indent=1))
         _report(out, summaries[-1], out / f"seed-{scenario.seeds[-1]}", summaries)
     return summaries
+
+
+def with_backend(scenario: Scenario, backend: str) -> Scenario:
+    if backend not in BACKENDS:
+        raise ScenarioError(f"unknown backend {backend!r}: expected {' | '.join(BACKENDS)}")
+    changed = scenario.model_copy(update={"backend": backend})
+    if problems := backend_problems(changed):
+        raise ScenarioError("\n  ".join([f"{scenario.source}: invalid scenario", *problems]))
+    return changed
 
 
 def _holds_a_run(out: Path) -> bool:
@@ -118,18 +137,21 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
             ledger=ledger,
             chain=chain,
         )
-        _apply_partitions(scenario, folder, names)
+        if scenario.backend != "docker":  # there the network itself is cut
+            _apply_partitions(scenario, folder, names)
 
     settled = None
-    if scenario.chain.backend == "none":
+    chain_plan = ConsortiumPlan(
+        rounds_per_epoch=scenario.chain.rounds_per_epoch,
+        reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
+        pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
+    )
+    if scenario.backend == "docker":
+        wall, settled = run_in_docker(folder, scenario, plan, console, set_up, chain_plan)
+    elif scenario.chain.backend == "none":
         set_up()
         wall = execute(folder, scenario, plan, console, None)
     else:
-        chain_plan = ConsortiumPlan(
-            rounds_per_epoch=scenario.chain.rounds_per_epoch,
-            reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
-            pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
-        )
         # One live chain from deployment to settlement: only Anvil could be saved and reopened.
         with open_chain(folder, scenario.chain.backend) as chain:
             set_up(chain, chain_plan)
@@ -281,13 +303,61 @@ def execute(
     return trio.run(main)
 
 
+def run_in_docker(
+    folder: Path,
+    scenario: Scenario,
+    plan: Plan,
+    console: Console,
+    set_up: Callable[[Chain | None, ConsortiumPlan | None], None],
+    chain_plan: ConsortiumPlan,
+) -> tuple[float, dict[str, Any] | None]:
+    """The run in containers: network, chain, nodes; every one of them removed at the end,
+    also on failure or Ctrl-C."""
+    from sim.docker_backend import DockerNodes, cuts_of, write_record
+    from sim.docker_env import DockerSwarm, engine, ensure_images
+
+    client = engine()
+    build_seconds = ensure_images(client, folder / "docker-build.log")
+    with DockerSwarm(client) as swarm:
+        console.print(f"docker: run {swarm.run_id}", highlight=False)
+        swarm.create_network(len(plan.files))
+        chain = swarm.start_chain() if scenario.chain.backend == "anvil" else None
+        set_up(chain, chain_plan if chain else None)
+        nodes = DockerNodes(swarm, folder, list(plan.files), chain.url if chain else None)
+        cuts = cuts_of(scenario)
+        for cut in cuts:
+            plan.faults.append(
+                f"(docker: {', '.join(cut.nodes)} disconnected from the network in rounds "
+                f"{cut.from_round}-{cut.to_round})"
+            )
+        try:
+            wall = trio.run(supervise, folder, scenario, plan, console, nodes, cuts)
+            settled = None
+            if chain is not None:
+                settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
+                swarm.save_chain_state(chain, folder / STATE_FILE)
+        finally:
+            write_record(folder, swarm, nodes.finish(), image_build_seconds=build_seconds)
+    return wall, settled
+
+
 async def supervise(
-    folder: Path, scenario: Scenario, plan: Plan, console: Console, nodes: Nodes
+    folder: Path,
+    scenario: Scenario,
+    plan: Plan,
+    console: Console,
+    nodes: Nodes,
+    cuts: Sequence["Cut"] = (),
 ) -> float:
+    """Run the nodes to the end, killing and restarting as the plan says; `cuts` (docker):
+    disconnect containers once the slowest running node has finished round `from - 1`,
+    connect them again once it has finished round `to`."""
     names = list(plan.files)
     began = time.perf_counter()
     killed: set[str] = set()
     restarted: set[str] = set()
+    cut_now: set[int] = set()
+    healed: set[int] = set()
     for n in names:
         nodes.start(n)
     try:
@@ -307,6 +377,20 @@ async def supervise(
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
+                # A node that is down (for good, perhaps) does not hold the cuts back.
+                slowest = min((done[m] for m in names if m not in killed - restarted), default=0)
+                for i, cut in enumerate(cuts):
+                    links: Links = nodes  # type: ignore[assignment]  # only docker has cuts
+                    if i not in cut_now and slowest >= cut.from_round - 1:
+                        for n in cut.nodes:
+                            links.cut(n)
+                        cut_now.add(i)
+                        console.print(f"{', '.join(cut.nodes)} cut off after round {slowest}")
+                    if i in cut_now and i not in healed and slowest >= cut.to_round:
+                        for n in cut.nodes:
+                            links.heal(n)
+                        healed.add(i)
+                        console.print(f"{', '.join(cut.nodes)} connected after round {slowest}")
                 live.update(_progress(scenario, plan, latest, done, killed - restarted))
                 await trio.sleep(0.3)
     finally:

@@ -167,7 +167,7 @@ class Scenario(_Section):
     source: Path = Field(exclude=True)
     name: str = Field(pattern=f"^{NAME.pattern}$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
-    backend: Literal["process", "inproc"] = "process"
+    backend: Literal["process", "inproc", "docker"] = "process"
     rounds: int = Field(20, gt=0)
     data: DataSection
     topology: TopologySection = TopologySection()
@@ -245,7 +245,7 @@ EXAMPLE_SCENARIO = """\
 name = "heart-disease"            # shown in the report and summary.json
 seeds = [0]                       # one run per seed; the seed drives the split into nodes, the
                                   # initial model, training and each node's validation split
-backend = "process"               # process: one `medswarm node run` per node | inproc
+backend = "process"               # process: one `medswarm node run` per node | inproc | docker
 rounds = 20                       # gossip rounds
 
 [data]
@@ -390,10 +390,20 @@ def _problems(s: Scenario) -> list[str]:
     if len(names) < 2:
         problems.append(f"data: a swarm needs at least 2 nodes, got {names}")
     return problems or [
+        *backend_problems(s),
         *_topology_problems(s, len(names)),
         *_fault_problems(s, names),
         *_attack_problems(s, names),
     ]
+
+
+def backend_problems(s: Scenario) -> list[str]:
+    """The docker backend's chain runs in a container too: Anvil, or none."""
+    if s.backend == "docker" and s.chain.backend not in ("none", "anvil"):
+        return [
+            f"chain.backend: {s.chain.backend!r} cannot run with backend = 'docker' (none | anvil)"
+        ]
+    return []
 
 
 # The optional keys of [data] each layout allows; all but min_rows are required.

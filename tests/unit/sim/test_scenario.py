@@ -220,7 +220,7 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
         (replace('name = "test"', 'name = "a/b"'), r"name: String should match pattern"),
         (prepend("seeds = []\n"), r"seeds: List should have at least 1 item"),
         (prepend("seeds = [-1]\n"), r"seeds.0: Input should be greater than or equal to 0"),
-        (prepend('backend = "docker"\n'), r"backend: Input should be 'process' or 'inproc'"),
+        (prepend('backend = "vm"\n'), r"backend: Input should be 'process', 'inproc' or 'docker'"),
         (prepend('source = "x"\n'), r"source: unknown key"),
         (replace("rounds = 20", "rounds = 0"), r"rounds: Input should be greater than 0"),
         (replace("lr = 0.05", "lr = -1"), r"training.lr: Input should be greater than 0"),

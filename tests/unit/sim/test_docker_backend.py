@@ -1,0 +1,168 @@
+"""The docker backend without an engine: container configs, mounts, partitions as cuts,
+subnets, and that leaving a run removes everything it labelled (with a fake client)."""
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+
+from node.init import render_config
+from sim.docker_backend import Cut, container_config, cuts_of, mounts
+from sim.docker_env import LABEL, DockerError, DockerSwarm, pick_subnet
+from sim.run import with_backend
+from sim.scenario import ScenarioError, load_scenario
+from tests.unit.sim.test_scenario import BASE, PARTITION, write
+
+PEERS = {"12D3KooWA": "10.213.7.10", "12D3KooWB": "10.213.7.11", "12D3KooWC": "10.213.7.12"}
+
+
+def host_config(ledger: bool) -> str:
+    return render_config(
+        name="cleveland",
+        key_file="identity.key",
+        listen="/ip4/127.0.0.1/tcp/40001",
+        neighbours=[
+            "/ip4/127.0.0.1/tcp/40002/p2p/12D3KooWB",
+            "/ip4/127.0.0.1/tcp/40003/p2p/12D3KooWC",
+        ],
+        output_dir="out",
+        data="/runs/r/data/cleveland.csv",
+        schema="/repo/data/heart-disease/schema.toml",
+        ledger_contract="0x" + "ab" * 20 if ledger else "",
+        ledger_key_file="eth.key" if ledger else "",
+    )
+
+
+def test_the_container_config_names_only_paths_inside_the_container():
+    cfg = tomllib.loads(container_config(host_config(ledger=False), PEERS))
+    assert cfg["node"]["key_file"] == "/keys/identity.key"
+    assert cfg["node"]["listen"] == "/ip4/0.0.0.0/tcp/4001"
+    assert cfg["node"]["output_dir"] == "/state"
+    assert cfg["node"]["neighbours"] == [
+        "/ip4/10.213.7.11/tcp/4001/p2p/12D3KooWB",
+        "/ip4/10.213.7.12/tcp/4001/p2p/12D3KooWC",
+    ]
+    assert cfg["data"] == {**cfg["data"], "path": "/data/cleveland.csv"}
+    assert cfg["data"]["schema"] == "/data/schema.toml"
+    assert cfg["ledger"]["enabled"] is False
+    assert "key_file" not in cfg["ledger"]
+
+
+def test_with_the_ledger_the_container_config_names_the_mounted_key_and_the_chain():
+    text = container_config(host_config(ledger=True), PEERS, "http://10.213.7.2:8545")
+    cfg = tomllib.loads(text)
+    assert cfg["ledger"]["key_file"] == "/keys/eth.key"
+    assert cfg["ledger"]["chain"] == "http://10.213.7.2:8545"
+    assert text.startswith("# medswarm node configuration")  # the comments stay
+
+
+def test_a_node_mounts_only_its_own_files(tmp_path: Path):
+    node_dir = tmp_path / "nodes" / "va"
+    node_dir.mkdir(parents=True)
+    (node_dir / "identity.key").write_bytes(b"k")
+    data, schema = tmp_path / "data" / "va.csv", tmp_path / "schema.toml"
+    binds = mounts(node_dir, data, schema)
+    assert {v["bind"]: v["mode"] for v in binds.values()} == {
+        "/data/va.csv": "ro",
+        "/data/schema.toml": "ro",
+        "/config/node.toml": "ro",
+        "/keys/identity.key": "ro",  # no eth.key here: none is mounted
+        "/state": "rw",
+    }
+    assert binds[str(node_dir / "out")]["bind"] == "/state"
+
+
+def test_partitions_become_cuts_that_keep_the_largest_group_connected(tmp_path: Path):
+    groups = '["cleveland", "hungarian", "va"], ["switzerland"]'
+    scenario = load_scenario(write(tmp_path, BASE + PARTITION.format(groups)))
+    assert cuts_of(scenario) == [Cut(("switzerland",), 5, 8)]
+    halves = '["cleveland", "hungarian"], ["switzerland", "va"]'
+    scenario = load_scenario(write(tmp_path, BASE + PARTITION.format(halves)))
+    assert cuts_of(scenario) == [Cut(("switzerland", "va"), 5, 8)]
+
+
+def test_the_docker_backend_takes_anvil_or_no_chain(tmp_path: Path):
+    path = write(tmp_path, BASE.replace("rounds = 20", 'rounds = 20\nbackend = "docker"'))
+    assert load_scenario(path).backend == "docker"
+    ganache = BASE + '\n[chain]\nbackend = "ganache"\n'
+    with pytest.raises(ScenarioError, match="cannot run with backend = 'docker'"):
+        load_scenario(
+            write(tmp_path, ganache.replace("rounds = 20", 'rounds = 20\nbackend = "docker"'))
+        )
+    scenario = load_scenario(write(tmp_path, ganache))
+    with pytest.raises(ScenarioError, match="chain.backend: 'ganache'"):
+        with_backend(scenario, "docker")
+    with pytest.raises(ScenarioError, match="unknown backend 'vm'"):
+        with_backend(scenario, "vm")
+    assert with_backend(scenario, "inproc").backend == "inproc"
+
+
+def test_subnets_in_use_are_skipped():
+    taken = [ipaddress.IPv4Network("10.213.0.0/23"), ipaddress.IPv4Network("10.213.3.7/32")]
+    found = list(pick_subnet(taken, start=0))
+    assert found[:2] == ["10.213.2.0/24", "10.213.4.0/24"]
+    assert len(found) == 256 - 3
+
+
+# -- cleanup, with a fake engine --------------------------------------------------------------
+
+
+class FakeObject:
+    def __init__(self, engine: "FakeEngine", kind: str, name: str, labels: dict[str, str]):
+        self.engine, self.kind, self.name, self.labels = engine, kind, name, labels
+
+    def remove(self, force: bool = False) -> None:
+        if self not in self.engine.objects:
+            raise NotFound("gone")
+        self.engine.objects.remove(self)
+
+
+class FakeCollection:
+    def __init__(self, engine: "FakeEngine", kind: str) -> None:
+        self.engine, self.kind = engine, kind
+
+    def create(self, *args: Any, name: str, labels: dict[str, str], **kwargs: Any) -> FakeObject:
+        if self.engine.fail_on == name:
+            raise DockerError(f"cannot create {name}")
+        made = FakeObject(self.engine, self.kind, name, labels)
+        self.engine.objects.append(made)
+        return made
+
+    def list(self, all: bool = False, filters: dict[str, str] | None = None) -> list[FakeObject]:
+        key, _, value = (filters or {})["label"].partition("=")
+        return [
+            o for o in self.engine.objects if o.kind == self.kind and o.labels.get(key) == value
+        ]
+
+
+class FakeEngine:
+    def __init__(self, fail_on: str = "") -> None:
+        self.objects: list[FakeObject] = []
+        self.fail_on = fail_on
+        self.containers = FakeCollection(self, "container")
+        self.networks = FakeCollection(self, "network")
+        self.api = SimpleNamespace(_version="1.41")
+
+
+def test_leaving_a_run_removes_what_it_created_and_nothing_else():
+    engine = FakeEngine()
+    other = engine.containers.create(name="someone-elses", labels={LABEL: "other"})
+    with DockerSwarm(engine, "abc") as swarm:  # type: ignore[arg-type]
+        engine.networks.create(name=swarm.name("net"), labels=swarm.labels)
+        engine.containers.create(name=swarm.name("va"), labels=swarm.labels)
+        assert len(engine.objects) == 3
+    assert engine.objects == [other]
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("a node failed"), KeyboardInterrupt()])
+def test_a_failure_or_ctrl_c_inside_a_run_still_removes_everything(stop: BaseException):
+    engine = FakeEngine()
+    with pytest.raises(type(stop)), DockerSwarm(engine, "abc") as swarm:  # type: ignore[arg-type]
+        engine.networks.create(name=swarm.name("net"), labels=swarm.labels)
+        engine.containers.create(name=swarm.name("va"), labels=swarm.labels)
+        raise stop
+    assert engine.objects == []
