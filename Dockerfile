@@ -3,7 +3,7 @@
 #   --target node   -> medswarm (the default, last stage): one hospital node, entrypoint `medswarm`
 # The base image is an argument: the public python:3.11-slim by default, or a local Debian
 # bookworm image (python3 at /usr/bin) where no registry is reachable. Python packages come from
-# docker/wheels/ when it holds wheels (offline: --no-index), otherwise from the package index.
+# wheelhouse/ when it holds wheels (offline: --no-index), otherwise from the package index.
 # Written for the classic builder too (no RUN --mount, no COPY --chmod): Debian's engine has it.
 
 ARG BASE_IMAGE=python:3.11-slim
@@ -38,7 +38,7 @@ COPY pyproject.toml /tmp/pyproject.toml
 RUN python3 -c "import tomllib; d = tomllib.load(open('/tmp/pyproject.toml', 'rb')); \
 print('\n'.join([*d['project']['dependencies'], *d['build-system']['requires']]))" \
     > /tmp/requirements.txt
-COPY docker/wheels/ /wheels/
+COPY wheelhouse/ /wheels/
 RUN if ls /wheels/*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-index --find-links /wheels -r /tmp/requirements.txt; \
     else \

@@ -208,6 +208,12 @@ class FaultSection(_Section):
     """For simulations only: faults injected by the node itself."""
 
     publish_delay_seconds: float = Field(0.0, ge=0, description="A slow node.")
+    hold_after_round: int | None = Field(
+        None,
+        ge=1,
+        description="Stop once this round is recorded and checkpointed, and wait there for the "
+        "simulator's kill (it polls: a fast node would otherwise be killed rounds later).",
+    )
     partitions: list[PartitionWindow] = Field(default_factory=list)
 
     def unreachable(self, round_: int) -> frozenset[str]:

@@ -318,6 +318,9 @@ class NodeRunner:
                 cfg.node.fsync,
             )
             self.on_round(record)
+            if r == cfg.faults.hold_after_round:
+                log.info("holding after round %d until killed (simulated fault)", r)
+                await trio.sleep_forever()
         summary = {
             "node": cfg.node.name,
             "peer_id": self.peer_id,

@@ -4,7 +4,7 @@
 #   1. base image: BASE_IMAGE when given (e.g. python:3.11-slim on a machine that reaches a
 #      registry); otherwise a local Debian bookworm image made with debootstrap + docker import
 #      (medswarm-base:bookworm, made once), for machines without a registry.
-#   2. wheelhouse: every Python dependency as a wheel in docker/wheels/ (gitignored), made with
+#   2. wheelhouse: every Python dependency as a wheel in wheelhouse/ (gitignored), made with
 #      the host's pip for Python 3.11 and remade when pyproject.toml changes; the image installs
 #      from it with no network.
 #   3. docker build of both images from ./Dockerfile (docker's layer cache skips what is done).
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 NODE_IMAGE=${MEDSWARM_IMAGE:-medswarm:latest}
 CHAIN_IMAGE=${MEDSWARM_CHAIN_IMAGE:-medswarm-chain:latest}
 LOCAL_BASE=${MEDSWARM_BASE_IMAGE:-medswarm-base:bookworm}
-WHEELS=docker/wheels
+WHEELS=wheelhouse
 ANVIL=node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 TORCH_PIN=$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 

@@ -200,6 +200,7 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
     for fault in scenario.faults:
         if fault.kind == "kill":
             plan.kills.append(fault)
+            plan.settings.setdefault(fault.node, {})["faults.hold_after_round"] = fault.at
             back = f", restarted at round {fault.restart}" if fault.restart else ""
             plan.faults.append(f"{fault.node}: killed at round {fault.at}{back}")
             to = fault.restart or scenario.rounds

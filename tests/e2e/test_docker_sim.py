@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from node.metrics import read_records
-from sim.docker_env import ENGINE_SCRIPT, LABEL, DockerError, engine, ensure_images
+from sim.docker_env import ENGINE_SCRIPT, LABEL, DockerError, build_images, engine
 from sim.local_swarm import HEART_DISEASE
 from sim.run import run_scenario
 
@@ -76,7 +76,7 @@ to = {CUT[2]}
 
 def _engine_and_images(log: Path):
     """The engine (started with scripts/docker-engine.sh if none answers) and the images
-    (built if missing); a failure fails the test with the scripts' own words."""
+    (built, or brought up to date); a failure fails the test with the scripts' own words."""
     try:
         client = engine()
     except DockerError as first:
@@ -87,8 +87,8 @@ def _engine_and_images(log: Path):
                 f"(exit {run.returncode}):\n{run.stdout}{run.stderr}"
             )
         client = engine()
-    try:
-        ensure_images(client, log)
+    try:  # always through the (idempotent, cached) build: an older image would test old code
+        build_images(log, reason="for the source under test")
     except DockerError as exc:
         pytest.fail(f"the images could not be built: {exc}")
     return client
@@ -133,7 +133,7 @@ def test_the_killed_container_restarts_from_its_checkpoint(runs):
     records = read_records(folder / "docker" / "nodes" / "va" / "out" / "metrics.jsonl")
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     resumed = [r for r in records if "resumed_from" in r]
-    assert len(resumed) == 1 and resumed[0]["resumed_from"] >= 3
+    assert [r["resumed_from"] for r in resumed] in ([3], [2])  # held after round 3 till killed
     swarm = json.loads((folder / "docker" / "docker.json").read_text())
     assert len(swarm["nodes"]["va"]["start_seconds"]) == 2  # one container, started twice
     assert len(swarm["nodes"]["cleveland"]["start_seconds"]) == 1

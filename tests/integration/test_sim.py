@@ -97,9 +97,10 @@ def test_the_killed_node_restarts_and_finishes_every_round(run):
     records = read_records(out / "nodes" / "va" / "out" / "metrics.jsonl")
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     resumed = [r["resumed_from"] for r in records if "resumed_from" in r]
-    # Killed once it had finished round 3 (the supervisor polls, so a fast node may get a round
-    # or two further first), then resumed from its checkpoint exactly once.
-    assert len(resumed) == 1 and 3 <= resumed[0] < ROUNDS
+    # Killed right after round 3, where it holds until the kill comes (faults.hold_after_round),
+    # then resumed from its checkpoint exactly once: of round 3, or of round 2 if the kill caught
+    # round 3's checkpoint being written (its record comes first).
+    assert resumed in ([3], [2])
     others = read_records(out / "nodes" / "cleveland" / "out" / "metrics.jsonl")
     missed = [r["round"] for r in others if len(r["neighbours_reached"]) < 3]
     assert missed, "cleveland never missed va while it was down"
@@ -242,7 +243,7 @@ def test_inproc_kills_and_restarts_a_node_on_a_ganache_chain(tmp_path):
     records = read_records(out / "nodes" / "va" / "out" / "metrics.jsonl")
     assert [r["round"] for r in records] == list(range(1, 8))
     resumed = [r["resumed_from"] for r in records if "resumed_from" in r]
-    assert len(resumed) == 1 and 2 <= resumed[0] < 7
+    assert resumed in ([2], [1])  # killed right after round 2 (see the process test above)
     # va's ring neighbours lost it while it was down, and had it back afterwards.
     for name in ("cleveland", "switzerland"):
         reached = [
