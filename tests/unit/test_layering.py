@@ -27,6 +27,7 @@ SIM_MAY_USE = {
     "node.dataset",
     "node.errors",
     "node.runner",  # NodeRunner is `node run`'s entry point; the inproc backend calls it
+    "node.offload",  # the FedAvg baseline's clients run training as the nodes do
 }
 
 
