@@ -351,8 +351,8 @@ async def supervise(
     cuts: Sequence["Cut"] = (),
 ) -> float:
     """Run the nodes to the end, killing and restarting as the plan says; `cuts` (docker):
-    disconnect containers once the slowest running node has finished round `from - 1`,
-    connect them again once it has finished round `to`."""
+    disconnect containers once they have finished round `from - 1`, connect them again once
+    they have finished round `to`."""
     names = list(plan.files)
     began = time.perf_counter()
     killed: set[str] = set()
@@ -378,20 +378,22 @@ async def supervise(
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
-                # A node that is down (for good, perhaps) does not hold the cuts back.
-                slowest = min((done[m] for m in names if m not in killed - restarted), default=0)
+                # Paced by the cut nodes' own rounds, as the other backends' partitions are:
+                # their rounds `from`..`to` run cut off (a node that restarts and catches up
+                # would make any other pace skip a short cut).
                 for i, cut in enumerate(cuts):
                     links: Links = nodes  # type: ignore[assignment]  # only docker has cuts
-                    if i not in cut_now and slowest >= cut.from_round - 1:
+                    at = min(done[n] for n in cut.nodes)
+                    if i not in cut_now and at >= cut.from_round - 1:
                         for n in cut.nodes:
                             links.cut(n)
                         cut_now.add(i)
-                        console.print(f"{', '.join(cut.nodes)} cut off after round {slowest}")
-                    if i in cut_now and i not in healed and slowest >= cut.to_round:
+                        console.print(f"{', '.join(cut.nodes)} cut off after round {at}")
+                    if i in cut_now and i not in healed and at >= cut.to_round:
                         for n in cut.nodes:
                             links.heal(n)
                         healed.add(i)
-                        console.print(f"{', '.join(cut.nodes)} connected after round {slowest}")
+                        console.print(f"{', '.join(cut.nodes)} connected after round {at}")
                 live.update(_progress(scenario, plan, latest, done, killed - restarted))
                 await trio.sleep(0.3)
     finally:

@@ -147,7 +147,7 @@ def test_the_cut_container_reaches_nobody_until_it_is_connected_again(runs):
     records = read_records(folder / "docker" / "nodes" / name / "out" / "metrics.jsonl")
     by_round = {r["round"]: r for r in records}
     assert len(by_round) == ROUNDS
-    # The cut lands when the slowest node has finished round start - 1 (polled), so within a
+    # The cut lands once the node has finished round start - 1 (polled), so within a
     # round or two of `start`; while it lasts, nobody answers.
     cut = [r for r in range(start, end + 2) if not by_round[r]["neighbours_reached"]]
     assert cut, [(r, by_round[r]["neighbours_reached"]) for r in range(start, end + 2)]
