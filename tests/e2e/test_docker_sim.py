@@ -1,7 +1,8 @@
 """`medswarm sim run --backend docker` for real: Debian's engine (started if none runs), the
 images (built if missing), Anvil and four heart-disease nodes in containers on an internal
-network, one node killed and restarted, one cut off the network and connected again. The run
-must match the process backend on the same seed, pass the audit and leave nothing behind.
+network, one node killed and restarted, one cut off the network and connected again, one paused
+and unpaused. The run must match the process backend on the same seed, pass the audit and leave
+nothing behind, also when it is stopped with Ctrl-C while a container is paused.
 
 If no engine can be started or the images cannot be built, these tests fail with the reason;
 they never skip.
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from gossip.identity import load_key_file, peer_id_of
 from node.metrics import read_records
 from sim.docker_env import ENGINE_SCRIPT, LABEL, DockerError, build_images, engine
 from sim.local_swarm import HEART_DISEASE
@@ -28,6 +30,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 12
 CUT = ("switzerland", 6, 8)  # cut off the network in rounds 6 to 8
+PAUSED = ("hungarian", 10, 11)  # `docker pause`d in rounds 10 to 11
 SCENARIO = f"""
 name = "docker-e2e"
 seeds = [3]
@@ -43,6 +46,11 @@ va = "{{data}}/processed.va.data"
 
 [topology]
 kind = "full"
+
+# A cut-off or frozen node costs the others fetch_seconds a round: short, to keep the run short.
+[timeouts]
+connect_seconds = 3
+fetch_seconds = 6
 
 [chain]
 backend = "anvil"
@@ -71,6 +79,12 @@ kind = "partition"
 groups = [["cleveland", "hungarian", "va"], ["{CUT[0]}"]]
 from = {CUT[1]}
 to = {CUT[2]}
+
+[[faults]]
+kind = "pause"
+node = "{PAUSED[0]}"
+from = {PAUSED[1]}
+to = {PAUSED[2]}
 """
 
 
@@ -158,6 +172,25 @@ def test_the_cut_container_reaches_nobody_until_it_is_connected_again(runs):
     assert set(swarm["nodes"]) == {"cleveland", "hungarian", "switzerland", "va"}
 
 
+def test_the_paused_container_is_skipped_meanwhile_and_finishes_every_round(runs):
+    folder, _, _ = runs
+    name, start, end = PAUSED
+    records = read_records(folder / "docker" / "nodes" / name / "out" / "metrics.jsonl")
+    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    assert not [r for r in records if "resumed_from" in r]  # frozen, not killed
+    swarm = json.loads((folder / "docker" / "docker.json").read_text())
+    assert len(swarm["nodes"][name]["start_seconds"]) == 1
+    peer = peer_id_of(load_key_file(folder / "docker" / "nodes" / name / "identity.key"))
+    for other in ("cleveland", "switzerland", "va"):
+        path = folder / "docker" / "nodes" / other / "out" / "metrics.jsonl"
+        reached = {r["round"]: r["neighbours_reached"] for r in read_records(path)}
+        # Paused once every node has finished round start - 1 (polled: a round late at
+        # most), unpaused once the others have finished round `end`.
+        assert peer in reached[start - 1], other
+        assert all(peer not in reached[r] for r in range(start + 1, end + 1)), (other, reached)
+        assert peer in reached[ROUNDS], other
+
+
 def test_nothing_is_left_behind(runs, client):
     folder, _, _ = runs
     run_id = json.loads((folder / "docker" / "docker.json").read_text())["run_id"]
@@ -169,11 +202,15 @@ def test_nothing_is_left_behind(runs, client):
         assert out.stat().st_uid == os.getuid()  # given back after the run
 
 
-def test_ctrl_c_removes_every_container_and_network(client, tmp_path):
+def test_ctrl_c_removes_every_container_and_network_a_paused_one_too(client, tmp_path):
     scenario = tmp_path / "scenario.toml"
-    scenario.write_text(
-        SCENARIO.replace("{data}", str(HEART_DISEASE)).replace(f"rounds = {ROUNDS}", "rounds = 200")
+    text = SCENARIO.replace("{data}", str(HEART_DISEASE)).replace(
+        f"rounds = {ROUNDS}", "rounds = 200"
     )
+    # Paused after round 1 for long: Ctrl-C comes while its container is paused.
+    pause = f"from = {PAUSED[1]}\nto = {PAUSED[2]}"
+    assert pause in text
+    scenario.write_text(text.replace(pause, "from = 2\nto = 150"))
     err = tmp_path / "stderr.txt"
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "node", "sim", "run", str(scenario), "--out", str(out),
@@ -183,9 +220,9 @@ def test_ctrl_c_removes_every_container_and_network(client, tmp_path):
             cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True
         )
         try:
-            metrics = out / "nodes" / "va" / "out" / "metrics.jsonl"
             deadline = time.monotonic() + 300
-            while not read_records(metrics) and child.poll() is None:
+            frozen = f"{PAUSED[0]} frozen after round"
+            while frozen not in err.read_text() and child.poll() is None:
                 assert time.monotonic() < deadline, err.read_text()
                 time.sleep(0.5)
             assert child.poll() is None, err.read_text()
