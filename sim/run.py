@@ -365,7 +365,7 @@ async def supervise(
     `from - 1` and end once it has finished round `to`."""
     names = list(plan.files)
     began = time.perf_counter()
-    killed: set[str] = set()
+    killed: dict[str, int] = {}  # node -> the last round it had finished
     restarted: set[str] = set()
     frozen: dict[int, str] = {}  # pause index -> node, while it lasts
     thawed: set[int] = set()
@@ -384,15 +384,16 @@ async def supervise(
                     n = fault.node
                     if n not in killed and done[n] >= fault.at:
                         nodes.kill(n)
-                        killed.add(n)
+                        killed[n] = done[n]
                     others = min(done[m] for m in names if m != n)
                     due = fault.restart is not None and others >= fault.restart
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
                 # Pauses and cuts are paced by the nodes that run: one that is down (for good,
-                # perhaps) or frozen does not hold them back.
-                down = killed - restarted
+                # perhaps), still coming back (its start-up takes rounds) or frozen does not
+                # hold them back.
+                down = {n for n, last in killed.items() if n not in restarted or done[n] <= last}
                 idle = down | set(frozen.values())
                 slowest = min((done[m] for m in names if m not in idle), default=scenario.rounds)
                 for i, pause in enumerate(plan.pauses):

@@ -30,7 +30,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 12
 CUT = ("switzerland", 6, 8)  # cut off the network in rounds 6 to 8
-PAUSED = ("hungarian", 10, 11)  # `docker pause`d in rounds 10 to 11
+# `docker pause`d in rounds 7 to 8: while the cut lasts, whose rounds wait for their fetch
+# deadline anyway (timeouts.fetch_seconds), so the pause costs the docker run no time.
+PAUSED = ("hungarian", 7, 8)
 SCENARIO = f"""
 name = "docker-e2e"
 seeds = [3]
@@ -46,11 +48,6 @@ va = "{{data}}/processed.va.data"
 
 [topology]
 kind = "full"
-
-# A cut-off or frozen node costs the others fetch_seconds a round: short, to keep the run short.
-[timeouts]
-connect_seconds = 3
-fetch_seconds = 6
 
 [chain]
 backend = "anvil"
@@ -181,7 +178,8 @@ def test_the_paused_container_is_skipped_meanwhile_and_finishes_every_round(runs
     swarm = json.loads((folder / "docker" / "docker.json").read_text())
     assert len(swarm["nodes"][name]["start_seconds"]) == 1
     peer = peer_id_of(load_key_file(folder / "docker" / "nodes" / name / "identity.key"))
-    for other in ("cleveland", "switzerland", "va"):
+    # The node up all along: switzerland is cut off meanwhile, va may still be coming back.
+    for other in ("cleveland",):
         path = folder / "docker" / "nodes" / other / "out" / "metrics.jsonl"
         reached = {r["round"]: r["neighbours_reached"] for r in read_records(path)}
         # Paused once every node has finished round start - 1 (polled: a round late at
