@@ -5,7 +5,8 @@ Both run exactly the node's code from its config file (the process backend throu
 `medswarm node run` CLI, inproc through `node.runner.NodeRunner`, the CLI's own entry point),
 and both can kill a node abruptly and start it again (it resumes from its checkpoint): SIGKILL
 to the process, or a cancel of the node's tasks, which close its host on the way out as the OS
-closes a dead process's sockets.
+closes a dead process's sockets. Only a process can be frozen and thawed (SIGSTOP, SIGCONT): a
+task cannot be stopped alone in the event loop it shares with the others.
 """
 
 import json
@@ -26,6 +27,8 @@ from sim.local_swarm import start_node, stop_processes
 class Nodes(Protocol):
     def start(self, name: str) -> None: ...
     def kill(self, name: str) -> None: ...
+    def pause(self, name: str) -> None: ...
+    def resume(self, name: str) -> None: ...
     def running(self, name: str) -> bool: ...
     def failures(self) -> dict[str, str]: ...
     def stop_all(self) -> None: ...
@@ -36,15 +39,25 @@ class ProcessNodes:
         self.folder, self.overrides = folder, overrides
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.killed: set[str] = set()
+        self.paused: set[str] = set()
 
     def start(self, name: str) -> None:
         self.procs[name] = start_node(self.folder, name, self.overrides)
         self.killed.discard(name)
 
     def kill(self, name: str) -> None:
-        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        os.killpg(self.procs[name].pid, signal.SIGKILL)  # a stopped process dies of it too
         self.procs[name].wait()
         self.killed.add(name)
+        self.paused.discard(name)
+
+    def pause(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGSTOP)
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGCONT)
+        self.paused.discard(name)
 
     def running(self, name: str) -> bool:
         return self.procs[name].poll() is None
@@ -57,6 +70,10 @@ class ProcessNodes:
         }
 
     def stop_all(self) -> None:
+        # A stopped process holds SIGTERM until it is continued: it would be killed, not stopped.
+        for name in list(self.paused):
+            if self.running(name):
+                self.resume(name)
         stop_processes(self.procs.values())
 
 
@@ -105,6 +122,12 @@ class InprocNodes:
     def kill(self, name: str) -> None:
         self.scopes[name].cancel()
         self.alive.discard(name)
+
+    def pause(self, name: str) -> None:
+        raise NotImplementedError("inproc nodes cannot be frozen (the scenario rejects it)")
+
+    def resume(self, name: str) -> None:
+        raise NotImplementedError("inproc nodes cannot be frozen (the scenario rejects it)")
 
     def running(self, name: str) -> bool:
         return name in self.alive

@@ -7,7 +7,8 @@ schema under /data, its keys under /keys (all read-only, and only its own), its 
 backends leave them. Neighbours are dialled at their containers' static addresses.
 
 Faults are done to the containers: a kill is `docker kill` (SIGKILL), a restart starts the same
-container again (the node resumes from its checkpoint in /state), a partition disconnects
+container again (the node resumes from its checkpoint in /state), a pause is `docker pause`
+(the cgroup freezer: memory and connections kept, nothing runs), a partition disconnects
 containers from the network and connects them again with the same address.
 """
 
@@ -178,6 +179,12 @@ class DockerNodes:
         self.containers[name].wait()
         self.killed.add(name)
 
+    def pause(self, name: str) -> None:
+        self.containers[name].pause()
+
+    def resume(self, name: str) -> None:
+        self.containers[name].unpause()
+
     def running(self, name: str) -> bool:
         container = self.containers[name]
         container.reload()
@@ -200,7 +207,7 @@ class DockerNodes:
         `grace` seconds (`docker stop` would wait for each in turn)."""
         up = [c for c in self.containers.values() if _status(c) in ("running", "paused")]
         for container in up:
-            if container.status == "paused":
+            if container.status == "paused":  # engines before 17.06 refuse to signal it
                 container.unpause()
             container.kill(signal="SIGTERM")
         deadline = time.monotonic() + grace

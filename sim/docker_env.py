@@ -265,6 +265,8 @@ class DockerSwarm:
         for _ in range(2):  # a second pass for anything created while the first one ran
             for container in self.containers():
                 try:
+                    if container.status == "paused":  # engines before 17.06 refuse to remove it
+                        container.unpause()
                     container.remove(force=True)
                 except NotFound:
                     pass

@@ -3,8 +3,8 @@
 A run folder holds the partitioned data (`data/`), one folder per node (config, keys, outputs,
 written by `sim.local_swarm.init_swarm`), the consortium chain if any (`chain/`), `summary.json`
 and the report. Nodes are driven only through their CLI and config files: attacks and faults
-are settings in each node's `node.toml`, kills and restarts are done to its process (or its
-container: on the docker backend partitions are real too, see `sim.docker_backend`).
+are settings in each node's `node.toml`, kills, restarts and pauses are done to its process (or
+its container: on the docker backend partitions are real too, see `sim.docker_backend`).
 """
 
 import json
@@ -41,6 +41,7 @@ from sim.scenario import (
     FreeRider,
     LabelFlip,
     NoiseAttack,
+    PauseFault,
     Scenario,
     ScenarioError,
     SignFlip,
@@ -66,6 +67,7 @@ class Plan:
     honest: list[str]
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     kills: list[Any] = field(default_factory=list)
+    pauses: list[PauseFault] = field(default_factory=list)
     fault_windows: list[dict[str, Any]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
@@ -176,6 +178,7 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
         **{f"model.{k}": v for k, v in scenario.model.model_dump().items() if k != "init_seed"},
         **{f"training.{k}": v for k, v in scenario.training.model_dump().items()},
         **{f"swarm.{k}": v for k, v in scenario.swarm.model_dump().items()},
+        **{f"timeouts.{k}": v for k, v in scenario.timeouts.model_dump().items()},
         "swarm.rounds": scenario.rounds,
         "training.seed": seed,
         "model.init_seed": seed,
@@ -205,6 +208,13 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
             plan.faults.append(f"{fault.node}: killed at round {fault.at}{back}")
             to = fault.restart or scenario.rounds
             plan.fault_windows.append({"label": f"{fault.node} down", "from": fault.at, "to": to})
+        elif fault.kind == "pause":
+            plan.pauses.append(fault)
+            span = (fault.from_round, fault.to_round)
+            plan.faults.append(f"{fault.node}: frozen in rounds {span[0]}-{span[1]}")
+            plan.fault_windows.append(
+                {"label": f"{fault.node} frozen", "from": span[0], "to": span[1]}
+            )
         elif fault.kind == "slow":
             plan.settings.setdefault(fault.node, {})["faults.publish_delay_seconds"] = (
                 fault.delay_seconds
@@ -290,7 +300,7 @@ def _apply_partitions(scenario: Scenario, folder: Path, names: list[str]) -> Non
 def execute(
     folder: Path, scenario: Scenario, plan: Plan, console: Console, chain_url: str | None
 ) -> float:
-    """Run every node on the scenario's backend; kill and restart as the plan says."""
+    """Run every node on the scenario's backend; kill, restart and pause as the plan says."""
     overrides = {"ledger.chain": chain_url} if chain_url else {}
 
     async def main() -> float:
@@ -350,13 +360,16 @@ async def supervise(
     nodes: Nodes,
     cuts: Sequence["Cut"] = (),
 ) -> float:
-    """Run the nodes to the end, killing and restarting as the plan says; `cuts` (docker):
-    disconnect containers once they have finished round `from - 1`, connect them again once
-    they have finished round `to`."""
+    """Run the nodes to the end, killing, restarting and pausing as the plan says. Pauses start
+    once the slowest running node has finished round `from - 1` and end once it has finished
+    round `to`; `cuts` (docker: disconnections) are paced by the cut nodes' own rounds.
+    """
     names = list(plan.files)
     began = time.perf_counter()
-    killed: set[str] = set()
+    killed: dict[str, int] = {}  # node -> the last round it had finished
     restarted: set[str] = set()
+    frozen: dict[int, str] = {}  # pause index -> node, while it lasts
+    thawed: set[int] = set()
     cut_now: set[int] = set()
     healed: set[int] = set()
     for n in names:
@@ -372,13 +385,34 @@ async def supervise(
                     n = fault.node
                     if n not in killed and done[n] >= fault.at:
                         nodes.kill(n)
-                        killed.add(n)
+                        killed[n] = done[n]
                     others = min(done[m] for m in names if m != n)
                     due = fault.restart is not None and others >= fault.restart
                     if n in killed and n not in restarted and due:
                         nodes.start(n)  # resumes from its checkpoint
                         restarted.add(n)
-                # Paced by the cut nodes' own rounds, as the other backends' partitions are:
+                # Pauses are paced by the nodes that run: one that is down (for good,
+                # perhaps), still coming back (its start-up takes rounds) or frozen does not
+                # hold them back.
+                down = {n for n, last in killed.items() if n not in restarted or done[n] <= last}
+                idle = down | set(frozen.values())
+                slowest = min((done[m] for m in names if m not in idle), default=scenario.rounds)
+                for i, pause in enumerate(plan.pauses):
+                    n = pause.node
+                    if i in thawed or n in down:
+                        continue  # over, or to be frozen once it is back
+                    if i not in frozen and slowest >= pause.from_round - 1:
+                        if nodes.running(n):  # not if it has already finished
+                            nodes.pause(n)
+                            console.print(f"{n} frozen after round {slowest}")
+                            frozen[i] = n
+                        else:
+                            thawed.add(i)
+                    elif i in frozen and slowest >= pause.to_round:
+                        nodes.resume(frozen.pop(i))
+                        thawed.add(i)
+                        console.print(f"{n} thawed after round {slowest}")
+                # Cuts by the cut nodes' own rounds, as the other backends' partitions are:
                 # their rounds `from`..`to` run cut off (a node that restarts and catches up
                 # would make any other pace skip a short cut).
                 for i, cut in enumerate(cuts):
@@ -394,7 +428,7 @@ async def supervise(
                             links.heal(n)
                         healed.add(i)
                         console.print(f"{', '.join(cut.nodes)} connected after round {at}")
-                live.update(_progress(scenario, plan, latest, done, killed - restarted))
+                live.update(_progress(scenario, plan, latest, done, down, set(frozen.values())))
                 await trio.sleep(0.3)
     finally:
         nodes.stop_all()
@@ -414,6 +448,7 @@ def _progress(
     latest: dict[str, dict[str, Any] | None],
     done: dict[str, int],
     down: set[str],
+    frozen: set[str],
 ) -> Group:
     accs = []
     table = Table.grid(padding=(0, 2))
@@ -422,12 +457,15 @@ def _progress(
         acc = record["merged"]["accuracy"] if record else None
         if acc is not None:
             accs.append(acc)
-        state = "down" if n in down else f"acc {acc:.3f}" if acc is not None else "starting"
+        if n in down or n in frozen:
+            state = "down" if n in down else "frozen"
+        else:
+            state = f"acc {acc:.3f}" if acc is not None else "starting"
         table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
     current = min(done.values())
-    active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]] + [
-        f"{n} down" for n in down
-    ]
+    active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]]
+    active += [f"{n} down" for n in down] + [f"{n} frozen" for n in frozen]
+    active = list(dict.fromkeys(active))  # a kill's window and its node being down say the same
     mean = f"{np.mean(accs):.3f}" if accs else "-"
     line = f"mean accuracy {mean}   faults in effect: {', '.join(active) or 'none'}"
     return Group(table, line)

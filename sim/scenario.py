@@ -1,7 +1,7 @@
 """A simulation scenario: one TOML file, parsed once into a frozen pydantic model.
 
 It names the data and how it is cut into nodes, the topology, the model and training settings
-(the keys of a node config's [model], [training] and [swarm]), the chain, the faults and
+(the keys of a node config's [model], [training], [swarm] and [timeouts]), the chain, the faults and
 attacks and the baselines. Relative paths are relative to the scenario file's folder. Unknown
 keys, wrong types, missing files and references to nodes or rounds that do not exist are
 rejected with the file, the key and what was expected.
@@ -17,7 +17,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
-from node.config import ModelSection, SwarmSection, TrainingSection, format_validation_error
+from node.config import (
+    ModelSection,
+    SwarmSection,
+    TimeoutSection,
+    TrainingSection,
+    format_validation_error,
+)
 from node.dataset import DataSchema, load_schema, load_table
 from node.errors import ConfigError, DataError
 from sim import partition, topology
@@ -119,6 +125,15 @@ class PartitionFault(_Section):
     to_round: Round = Field(alias="to")
 
 
+class PauseFault(_NodeEvent):
+    """The node is frozen during rounds [from, to]: not killed, it keeps its memory and its
+    connections, but nothing in it runs or answers (SIGSTOP, or `docker pause`)."""
+
+    kind: Literal["pause"]
+    from_round: Round = Field(alias="from")
+    to_round: Round = Field(alias="to")
+
+
 class SlowFault(_NodeEvent):
     """The node waits `delay_seconds` before publishing each round."""
 
@@ -156,11 +171,21 @@ class Sybil(_NodeEvent):
         return f"{self.node}_sybil"
 
 
-Fault = Annotated[KillFault | PartitionFault | SlowFault, Field(discriminator="kind")]
+Fault = Annotated[KillFault | PartitionFault | PauseFault | SlowFault, Field(discriminator="kind")]
 Attack = Annotated[
     LabelFlip | NoiseAttack | SignFlip | FreeRider | Sybil, Field(discriminator="kind")
 ]
-KINDS = ("kill", "partition", "slow", "label_flip", "noise", "sign_flip", "free_rider", "sybil")
+KINDS = (
+    "kill",
+    "partition",
+    "pause",
+    "slow",
+    "label_flip",
+    "noise",
+    "sign_flip",
+    "free_rider",
+    "sybil",
+)
 
 
 class Scenario(_Section):
@@ -174,6 +199,7 @@ class Scenario(_Section):
     model: ModelSection = ModelSection()
     training: TrainingSection = TrainingSection()
     swarm: SwarmSection = SwarmSection()
+    timeouts: TimeoutSection = TimeoutSection()
     chain: ChainSection = ChainSection()
     faults: list[Fault] = []
     attacks: list[Attack] = []
@@ -287,6 +313,10 @@ weight_decay = 0.0
 merge = "metropolis"              # metropolis | median | trimmed_mean
 trim_fraction = 0.2               # for trimmed_mean
 
+# [timeouts]                      # as in a node config
+# connect_seconds = 5
+# fetch_seconds = 15              # a neighbour that sends nothing by then is skipped that round
+
 [chain]
 backend = "anvil"                 # none | anvil | ganache | embedded
 rounds_per_epoch = 5              # rewards are paid per epoch of this many rounds
@@ -311,6 +341,11 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # groups = [["cleveland", "hungarian"], ["switzerland", "va"]]   # others keep their links
 # from = 5
 # to = 10
+# [[faults]]
+# kind = "pause"                  # `node` is frozen in rounds [from, to] (SIGSTOP, docker
+# node = "va"                     # pause; not on inproc): it keeps its memory and connections,
+# from = 5                        # but answers nothing until it is thawed
+# to = 7
 # [[faults]]
 # kind = "slow"                   # `node` waits before publishing each round
 # node = "va"
@@ -391,6 +426,7 @@ def _problems(s: Scenario) -> list[str]:
         problems.append(f"data: a swarm needs at least 2 nodes, got {names}")
     return problems or [
         *backend_problems(s),
+        *_timeout_problems(s),
         *_topology_problems(s, len(names)),
         *_fault_problems(s, names),
         *_attack_problems(s, names),
@@ -398,12 +434,21 @@ def _problems(s: Scenario) -> list[str]:
 
 
 def backend_problems(s: Scenario) -> list[str]:
-    """The docker backend's chain runs in a container too: Anvil, or none."""
+    """The docker backend's chain runs in a container too: Anvil, or none. Inproc nodes are
+    tasks of one event loop, which cannot freeze one of them."""
+    problems = []
     if s.backend == "docker" and s.chain.backend not in ("none", "anvil"):
-        return [
+        problems.append(
             f"chain.backend: {s.chain.backend!r} cannot run with backend = 'docker' (none | anvil)"
+        )
+    if s.backend == "inproc":
+        problems += [
+            f"faults.{i}.kind: 'pause' cannot run with backend = 'inproc': its nodes are tasks "
+            "of one event loop, which cannot freeze one of them (process | docker)"
+            for i, fault in enumerate(s.faults)
+            if isinstance(fault, PauseFault)
         ]
-    return []
+    return problems
 
 
 # The optional keys of [data] each layout allows; all but min_rows are required.
@@ -460,6 +505,14 @@ def _data_problems(s: Scenario) -> list[str]:
     return []
 
 
+def _timeout_problems(s: Scenario) -> list[str]:
+    """What a node config would refuse: a fetch must leave room for connecting."""
+    fetch, connect = s.timeouts.fetch_seconds, s.timeouts.connect_seconds
+    if fetch <= connect:
+        return [f"timeouts.fetch_seconds: {fetch:g} must exceed connect_seconds ({connect:g})"]
+    return []
+
+
 def _topology_problems(s: Scenario, n: int) -> list[str]:
     kind = s.topology.kind
     problems = []
@@ -481,7 +534,8 @@ def _topology_problems(s: Scenario, n: int) -> list[str]:
 
 def _fault_problems(s: Scenario, names: list[str]) -> list[str]:
     problems: list[str] = []
-    down: dict[str, list[tuple[int, float, int]]] = {}  # node -> (at, restart, fault index)
+    # node -> the rounds [start, end) it is killed or frozen in, and the fault's index
+    down: dict[str, list[tuple[int, float, int]]] = {}
 
     def late(key: str, value: int) -> list[str]:
         return (
@@ -509,16 +563,26 @@ def _fault_problems(s: Scenario, names: list[str]) -> list[str]:
             continue
         problems += _unknown(f"{key}.node", fault.node, names)
         if isinstance(fault, KillFault):
+            first, since = "at", fault.at
             problems += late(f"{key}.at", fault.at)
-            restart = float("inf") if fault.restart is None else fault.restart
-            if restart <= fault.at:
+            until = float("inf") if fault.restart is None else fault.restart
+            if until <= fault.at:
                 problems.append(f"{key}.restart: {fault.restart} is not after at ({fault.at})")
             elif fault.restart is not None:
                 problems += late(f"{key}.restart", fault.restart)
-            for at, until, j in down.get(fault.node, []):
-                if fault.at < until and at < restart:
-                    problems.append(f"{key}.at: {fault.node!r} is already down then (faults.{j})")
-            down.setdefault(fault.node, []).append((fault.at, restart, i))
+        elif isinstance(fault, PauseFault):
+            first, since, until = "from", fault.from_round, fault.to_round + 1
+            problems += late(f"{key}.from", since) + late(f"{key}.to", fault.to_round)
+            if fault.to_round < since:
+                problems.append(f"{key}.to: {fault.to_round} comes before from ({since})")
+        else:
+            continue
+        for other_since, other_until, j in down.get(fault.node, []):
+            if since < other_until and other_since < until:
+                problems.append(
+                    f"{key}.{first}: {fault.node!r} is already down or frozen then (faults.{j})"
+                )
+        down.setdefault(fault.node, []).append((since, until, i))
     return problems
 
 

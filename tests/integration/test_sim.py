@@ -1,5 +1,6 @@
 """The simulator end to end on the process backend: a heart-disease scenario with a node killed
-and restarted and a network partition, every output written, numbers that make sense."""
+and restarted and a network partition, every output written, numbers that make sense; a node
+frozen and thawed."""
 
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from gossip.identity import load_key_file, peer_id_of
 from node.metrics import read_records
 from sim.run import run_scenario
 from tests.integration.swarm_support import final_params, metrics
@@ -115,6 +117,63 @@ def test_a_partition_drives_the_halves_apart_and_healing_brings_them_back(run):
     print({r: round(d, 3) for r, d in distance.items()})
     assert during > before
     assert after < before
+
+
+PAUSE_ROUNDS = 9
+PAUSED = ("hungarian", 4, 6)  # frozen in rounds 4 to 6
+PAUSE_SCENARIO = f"""
+name = "pause-small"
+rounds = {PAUSE_ROUNDS}
+
+{SITES}
+[topology]
+kind = "full"
+
+[timeouts]  # the others wait this long for the frozen node each round
+connect_seconds = 1
+fetch_seconds = 3
+
+[baselines]
+local_only = false
+centralized = false
+fedavg = false
+
+# A slow node paces the rounds, so that the pause lands within a round of where it is put.
+[[faults]]
+kind = "slow"
+node = "cleveland"
+delay_seconds = 0.5
+
+[[faults]]
+kind = "pause"
+node = "{PAUSED[0]}"
+from = {PAUSED[1]}
+to = {PAUSED[2]}
+"""
+
+
+def test_a_frozen_node_is_skipped_meanwhile_and_finishes_every_round_after_the_thaw(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    name, start, end = PAUSED
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(PAUSE_SCENARIO.replace("{data}", str(HEART_DISEASE)))
+    [summary] = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    out = tmp_path / "out"
+    assert {"label": f"{name} frozen", "from": start, "to": end} in summary["fault_windows"]
+    records = read_records(out / "nodes" / name / "out" / "metrics.jsonl")
+    # Stopped and continued, never killed: every round once, none resumed from a checkpoint.
+    assert [r["round"] for r in records] == list(range(1, PAUSE_ROUNDS + 1))
+    assert not [r for r in records if "resumed_from" in r]
+    assert len(records[-1]["neighbours_reached"]) == 3
+    peer = peer_id_of(load_key_file(out / "nodes" / name / "identity.key"))
+    for other in ("cleveland", "switzerland", "va"):
+        reached = {r["round"]: r["neighbours_reached"] for r in metrics(out, other)}
+        # Frozen once every node has finished round start - 1 (polled: it may land a round
+        # late), thawed once the others have finished round `end`.
+        assert peer in reached[start - 1], other
+        assert all(peer not in reached[r] for r in range(start + 1, end + 1)), (other, reached)
+        assert peer in reached[PAUSE_ROUNDS], other
 
 
 INPROC = (

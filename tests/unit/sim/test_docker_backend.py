@@ -1,5 +1,6 @@
 """The docker backend without an engine: container configs, mounts, partitions as cuts,
-subnets, and that leaving a run removes everything it labelled (with a fake client)."""
+subnets, and that leaving a run removes everything it labelled, paused containers too (with a
+fake client)."""
 
 import ipaddress
 import tomllib
@@ -8,14 +9,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 
 from node.init import render_config
-from sim.docker_backend import Cut, container_config, cuts_of, mounts
+from sim.docker_backend import Cut, DockerNodes, container_config, cuts_of, mounts
 from sim.docker_env import LABEL, DockerError, DockerSwarm, pick_subnet
+from sim.local_swarm import init_swarm
 from sim.run import with_backend
 from sim.scenario import ScenarioError, load_scenario
-from tests.unit.sim.test_scenario import BASE, PARTITION, write
+from tests.unit.sim.test_scenario import BASE, HEART, PARTITION, write
 
 PEERS = {"12D3KooWA": "10.213.7.10", "12D3KooWB": "10.213.7.11", "12D3KooWC": "10.213.7.12"}
 
@@ -112,12 +114,39 @@ def test_subnets_in_use_are_skipped():
 
 
 class FakeObject:
+    """A container or a network; a container refuses, as engines before 17.06 did, to be
+    signalled or removed while it is paused."""
+
     def __init__(self, engine: "FakeEngine", kind: str, name: str, labels: dict[str, str]):
         self.engine, self.kind, self.name, self.labels = engine, kind, name, labels
+        self.id, self.status = name, "created"
+
+    def _do(self, action: str, allowed: tuple[str, ...], status: str | None = None) -> None:
+        if self.status not in allowed:
+            raise APIError(f"cannot {action} container {self.name}: it is {self.status}")
+        self.engine.calls.append((self.name, action))
+        self.status = status or self.status
+
+    def start(self) -> None:
+        self._do("start", ("created", "exited"), "running")
+
+    def pause(self) -> None:
+        self._do("pause", ("running",), "paused")
+
+    def unpause(self) -> None:
+        self._do("unpause", ("paused",), "running")
+
+    def kill(self, signal: str = "SIGKILL") -> None:
+        self._do(f"kill {signal}", ("running",), "exited")
+
+    def reload(self) -> None:
+        if self not in self.engine.objects:
+            raise NotFound("gone")
 
     def remove(self, force: bool = False) -> None:
         if self not in self.engine.objects:
             raise NotFound("gone")
+        self._do("remove", ("created", "running", "exited") if force else ("created", "exited"))
         self.engine.objects.remove(self)
 
 
@@ -142,6 +171,7 @@ class FakeCollection:
 class FakeEngine:
     def __init__(self, fail_on: str = "") -> None:
         self.objects: list[FakeObject] = []
+        self.calls: list[tuple[str, str]] = []  # (object name, what was done to it)
         self.fail_on = fail_on
         self.containers = FakeCollection(self, "container")
         self.networks = FakeCollection(self, "network")
@@ -165,4 +195,48 @@ def test_a_failure_or_ctrl_c_inside_a_run_still_removes_everything(stop: BaseExc
         engine.networks.create(name=swarm.name("net"), labels=swarm.labels)
         engine.containers.create(name=swarm.name("va"), labels=swarm.labels)
         raise stop
+    assert engine.objects == []
+
+
+def test_a_paused_container_is_unpaused_before_it_is_removed():
+    engine = FakeEngine()
+    with DockerSwarm(engine, "abc") as swarm:  # type: ignore[arg-type]
+        node = engine.containers.create(name=swarm.name("va"), labels=swarm.labels)
+        node.start()
+        node.pause()
+    assert engine.objects == []
+    assert engine.calls[-2:] == [(node.name, "unpause"), (node.name, "remove")]
+
+
+def test_nodes_are_paused_and_resumed_and_unpaused_before_they_are_stopped(tmp_path: Path):
+    names = ["cleveland", "va"]
+    sites = {n: HEART / f"processed.{n}.data" for n in names}
+    init_swarm(tmp_path, sites, HEART / "schema.toml", rounds=2)
+    engine = FakeEngine()
+    with DockerSwarm(engine, "abc") as swarm:  # type: ignore[arg-type]
+        network = engine.networks.create(name=swarm.name("net"), labels=swarm.labels)
+        swarm.network = network  # type: ignore[assignment]
+        swarm.subnet = ipaddress.IPv4Network("10.213.7.0/24")
+        nodes = DockerNodes(swarm, tmp_path, names, None)
+        try:
+            for n in names:
+                nodes.start(n)
+            va = nodes.containers["va"]
+            nodes.pause("va")
+            assert va.status == "paused" and nodes.running("va")
+            nodes.resume("va")
+            assert va.status == "running"
+            nodes.pause("va")
+            nodes.stop_all(grace=0)
+        finally:
+            nodes.memory.stop()
+    assert [action for name, action in engine.calls if name == va.name] == [
+        "start",
+        "pause",
+        "unpause",
+        "pause",
+        "unpause",  # a paused container is thawed first, so that SIGTERM stops it cleanly
+        "kill SIGTERM",
+        "remove",
+    ]
     assert engine.objects == []

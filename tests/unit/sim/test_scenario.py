@@ -7,6 +7,7 @@ from sim.scenario import (
     EXAMPLE_SCENARIO,
     KillFault,
     PartitionFault,
+    PauseFault,
     ScenarioError,
     Sybil,
     load_scenario,
@@ -46,6 +47,7 @@ file = "{BREAST / "breast-cancer.csv"}"
 """
 KILL = '\n[[faults]]\nkind = "kill"\nnode = "va"\nat = 5\n'
 PARTITION = '\n[[faults]]\nkind = "partition"\ngroups = [{}]\nfrom = 5\nto = 8\n'
+PAUSE = '\n[[faults]]\nkind = "pause"\nnode = "va"\nfrom = 5\nto = 8\n'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -117,15 +119,23 @@ def test_the_example_documents_the_optional_sections():
 
 def test_parsed_values_and_defaults(tmp_path):
     scenario = load_scenario(
-        write(tmp_path, BASE + KILL + PARTITION.format('["va"], ["cleveland"]'))
+        write(
+            tmp_path,
+            BASE
+            + KILL
+            + PARTITION.format('["va"], ["cleveland"]')
+            + PAUSE.replace("va", "hungarian"),
+        )
     )
     assert scenario.seeds == [0] and scenario.backend == "process"
     assert (
         scenario.data.sites is not None and scenario.data.sites["va"] == HEART / "processed.va.data"
     )
-    kill, part = scenario.faults
+    kill, part, pause = scenario.faults
     assert isinstance(kill, KillFault) and (kill.node, kill.at, kill.restart) == ("va", 5, None)
     assert isinstance(part, PartitionFault) and (part.from_round, part.to_round) == (5, 8)
+    assert isinstance(pause, PauseFault) and (pause.node, pause.to_round) == ("hungarian", 8)
+    assert scenario.timeouts.fetch_seconds == 15  # a node's default
     assert scenario.chain.backend == "none"
     with pytest.raises(ValueError):
         scenario.rounds = 3  # frozen
@@ -195,8 +205,8 @@ def replace(old: str, new: str):
     return edit
 
 
-def prepend(extra: str):
-    return lambda text: extra + text
+def prepend(extra: str, tail: str = ""):
+    return lambda text: extra + text + tail
 
 
 def append(extra: str):
@@ -298,6 +308,34 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
             append(PARTITION.format('["va"], ["hungarian"]').replace("to = 8", "to = 30")),
             r"faults.0.to: round 30 is after the last round",
         ),
+        (append(PAUSE.replace('"va"', '"x"')), r"faults.0.node: unknown node 'x'"),
+        (append(PAUSE.replace("to = 8", "to = 4")), r"faults.0.to: 4 comes before from \(5\)"),
+        (append(PAUSE.replace("to = 8", "to = 21")), r"faults.0.to: round 21 is after the last"),
+        (append(PAUSE.replace("from = 5", "from = 0")), r"faults.0.from: Input should be greater"),
+        (append(PAUSE.replace("from = 5\n", "")), r"faults.0.from: required key is missing"),
+        (append(PAUSE + "at = 5\n"), r"faults.0.at: unknown key"),
+        (
+            append(PAUSE + PAUSE.replace("from = 5", "from = 8").replace("to = 8", "to = 9")),
+            r"faults.1.from: 'va' is already down or frozen then \(faults.0\)",
+        ),
+        (
+            append(KILL + "restart = 7\n" + PAUSE),
+            r"faults.1.from: 'va' is already down or frozen then \(faults.0\)",
+        ),
+        (
+            append(PAUSE.replace('"va"', '"hungarian"') + PAUSE + KILL + "restart = 10\n"),
+            r"faults.2.at: 'va' is already down or frozen then \(faults.1\)",
+        ),
+        (
+            prepend('backend = "inproc"\n', PAUSE),
+            r"faults.0.kind: 'pause' cannot run with backend = 'inproc': its nodes are tasks of "
+            r"one event loop",
+        ),
+        (
+            append("[timeouts]\nconnect_seconds = 5\nfetch_seconds = 5\n"),
+            r"timeouts.fetch_seconds: 5 must exceed connect_seconds \(5\)",
+        ),
+        (append("[timeouts]\nfetch_seconds = 0\n"), r"timeouts.fetch_seconds: Input should be"),
         (
             append('[[faults]]\nkind = "slow"\nnode = "va"\ndelay_seconds = 0\n'),
             r"faults.0.delay_seconds: Input should be greater than 0",
@@ -343,3 +381,18 @@ def test_unreadable_files(tmp_path):
         load_scenario(write(tmp_path, "name = \n"))
     assert issubclass(ScenarioError, ConfigError)
     assert not issubclass(ScenarioError, DataError)
+
+
+def test_a_pause_can_follow_a_kill_of_the_same_node(tmp_path):
+    text = BASE + KILL + "restart = 7\n" + PAUSE.replace("from = 5", "from = 7")
+    kill, pause = load_scenario(write(tmp_path, text)).faults
+    assert isinstance(pause, PauseFault) and pause.from_round == kill.restart
+
+
+def test_a_pause_is_refused_when_the_backend_becomes_inproc(tmp_path):
+    from sim.run import with_backend
+
+    scenario = load_scenario(write(tmp_path, BASE + PAUSE))
+    assert with_backend(scenario, "docker").backend == "docker"
+    with pytest.raises(ScenarioError, match=r"faults.0.kind: 'pause' cannot run with backend"):
+        with_backend(scenario, "inproc")
