@@ -40,11 +40,12 @@ from rich.table import Table
 from node.dataset import load_schema, load_table
 from node.metrics import read_records
 from sim import partition
+from sim.local_swarm import tail
+from sim.scenario import BACKENDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
 SHIPPED = Path(__file__).resolve().parent / "scenarios" / "breast-cancer.toml"
-BACKENDS = ("inproc", "process", "docker")
 ALL = ("inproc", "process")  # `--backend all`: docker only when asked for (it needs an engine)
 DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12]}
 ALPHA = 0.3
@@ -158,15 +159,11 @@ def _child(scenario: Path, run_dir: Path, work: Path, timeout: float) -> dict[st
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-            return {"error": f"stopped after {timeout:.0f}s", "log": _tail(log)}
+            return {"error": f"stopped after {timeout:.0f}s", "log": tail(log, 20)}
     elapsed = time.perf_counter() - began
     if code != 0 or not out.exists():
-        return {"error": f"exit code {code} after {elapsed:.0f}s", "log": _tail(log)}
+        return {"error": f"exit code {code} after {elapsed:.0f}s", "log": tail(log, 20)}
     return {**json.loads(out.read_text()), "child_seconds": elapsed}
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # -- reading a run folder ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ledger.accounts import DEV_ACCOUNT_COUNT, DEV_MNEMONIC, dev_accounts
 from ledger.backends import Chain
 from ledger.backends.anvil import HARDFORK
 from ledger.backends.rpc import http_web3
+from sim.local_swarm import tail
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SCRIPT = REPO_ROOT / "scripts" / "docker-image.sh"
@@ -92,7 +93,7 @@ def build_images(log: Path, reason: str = "", env: Mapping[str, str] | None = No
             env={**os.environ, **(env or {})},
         )
     if code != 0:
-        raise DockerError(f"{IMAGE_SCRIPT} failed (exit {code}); its last lines:\n{tail(log)}")
+        raise DockerError(f"{IMAGE_SCRIPT} failed (exit {code}); its last lines:\n{tail(log, 20)}")
     return time.perf_counter() - began
 
 
@@ -102,12 +103,6 @@ def _has_image(client: docker.DockerClient, name: str) -> bool:
     except ImageNotFound:
         return False
     return True
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def pick_subnet(taken: Sequence[ipaddress.IPv4Network], start: int | None = None) -> Iterator[str]:

@@ -82,7 +82,7 @@ def run_fedavg_network(
     running at `timeout`, with the tail of its log. Every process is stopped on return.
     """
     # Imported here: local_swarm pulls in web3, which the server and clients never need.
-    from sim.local_swarm import _tail, free_port, stop_processes
+    from sim.local_swarm import free_port, stop_processes, tail
 
     if not sites:
         raise ValueError("no sites given")
@@ -129,7 +129,7 @@ def run_fedavg_network(
     def failure(heading: str, labels: list[str]) -> RuntimeError:
         logs = "\n".join(
             f"--- {label} ({_status(procs[label])}), {dirs[label] / 'process.log'}:\n"
-            + _tail(dirs[label] / "process.log")
+            + tail(dirs[label] / "process.log")
             for label in labels
         )
         return RuntimeError(f"{heading}\n{logs}")

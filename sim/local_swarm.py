@@ -228,7 +228,7 @@ def run_processes(
     failed = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
     if failed:
         logs = "\n".join(
-            f"--- {n} (exit {code}):\n" + _tail(folder / "nodes" / n / "node.log")
+            f"--- {n} (exit {code}):\n" + tail(folder / "nodes" / n / "node.log")
             for n, code in failed.items()
         )
         raise SwarmError(f"node processes failed:\n{logs}")
@@ -247,7 +247,8 @@ def stop_processes(procs: Collection[subprocess.Popen]) -> None:
             p.wait()
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15) -> str:
+    """The last `lines` lines of a log file, "" if there is none."""
     return (
         "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
     )

@@ -37,6 +37,7 @@ from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, rotation_settings
 from sim.report import console_summary, write_report
 from sim.scenario import (
+    BACKENDS,
     Attack,
     FreeRider,
     LabelFlip,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 WEI_PER_ETH = 10**18
 RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
-BACKENDS = ("process", "inproc", "docker")
 
 
 @dataclass

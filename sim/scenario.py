@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
@@ -188,11 +188,15 @@ KINDS = (
 )
 
 
+Backend = Literal["process", "inproc", "docker"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
 class Scenario(_Section):
     source: Path = Field(exclude=True)
     name: str = Field(pattern=f"^{NAME.pattern}$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
-    backend: Literal["process", "inproc", "docker"] = "process"
+    backend: Backend = "process"
     rounds: int = Field(20, gt=0)
     data: DataSection
     topology: TopologySection = TopologySection()
