@@ -32,6 +32,7 @@ from sim.consortium import (
     open_chain,
     settle,
 )
+from sim.errors import AlreadyExists, SimError
 from sim.topology import matchings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ HEART_SITES = {
 }
 
 
-class SwarmError(Exception):
+class SwarmError(SimError):
     """A swarm folder is unusable, or a node process failed."""
 
 
@@ -95,7 +96,7 @@ def init_swarm(
     With `ledger`, also a consortium whose members are these nodes, on `chain` (default: an
     Anvil whose state stays in the folder, for `swarm up` to start again)."""
     if (folder / "swarm.json").exists():
-        raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
+        raise AlreadyExists(f"{folder} already holds a swarm (swarm.json)")
     names = list(sites)
     edges = topology_edges(len(names), topology) if isinstance(topology, str) else topology
     ports = [free_port() for _ in names]
@@ -164,7 +165,7 @@ def init_heart_disease_swarm(
 
 
 def node_command(config: Path, overrides: Mapping[str, Any] = {}) -> list[str]:
-    cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(config), "--quiet"]
+    cmd = [sys.executable, "-m", "medswarm", "node", "run", "--config", str(config), "--quiet"]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     return cmd
