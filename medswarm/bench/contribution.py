@@ -43,7 +43,7 @@ from node.models import build_model
 from node.scaling import Scaler, local_stats
 from node.training import TrainSettings, train_local, training_seed
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[2] / "data" / "heart-disease"
 SIZES = (4, 8, 16, 32)
 
 

@@ -1,7 +1,7 @@
 """`medswarm bench sim`: how the simulator scales, and how the swarm compares with FedAvg.
 
 Every measured run is a scenario written to a temporary folder and run by
-`sim.run.run_scenario` in a fresh child process (`python -m sim.bench --one ...`), so each run's
+`sim.run.run_scenario` in a fresh child process (`medswarm bench sim-one ...`), so each run's
 peak memory (`ru_maxrss` of the child) is its own and not the peak of an earlier, larger run:
 
 - inproc: all nodes are trio tasks of the child, so its peak RSS is the whole swarm's memory
@@ -19,7 +19,6 @@ check the targets: 200 inproc nodes in under 2 GiB, and on breast-cancer the swa
 0.5 accuracy points of FedAvg at no more than its wall-clock.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -43,9 +42,9 @@ from sim import partition
 from sim.local_swarm import tail
 from sim.scenario import BACKENDS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
-SHIPPED = Path(__file__).resolve().parent / "scenarios" / "breast-cancer.toml"
+SHIPPED = REPO_ROOT / "sim" / "scenarios" / "breast-cancer.toml"
 ALL = ("inproc", "process")  # `--backend all`: docker only when asked for (it needs an engine)
 DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12]}
 ALPHA = 0.3
@@ -143,7 +142,16 @@ def run_one(scenario: Path, run_dir: Path, out: Path) -> None:
 def _child(scenario: Path, run_dir: Path, work: Path, timeout: float) -> dict[str, Any]:
     """Run one scenario in a child process; its numbers, or {"error": ...}."""
     out, log = work / f"{run_dir.name}.json", work / f"{run_dir.name}.log"
-    cmd = [sys.executable, "-m", "sim.bench", "--one", str(scenario), str(run_dir), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medswarm",
+        "bench",
+        "sim-one",
+        str(scenario),
+        str(run_dir),
+        str(out),
+    ]
     began = time.perf_counter()
     with log.open("wb") as sink:
         child = subprocess.Popen(
@@ -546,22 +554,3 @@ def targets_table(found: dict[str, Any]) -> Table:
 def _met(target: dict[str, Any]) -> str:
     met = target["met"]
     return "not measured" if met is None else "[green]yes[/green]" if met else "[red]no[/red]"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.bench", description="One run of `medswarm bench sim`."
-    )
-    parser.add_argument(
-        "--one",
-        nargs=3,
-        required=True,
-        metavar=("SCENARIO", "RUN_DIR", "OUT_JSON"),
-        help="run SCENARIO into RUN_DIR; write this process's peak RSS and time to OUT_JSON",
-    )
-    scenario, run_dir, out = (Path(p) for p in parser.parse_args(argv).one)
-    run_one(scenario, run_dir, out)
-
-
-if __name__ == "__main__":
-    main()

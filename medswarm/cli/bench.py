@@ -1,268 +1,59 @@
-"""The `medswarm` command line: node, swarm, ledger and bench sub-commands.
+"""`medswarm bench ...`: benchmarks that print numbers and write JSON."""
 
-Heavy imports (torch, libp2p) happen inside the commands so `--help` stays quick.
-"""
-
-import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from ledger import cli as ledger_cli
-from node.errors import NodeError
+from medswarm.cli.common import JsonOut, console, fail, write_json
 
-app = typer.Typer(
-    help="medswarm: hospitals train one model together, with no central server.",
-    no_args_is_help=True,
-)
-node_app = typer.Typer(help="Run one hospital node.", no_args_is_help=True)
-swarm_app = typer.Typer(help="A local swarm of node processes on 127.0.0.1.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: print numbers and write JSON.", no_args_is_help=True)
-sim_app = typer.Typer(help="Scenarios: faults, attacks, baselines, a report.", no_args_is_help=True)
-app.add_typer(node_app, name="node")
-app.add_typer(swarm_app, name="swarm")
-app.add_typer(sim_app, name="sim")
-app.add_typer(bench_app, name="bench")
-app.add_typer(ledger_cli.app, name="ledger")
-
-console = Console(stderr=True)
-JsonOut = Annotated[Path, typer.Option("--json", help="Write the results as JSON here.")]
+app = typer.Typer(help="Benchmarks: print numbers and write JSON.", no_args_is_help=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(2)
-
-
-@node_app.command("init")
-def node_init(
-    folder: Annotated[Path, typer.Argument(help="Folder for node.toml and identity.key.")],
-    name: Annotated[str, typer.Option(help="Readable node name.")] = "hospital",
-    data: Annotated[str, typer.Option(help="This hospital's records.")] = "records.csv",
-    schema: Annotated[str, typer.Option(help="The consortium's schema file.")] = "schema.toml",
-    listen: Annotated[str, typer.Option(help="TCP multiaddr to listen on.")] = (
-        "/ip4/0.0.0.0/tcp/4001"
-    ),
-    neighbour: Annotated[list[str] | None, typer.Option(help="Neighbour multiaddr.")] = None,
-) -> None:
-    """Write a commented example config and a fresh identity key (mode 0600)."""
-    from node.init import init_node
-
-    try:
-        config_path, peer_id = init_node(folder, name, data, schema, listen, neighbour or [])
-    except FileExistsError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote {config_path} and {folder / 'identity.key'} (mode 600)")
-    console.print(f"peer id: [bold]{peer_id}[/bold]")
-    console.print(f"neighbours dial you at: <your address>/tcp/<port>/p2p/{peer_id}")
-
-
-@node_app.command("run")
-def node_run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
-    log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
-) -> None:
-    """Run one node until its last round, with a live progress line."""
-    import trio
-
-    from gossip.errors import GossipError
-    from node.config import load_config
-    from node.progress import RoundProgress
-    from node.runner import NodeRunner
-
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg = load_config(config, overrides)
-        with RoundProgress(cfg.node.name, cfg.swarm.rounds, console, enabled=not quiet) as bar:
-            runner = NodeRunner(cfg, on_round=bar.update)
-            summary = trio.run(runner.run)
-    except (NodeError, GossipError) as exc:
-        raise _fail(str(exc)) from None
-    final = summary["final"]
-    if final:
-        console.print(
-            f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
-            f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}"
-        )
-
-
-@node_app.command("health")
-def node_health(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
-    max_age: Annotated[
-        float | None,
-        typer.Option(help="Also require progress (metrics.jsonl, peer.json) this many s old."),
-    ] = None,
-) -> None:
-    """Exit 0 if the node of this config is alive here: its libp2p port accepts TCP (and, with
-    --max-age, it made progress lately); else print why and exit 1. For container health."""
-    from node.config import load_config
-    from node.health import check_health
-
-    try:
-        cfg = load_config(config)
-    except NodeError as exc:
-        raise _fail(str(exc)) from None
-    problems = check_health(cfg.node.listen, cfg.node.output_dir, max_age)
-    for problem in problems:
-        console.print(f"{cfg.node.name} unhealthy: {problem}", highlight=False)
-    if problems:
-        raise typer.Exit(1)
-    console.print(f"{cfg.node.name} healthy", highlight=False)
-
-
-@swarm_app.command("init")
-def swarm_init(
-    folder: Annotated[Path, typer.Argument(help="Folder for the swarm's node configs.")],
-    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
-    topology: Annotated[str, typer.Option(help="ring or full.")] = "ring",
-    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "mlp",
-    ledger: Annotated[bool, typer.Option(help="A consortium chain (Anvil) in the folder.")] = False,
-) -> None:
-    """Configs and keys for the four heart-disease hospitals (natural split)."""
-    from ledger.errors import LedgerError
-    from sim.consortium import ConsortiumPlan
-    from sim.local_swarm import init_heart_disease_swarm
-
-    try:
-        paths = init_heart_disease_swarm(
-            folder,
-            rounds=rounds,
-            topology=topology,
-            model=model,
-            ledger=ConsortiumPlan() if ledger else None,
-        )
-    except (ValueError, FileExistsError, LedgerError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote {len(paths)} node configs under {folder}")
-
-
-@swarm_app.command("up")
-def swarm_up(
-    folder: Annotated[Path, typer.Argument(help="A folder made by `medswarm swarm init`.")],
-    baselines: Annotated[bool, typer.Option(help="Also train local-only and pooled.")] = True,
-) -> None:
-    """Start one process per node, show progress, then compare with the baselines."""
-    _run_swarm(folder, baselines)
-
-
-@swarm_app.command("demo")
-def swarm_demo(
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
-    ledger: Annotated[bool, typer.Option(help="Run the consortium chain (Anvil).")] = True,
-) -> None:
-    """The heart-disease demo: four hospitals, fully connected, with their consortium chain;
-    ends with accuracy per hospital against the baselines, and contribution and reward."""
-    import shutil
-
-    from sim.consortium import ConsortiumPlan
-    from sim.local_swarm import init_heart_disease_swarm
-
-    if (out / "swarm.json").exists():  # a previous demo run: start afresh
-        console.print(f"replacing the previous demo run in {out}")
-        shutil.rmtree(out)
-    plan = ConsortiumPlan() if ledger else None
-    init_heart_disease_swarm(out, rounds=rounds, topology="full", model="mlp", ledger=plan)
-    _run_swarm(out, baselines=True)
-
-
-def _run_swarm(folder: Path, baselines: bool) -> None:
-    from ledger.errors import LedgerError
-    from sim.local_swarm import SwarmError, run_swarm
-
-    try:
-        run_swarm(folder, console, baselines=baselines)
-    except (SwarmError, NodeError, LedgerError) as exc:
-        raise _fail(str(exc)) from None
-
-
-@sim_app.command("init")
-def sim_init(
-    path: Annotated[Path, typer.Argument(help="Where to write the example scenario.")] = Path(
-        "scenario.toml"
-    ),
-) -> None:
-    """Write a commented example scenario (the heart-disease hospitals)."""
-    from sim.scenario import write_example
-
-    try:
-        write_example(path)
-    except FileExistsError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"wrote {path}; run it with: medswarm sim run {path} --out runs/sim")
-
-
-@sim_app.command("run")
-def sim_run(
-    scenario: Annotated[Path, typer.Argument(help="A scenario TOML (see `sim init`).")],
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sim"),
-    replace: Annotated[
-        bool, typer.Option(help="Delete an earlier run in the run folder first.")
-    ] = False,
-    backend: Annotated[
-        str | None,
-        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
-    ] = None,
-) -> None:
-    """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
-    from ledger.errors import LedgerError
-    from sim.docker_env import DockerError
-    from sim.local_swarm import SwarmError
-    from sim.run import run_scenario
-
-    try:
-        run_scenario(scenario, out, console, replace, backend)
-    except (
-        SwarmError,
-        NodeError,
-        LedgerError,
-        DockerError,
-        FileExistsError,
-        ValueError,
-    ) as exc:
-        raise _fail(str(exc)) from None
-
-
-@bench_app.command("transport")
+@app.command("transport")
 def bench_transport(
     json_out: JsonOut = Path("bench-transport.json"),
     sizes: Annotated[str, typer.Option(help="Comma-separated MB.")] = "1,10,50",
     repeats: Annotated[int, typer.Option(help="Transfers per size and transport.")] = 5,
 ) -> None:
     """Move parameter sets between two processes over libp2p (Noise+yamux) and plain TCP."""
-    from gossip.bench import run_transport_bench
+    from medswarm.bench.transport import run_transport_bench
 
     results = run_transport_bench([float(s) for s in sizes.split(",")], repeats, console)
-    _write_json(json_out, results)
+    write_json(json_out, results)
 
 
-@bench_app.command("swarm")
+@app.command("transport-server", hidden=True)
+def bench_transport_server(
+    sizes: Annotated[list[float], typer.Argument(help="Parameter set sizes in MB.")],
+) -> None:
+    """The server process of `bench transport`: serves one parameter set per size until its
+    stdin closes."""
+    from medswarm.bench.transport import serve_parameter_sets
+
+    serve_parameter_sets(sizes)
+
+
+@app.command("swarm")
 def bench_swarm(
     json_out: JsonOut = Path("bench-swarm.json"),
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
 ) -> None:
     """The heart-disease swarm: time per round, bytes, memory and accuracies."""
-    from sim.local_swarm import run_swarm_bench
+    from medswarm.bench.swarm import run_swarm_bench
 
-    _write_json(json_out, run_swarm_bench(rounds, console))
+    write_json(json_out, run_swarm_bench(rounds, console))
 
 
-@bench_app.command("ledger")
+@app.command("ledger")
 def bench_ledger(json_out: JsonOut = Path("bench-ledger.json")) -> None:
     """Gas and throughput of the consortium contract."""
-    from ledger.bench import run_ledger_bench
+    from medswarm.bench.ledger import run_ledger_bench
 
     run_ledger_bench(json_out)
 
 
-@bench_app.command("contribution")
+@app.command("contribution")
 def bench_contribution(
     json_out: JsonOut = Path("bench-contribution.json"),
     rounds: Annotated[int, typer.Option(help="Scored rounds per neighbourhood size.")] = 3,
@@ -271,16 +62,16 @@ def bench_contribution(
     ] = 16,
 ) -> None:
     """Contribution scoring on heart-disease models: time, evaluations, sampling accuracy."""
-    from node.contribution_bench import run_contribution_bench
+    from medswarm.bench.contribution import run_contribution_bench
 
     try:
         results = run_contribution_bench(console, rounds=rounds, exact_up_to=exact_up_to)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    _write_json(json_out, results)
+        raise fail(str(exc)) from None
+    write_json(json_out, results)
 
 
-@bench_app.command("sim")
+@app.command("sim")
 def bench_sim(
     json_out: JsonOut = Path("bench-sim.json"),
     backend: Annotated[
@@ -302,23 +93,27 @@ def bench_sim(
     """The simulator on breast cancer: time per round and peak memory by node count, against
     server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets.
     Docker: also the image build, container start time and memory per container."""
-    from sim.bench import run_sim_bench
+    from medswarm.bench.sim import run_sim_bench
     from sim.docker_env import DockerError
 
     try:
         node_counts = [int(s) for s in sizes.split(",")] if sizes else None
         results = run_sim_bench(console, backend, node_counts, rounds, shipped, timeout)
     except (ValueError, DockerError) as exc:
-        raise _fail(str(exc)) from None
-    _write_json(json_out, results)
+        raise fail(str(exc)) from None
+    write_json(json_out, results)
     failed = [r for r in [*results["runs"], results.get("breast_cancer", {})] if "error" in r]
     if failed:
-        raise _fail(f"{len(failed)} run(s) failed; see {json_out}")
+        raise fail(f"{len(failed)} run(s) failed; see {json_out}")
 
 
-def _write_json(path: Path, results: Any) -> None:
-    import json
+@app.command("sim-one", hidden=True)
+def bench_sim_one(
+    scenario: Annotated[Path, typer.Argument(help="The scenario to run.")],
+    run_dir: Annotated[Path, typer.Argument(help="Its run folder.")],
+    out_json: Annotated[Path, typer.Argument(help="Where this process's peak RSS and time go.")],
+) -> None:
+    """One run of `bench sim`, in a fresh process so its peak memory is its own."""
+    from medswarm.bench.sim import run_one
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
-    console.print(f"wrote {path}")
+    run_one(scenario, run_dir, out_json)
