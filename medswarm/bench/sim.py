@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medswarm.bench.tables import bench_table
 from node.dataset import load_schema, load_table
 from node.metrics import read_records
 from sim import partition
@@ -419,30 +419,17 @@ def _f(value: float | None, fmt: str = ".3f") -> str:
 
 
 def runs_table(results: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"simulator scaling: breast cancer, {results['settings']['rounds']} rounds",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        f"simulator scaling: breast cancer, {results['settings']['rounds']} rounds",
+        ("backend", "nodes", "split", "s/round", "node s/round", "links", "swarm wall s",
+         "peak RSS MB", "swarm acc", "FedAvg acc", "FedAvg wall s", "run s"),
         caption="s/round: (last node's time for the last round - for round 1) / (rounds - 1); "
         "node s/round: the median node's own round time. links: share of neighbour models that "
         "arrived in time. peak RSS: inproc, the one process holding every node (and then "
         "FedAvg); process, max and sum of the nodes' own peaks. run s: the whole run, with "
         "set-up, baselines and report.",
-    )
-    for col in (
-        "backend",
-        "nodes",
-        "split",
-        "s/round",
-        "node s/round",
-        "links",
-        "swarm wall s",
-        "peak RSS MB",
-        "swarm acc",
-        "FedAvg acc",
-        "FedAvg wall s",
-        "run s",
-    ):
-        table.add_column(col, justify="left" if col in ("backend", "split") else "right")
+        left=("backend", "split"),
+    )  # fmt: skip
     for r in results["runs"]:
         if "error" in r:
             table.add_row(r["backend"], str(r["nodes"]), r["split"], f"[red]{r['error']}[/red]")
@@ -472,16 +459,14 @@ def runs_table(results: dict[str, Any]) -> Table:
 
 def docker_table(results: dict[str, Any]) -> Table:
     images = results.get("docker_images", {})
-    table = Table(
-        title="docker backend",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        "docker backend",
+        ("nodes", "start s mean", "start s max", "memory MB mean", "memory MB max",
+         "node RSS MB max", "s/round"),
         caption=f"images: {images.get('kind', '-')} in {_f(images.get('seconds'), '.1f')}s "
         "(scripts/docker-image.sh). start: docker create + start of one node's container. "
         "memory: each container's memory cgroup at its peak; node RSS: the node's own report.",
-    )
-    for col in ("nodes", "start s mean", "start s max", "memory MB mean", "memory MB max",
-                "node RSS MB max", "s/round"):  # fmt: skip
-        table.add_column(col, justify="right")
+    )  # fmt: skip
     for r in results["runs"]:
         if r["backend"] != "docker" or "error" in r:
             continue
@@ -499,9 +484,10 @@ def docker_table(results: dict[str, Any]) -> Table:
 
 
 def shipped_table(bc: dict[str, Any]) -> Table:
-    table = Table(title=f"{bc['scenario']} as shipped (process backend)", box=box.SIMPLE_HEAD)
-    for col in ("", "mean accuracy", "mean AUC", "whole run s", "rounds 2 on, s"):
-        table.add_column(col, justify="right")
+    table = bench_table(
+        f"{bc['scenario']} as shipped (process backend)",
+        ("", "mean accuracy", "mean AUC", "whole run s", "rounds 2 on, s"),
+    )
     if "error" in bc:
         table.add_row("swarm", f"[red]{bc['error']}[/red]")
         return table
@@ -522,9 +508,8 @@ def shipped_table(bc: dict[str, Any]) -> Table:
 
 
 def targets_table(found: dict[str, Any]) -> Table:
-    table = Table(title="targets", box=box.SIMPLE_HEAD)
-    for col in ("target", "measured", "met"):
-        table.add_column(col)
+    columns = ("target", "measured", "met")
+    table = bench_table("targets", columns, left=columns)
     mem = found["inproc_200_nodes_under_2gib"]
     acc = found["breast_cancer_accuracy_within_0.5_points"]
     wall = found["breast_cancer_wall_clock_at_most_fedavg"]
