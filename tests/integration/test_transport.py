@@ -35,6 +35,7 @@ def test_fifty_megabytes_transfer_intact_over_noise_and_yamux():
             await host.close()
         return header, tensors, exchange.counters.bytes_received
 
+    assert server.stdout is not None and server.stdin is not None
     try:
         endpoints = json.loads(server.stdout.readline())
         header, tensors, received = trio.run(fetch, endpoints["libp2p"])
