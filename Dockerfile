@@ -60,6 +60,7 @@ COPY contracts /opt/medswarm/contracts
 COPY data /opt/medswarm/data
 COPY gossip /opt/medswarm/gossip
 COPY ledger /opt/medswarm/ledger
+COPY medswarm /opt/medswarm/medswarm
 COPY node /opt/medswarm/node
 COPY sim /opt/medswarm/sim
 RUN /opt/venv/bin/pip install --quiet --no-index --no-deps --no-build-isolation \

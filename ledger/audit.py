@@ -5,14 +5,17 @@ The audit trusts nothing but the logs and the rules: membership and admins, comm
 bitmaps, report hashes, combined scores, shares, owed and paid amounts, the pool, and the
 conservation of wei (funded = owed + paid + pool). `check_models` compares model files with
 the committed digests. Every disagreement becomes a Finding; no findings means it matches.
+`write_audit` writes a report as audit.json and CSV files.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +419,30 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+FINDING_FIELDS = ["check", "subject", "expected", "actual"]
+
+
+def write_audit(report: AuditReport, out_dir: Path) -> None:
+    """audit.json and members, commitments, scores and findings as CSV files in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "ok": report.ok,
+        **{k: v for k, v in asdict(report).items() if k not in ("commitments",)},
+        "commitments_per_round": report.commitments_per_round(),
+        "commitments": len(report.commitments),
+    }
+    (out_dir / "audit.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
+    _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
+    _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
+    _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
+
+
+def _csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None) -> None:
+    fields = list(rows[0]) if rows else (header or [])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -2,7 +2,7 @@
 
 The compiler is the native solc 0.8.37 when py-solc-x has it installed (or MEDSWARM_SOLC
 points at one), else solc-js from npm through contracts/solcjs-shim.js. Both produce the
-same bytecode for the same version and settings. Run `python -m ledger.compile` after
+same bytecode for the same version and settings. Run `medswarm ledger compile` after
 editing a contract; a test recompiles and compares the artifacts byte for byte.
 """
 
@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +116,3 @@ def write_artifacts(directory: Path = ARTIFACTS_DIR) -> list[Path]:
         path.write_text(text)
         written.append(path)
     return written
-
-
-if __name__ == "__main__":
-    for written_path in write_artifacts():
-        print(written_path.relative_to(REPO_ROOT))
-    sys.exit(0)

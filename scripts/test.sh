@@ -5,10 +5,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "==> ruff"
-ruff check node gossip ledger sim tests
-ruff format --check node gossip ledger sim tests
+ruff check medswarm node gossip ledger sim tests
+ruff format --check medswarm node gossip ledger sim tests
 echo "==> mypy"
-mypy node gossip ledger sim
+mypy medswarm node gossip ledger sim
 echo "==> pytest (all but the Docker stage)"
 pytest -q -m "not docker" "$@"
 # The Docker stage: installs and starts Debian's engine if none runs, builds the images if

@@ -17,10 +17,9 @@ from typing import Any
 from eth_account import Account
 
 from ledger.accounts import write_key_file
-from ledger.audit import AuditReport, check_models, run_audit
+from ledger.audit import AuditReport, check_models, run_audit, write_audit
 from ledger.backends import Chain, connect
 from ledger.backends.served import connect_served_embedded
-from ledger.cli import write_audit
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerRevert
 from ledger.revert import ErrorDecoder

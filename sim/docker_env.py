@@ -30,6 +30,7 @@ from ledger.accounts import DEV_ACCOUNT_COUNT, DEV_MNEMONIC, dev_accounts
 from ledger.backends import Chain
 from ledger.backends.anvil import HARDFORK
 from ledger.backends.rpc import http_web3
+from sim.errors import SimError
 from sim.local_swarm import tail
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ FIRST_NODE_HOST = 10  # .1 is the bridge (the host's side), .2 the chain, nodes 
 CHAIN_HOST = 2
 
 
-class DockerError(Exception):
+class DockerError(SimError):
     """The engine, an image, a network or a container failed; the message says which."""
 
 

@@ -14,10 +14,9 @@ The server averages in the order of the sites, as the in-process baseline does, 
 same model. This is the reference: a client that fails or never answers fails the run; the
 server never averages without it.
 
-    python -m sim.fedavg_network server|client CONFIG_JSON   (configs: `run_fedavg_network`)
+    medswarm sim fedavg-process server|client CONFIG_JSON   (configs: `run_fedavg_network`)
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -53,6 +52,7 @@ from node.baselines import (
 from node.dataset import load_schema, load_table, split_validation
 from node.errors import NodeError
 from node.offload import Offload
+from sim.errors import AlreadyExists, SimError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ LINGER_SECONDS = 30.0  # the server serves the final model until every client ha
 RETRY_PAUSE = 0.2
 
 
-class FedAvgError(Exception):
+class FedAvgError(SimError):
     """A peer failed, sent something invalid or never answered: the run cannot be exact."""
 
 
@@ -88,7 +88,7 @@ def run_fedavg_network(
         raise ValueError("no sites given")
     folder = folder.resolve()
     if (folder / "server").exists():
-        raise FileExistsError(f"{folder} already holds a FedAvg run")
+        raise AlreadyExists(f"{folder} already holds a FedAvg run")
     dirs = {"server": folder / "server"} | {f"client {s}": folder / "clients" / s for s in sites}
     ports = {label: free_port() for label in dirs}
     peer_ids = {label: peer_id_of(create_key_file(d / "identity.key")) for label, d in dirs.items()}
@@ -161,7 +161,7 @@ def _status(proc: subprocess.Popen[bytes]) -> str:
 
 def _start(role: str, d: Path) -> subprocess.Popen[bytes]:
     """One process in its own process group (for stop_processes), output to process.log."""
-    cmd = [sys.executable, "-m", "sim.fedavg_network", role, str(d / "config.json")]
+    cmd = [sys.executable, "-m", "medswarm", "sim", "fedavg-process", role, str(d / "config.json")]
     with open(d / "process.log", "ab") as out:  # the child keeps its own copy of the fd
         return subprocess.Popen(
             cmd,
@@ -371,31 +371,21 @@ def _messages(exc: BaseException) -> list[str]:
     return [str(exc)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.fedavg_network",
-        description="One process of a networked FedAvg run; run_fedavg_network starts them.",
-    )
-    parser.add_argument("role", choices=("server", "client"))
-    parser.add_argument("config", type=Path, help="the JSON config run_fedavg_network wrote")
-    args = parser.parse_args(argv)
+def run_process(role: str, config: Path) -> int:
+    """Be the server or a client of a networked FedAvg run, as `config` (the JSON
+    `run_fedavg_network` wrote) says; 0 on success, 1 after logging what failed. The hidden
+    command `medswarm sim fedavg-process ROLE CONFIG` calls it in each process."""
+    if role not in ("server", "client"):
+        raise ValueError(f"unknown FedAvg role {role!r}: expected server or client")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("libp2p").setLevel(logging.WARNING)  # it logs every dial at INFO
     torch.set_num_threads(1)  # 1 + sites processes share the machine's cores
-    cfg = json.loads(args.config.read_text())
+    cfg = json.loads(config.read_text())
     errors: list[str] = []
     try:
-        trio.run(_serve if args.role == "server" else _train_site, cfg)
+        trio.run(_serve if role == "server" else _train_site, cfg)
     except* (FedAvgError, GossipError, NodeError) as group:  # expected: a message, no traceback
         errors = _messages(group)
     for message in errors:
         log.error("%s", message)
     return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    code = main()
-    logging.shutdown()
-    # Skip tearing down the ~2000 modules torch loads lazily (sympy, dynamo): one to several
-    # seconds per process that every run would wait for. Results and logs are written by now.
-    os._exit(code)

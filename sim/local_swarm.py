@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from sim.consortium import (
     open_chain,
     settle,
 )
+from sim.errors import AlreadyExists, SimError
 from sim.topology import matchings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ HEART_SITES = {
 }
 
 
-class SwarmError(Exception):
+class SwarmError(SimError):
     """A swarm folder is unusable, or a node process failed."""
 
 
@@ -95,7 +95,7 @@ def init_swarm(
     With `ledger`, also a consortium whose members are these nodes, on `chain` (default: an
     Anvil whose state stays in the folder, for `swarm up` to start again)."""
     if (folder / "swarm.json").exists():
-        raise FileExistsError(f"{folder} already holds a swarm (swarm.json)")
+        raise AlreadyExists(f"{folder} already holds a swarm (swarm.json)")
     names = list(sites)
     edges = topology_edges(len(names), topology) if isinstance(topology, str) else topology
     ports = [free_port() for _ in names]
@@ -164,7 +164,7 @@ def init_heart_disease_swarm(
 
 
 def node_command(config: Path, overrides: Mapping[str, Any] = {}) -> list[str]:
-    cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(config), "--quiet"]
+    cmd = [sys.executable, "-m", "medswarm", "node", "run", "--config", str(config), "--quiet"]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     return cmd
@@ -379,34 +379,3 @@ def rewards_table(results: dict[str, Any]) -> Table:
             _fmt(swarm.get("auc")),
         )
     return table
-
-
-def run_swarm_bench(rounds: int, console: Console) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="medswarm-bench-") as tmp:
-        folder = Path(tmp)
-        init_heart_disease_swarm(folder, rounds=rounds)
-        results = run_swarm(folder, console)
-        per_node = {}
-        finished: dict[int, float] = {}  # round -> when the last node finished it
-        for name in results["nodes"]:
-            records = read_records(folder / "nodes" / name / "out" / "metrics.jsonl")
-            for r in records:
-                finished[r["round"]] = max(finished.get(r["round"], 0.0), r["time"])
-            per_node[name] = {
-                "round_seconds_mean": _mean([r["round_seconds"] for r in records]),
-                "bytes_sent_per_round": _mean([r["bytes_sent"] for r in records]),
-                "bytes_received_per_round": _mean([r["bytes_received"] for r in records]),
-                "peak_rss_mb": results["nodes"][name]["peak_rss_mb"],
-            }
-    bench = {
-        "rounds": rounds,
-        "nodes": len(per_node),
-        "wall_seconds": results["wall_seconds"],
-        # Swarm-wide pace once every node is up: round 1 also holds start-up and scaling.
-        "round_wall_seconds": (finished[rounds] - finished[1]) / max(rounds - 1, 1),
-        "per_node": per_node,
-        "accuracy": {k: v["accuracy"] for k, v in results["mean"].items()},
-        "auc": {k: v["auc"] for k, v in results["mean"].items()},
-    }
-    console.print_json(data=bench)
-    return bench

@@ -33,6 +33,7 @@ from node.metrics import read_records
 from sim import partition, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.consortium import STATE_FILE, ConsortiumPlan, open_chain, settle
+from sim.errors import AlreadyExists
 from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, rotation_settings
 from sim.report import console_summary, write_report
@@ -112,7 +113,7 @@ def _holds_a_run(out: Path) -> bool:
 
 def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> dict[str, Any]:
     if (folder / "swarm.json").exists():
-        raise FileExistsError(f"{folder} already holds a run; choose another --out")
+        raise AlreadyExists(f"{folder} already holds a run; choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
     plan = make_plan(scenario, seed, folder / "data")
     names = list(plan.files)

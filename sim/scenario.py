@@ -27,6 +27,7 @@ from node.config import (
 from node.dataset import DataSchema, load_schema, load_table
 from node.errors import ConfigError, DataError
 from sim import partition, topology
+from sim.errors import AlreadyExists, SimError
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # node and scenario names become folder names
@@ -39,7 +40,7 @@ RESERVED = {
 }
 
 
-class ScenarioError(ConfigError):
+class ScenarioError(ConfigError, SimError):
     """A scenario file is invalid: the message names the file, the key and what was expected."""
 
 
@@ -370,7 +371,7 @@ def write_example(path: Path) -> None:
     relative to its folder."""
     path = Path(path)
     if path.exists():
-        raise FileExistsError(f"{path} already exists; not overwriting it")
+        raise AlreadyExists(f"{path} already exists; not overwriting it")
     data = os.path.relpath(REPO_DATA, path.resolve().parent)
     path.write_text(EXAMPLE_SCENARIO.replace('"../../data/', f'"{Path(data).as_posix()}/'))
 

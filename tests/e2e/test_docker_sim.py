@@ -187,7 +187,7 @@ def test_ctrl_c_removes_every_container_and_network_a_paused_one_too(client, tmp
     scenario.write_text(text + PAUSE)  # paused after round 1 for long: Ctrl-C comes meanwhile
     err = tmp_path / "stderr.txt"
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "node", "sim", "run", str(scenario), "--out", str(out),
+    cmd = [sys.executable, "-m", "medswarm", "sim", "run", str(scenario), "--out", str(out),
            "--backend", "docker"]  # fmt: skip
     with err.open("wb") as sink:
         child = subprocess.Popen(

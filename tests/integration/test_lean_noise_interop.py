@@ -16,12 +16,12 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gossip import wire
-from gossip.bench import parameter_set
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, parse_peer_addr
 from gossip.identity import peer_id_of
 from gossip.lean_noise import LeanNoiseSession
 from gossip.lean_yamux import RECV_WINDOW, LeanYamux
+from medswarm.bench.transport import parameter_set
 
 pytestmark = pytest.mark.integration
 

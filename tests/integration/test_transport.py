@@ -10,16 +10,16 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from gossip import wire
-from gossip.bench import parameter_set
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, parse_peer_addr
+from medswarm.bench.transport import parameter_set
 
 pytestmark = pytest.mark.integration
 
 
 def test_fifty_megabytes_transfer_intact_over_noise_and_yamux():
     server = subprocess.Popen(
-        [sys.executable, "-m", "gossip.bench", "50"],
+        [sys.executable, "-m", "medswarm", "bench", "transport-server", "50"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -35,6 +35,7 @@ def test_fifty_megabytes_transfer_intact_over_noise_and_yamux():
             await host.close()
         return header, tensors, exchange.counters.bytes_received
 
+    assert server.stdout is not None and server.stdin is not None
     try:
         endpoints = json.loads(server.stdout.readline())
         header, tensors, received = trio.run(fetch, endpoints["libp2p"])

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.accounts import dev_account, write_key_file
-from ledger.cli import app
 from ledger.testing import digest_of
+from medswarm.cli.ledger import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

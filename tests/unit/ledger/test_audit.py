@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from ledger.audit import check_models, run_audit
-from ledger.cli import write_audit
+from ledger.audit import check_models, run_audit, write_audit
 from ledger.contract import Ledger
 from ledger.events import Event, EventDecoder
 from ledger.testing import digest_of, peer_id

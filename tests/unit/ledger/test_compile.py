@@ -13,7 +13,7 @@ def test_artifacts_match_a_fresh_compile_byte_for_byte() -> None:
     fresh = compile_artifacts()
     assert set(fresh) == {"Consortium", "ReentrantWithdrawer"}
     for name, text in fresh.items():
-        assert artifact_path(name).read_text() == text, f"{name}: run `python -m ledger.compile`"
+        assert artifact_path(name).read_text() == text, f"{name}: run `medswarm ledger compile`"
     committed = {p.stem for p in ARTIFACTS_DIR.glob("*.json")}
     assert committed == set(fresh)
 

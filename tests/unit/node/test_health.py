@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from node.cli import app
+from medswarm.cli import app
 from node.health import check_health, dial_target, progress_age
 from node.init import init_node
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medswarm.bench.tables import bench_table
 from node.contribution import (
     Candidate,
     ContributionScorer,
@@ -43,7 +43,7 @@ from node.models import build_model
 from node.scaling import Scaler, local_stats
 from node.training import TrainSettings, train_local, training_seed
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[2] / "data" / "heart-disease"
 SIZES = (4, 8, 16, 32)
 
 
@@ -231,15 +231,13 @@ def run_contribution_bench(
 
 
 def _size_table(bench: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"contribution scoring, one evaluator, {bench['rounds']} rounds",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        f"contribution scoring, one evaluator, {bench['rounds']} rounds",
+        ("neighbours", "path", "evals", "s/round", "flagged", "spearman", "L1 err"),
         caption="evals: distinct coalition evaluations per round. flagged: honest neighbours "
         "judged replays (should be 0). spearman / L1 err: default sampling (budget "
         f"{bench['settings']['budget']}) against exact Shapley, last round.",
     )
-    for column in ("neighbours", "path", "evals", "s/round", "flagged", "spearman", "L1 err"):
-        table.add_column(column, justify="right")
     for row in bench["sizes"]:
         sampling = row.get("sampling")
         if isinstance(sampling, dict):
@@ -259,14 +257,12 @@ def _size_table(bench: dict[str, Any]) -> Table:
 
 
 def _attack_table(bench: dict[str, Any]) -> Table:
-    table = Table(
-        title="free riders added to the last round",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        "free riders added to the last round",
+        ("neighbours", "replays", "groups", "honest flagged", "zeros", "noise"),
         caption="replays: peers zeroed. sybil: exact copy of h1, grouped with it. "
         "zeros / noise: their scores (negative is right).",
     )
-    for column in ("neighbours", "replays", "groups", "honest flagged", "zeros", "noise"):
-        table.add_column(column, justify="right")
     for row in bench["free_riders"]:
         table.add_row(
             str(row["neighbours"]),

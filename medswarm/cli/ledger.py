@@ -7,14 +7,13 @@ running for nodes. Keys come from `--key-file` (mode 0600), $MEDSWARM_ETH_KEY, o
 dev chains only, `--dev-account N` (the public test mnemonic).
 """
 
-from __future__ import annotations
-
-import csv
+import functools
+import inspect
 import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
@@ -29,7 +28,7 @@ from web3 import Web3
 
 from ledger.accounts import KEY_ENV, load_key_env, load_key_file
 from ledger.accounts import dev_account as dev_key
-from ledger.audit import AuditReport, check_models, run_audit
+from ledger.audit import AuditReport, check_models, run_audit, write_audit
 from ledger.backends import Chain, connect
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerError, LedgerRevert
@@ -128,6 +127,47 @@ def _ledger(
         yield Ledger(c, contract, account)
 
 
+def _checked_amount(text: str) -> str:
+    """An amount option's check: a typo fails before any chain is started."""
+    parse_wei(text)
+    return text
+
+
+# What a command acting as a member takes after its own options, in this order.
+_MEMBER_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+    for name, option, default in [
+        ("contract", ContractOpt, inspect.Parameter.empty),
+        ("chain", ChainOpt, "anvil"),
+        ("state", StateOpt, None),
+        ("key_file", KeyFileOpt, None),
+        ("dev_account", DevOpt, None),
+    ]
+]
+
+
+def _as_member(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(ledger, **own options)` as a Typer command with its own options and then
+    `_MEMBER_OPTIONS`; it runs on the contract as the command's account."""
+    own = list(inspect.signature(command).parameters.values())[1:]
+
+    @functools.wraps(command)
+    def run(
+        contract: str,
+        chain: str,
+        state: Path | None,
+        key_file: Path | None,
+        dev_account: int | None,
+        **options: Any,
+    ) -> None:
+        with _ledger(chain, state, contract, key_file, dev_account) as ledger:
+            command(ledger, **options)
+
+    own_options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    run.__signature__ = inspect.Signature([*own_options, *_MEMBER_OPTIONS])  # type: ignore[attr-defined]
+    return run
+
+
 @app.command()
 def deploy(
     chain: ChainOpt = "anvil",
@@ -163,97 +203,76 @@ def deploy(
 
 
 @app.command()
+@_as_member
 def register(
+    ledger: Ledger,
     member: Annotated[str, typer.Option(help="The hospital's Ethereum address.")],
     peer_id: Annotated[str, typer.Option("--peer-id", help="Its libp2p peer ID.")],
     name: Annotated[str, typer.Option(help="Its name (recorded in the event log).")],
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
 ) -> None:
     """Register (or reactivate) a member hospital. Admins only."""
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        result = ledger.register(member, peer_id, name)
-        err.print(f"registered {member} ({peer_id}) in tx {result.tx_hash}")
+    result = ledger.register(member, peer_id, name)
+    err.print(f"registered {member} ({peer_id}) in tx {result.tx_hash}")
 
 
 @app.command()
+@_as_member
 def deactivate(
+    ledger: Ledger,
     member: Annotated[str, typer.Option(help="The member's Ethereum address.")],
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
 ) -> None:
     """Deactivate a member: it can no longer write; what it is owed stays withdrawable."""
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        ledger.deactivate(member)
-        err.print(f"deactivated {member}")
+    ledger.deactivate(member)
+    err.print(f"deactivated {member}")
 
 
 @app.command()
+@_as_member
 def fund(
-    amount: Annotated[str, typer.Option(help="Amount (wei, or e.g. '2ether').")],
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
+    ledger: Ledger,
+    amount: Annotated[
+        str, typer.Option(help="Amount (wei, or e.g. '2ether').", callback=_checked_amount)
+    ],
 ) -> None:
     """Add native currency to the reward pool (anyone may)."""
     wei = parse_wei(amount)
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        ledger.fund(wei)
-        err.print(f"funded the pool with {wei} wei")
+    ledger.fund(wei)
+    err.print(f"funded the pool with {wei} wei")
 
 
 @app.command("set-reward")
+@_as_member
 def set_reward(
-    amount: Annotated[str, typer.Option(help="Reward per epoch (wei, or e.g. '1ether').")],
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
+    ledger: Ledger,
+    amount: Annotated[
+        str,
+        typer.Option(help="Reward per epoch (wei, or e.g. '1ether').", callback=_checked_amount),
+    ],
 ) -> None:
     """Set the reward handed out per epoch. Admins only."""
     wei = parse_wei(amount)
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        ledger.set_reward_per_epoch(wei)
-        err.print(f"reward per epoch is now {wei} wei")
+    ledger.set_reward_per_epoch(wei)
+    err.print(f"reward per epoch is now {wei} wei")
 
 
 @app.command()
+@_as_member
 def finalize(
+    ledger: Ledger,
     epoch: Annotated[int, typer.Option(help="The epoch to finalize (the next unfinalized one).")],
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
 ) -> None:
     """Finalize a closed epoch: combine scores, credit rewards (anyone may)."""
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        result = ledger.finalize(epoch)
-        err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
+    result = ledger.finalize(epoch)
+    err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
 
 
 @app.command()
-def withdraw(
-    contract: ContractOpt,
-    chain: ChainOpt = "anvil",
-    state: StateOpt = None,
-    key_file: KeyFileOpt = None,
-    dev_account: DevOpt = None,
-) -> None:
+@_as_member
+def withdraw(ledger: Ledger) -> None:
     """Withdraw what this member is owed, to itself."""
-    with _ledger(chain, state, contract, key_file, dev_account) as ledger:
-        info = ledger.member(ledger.sender_address)
-        ledger.withdraw()
-        err.print(f"withdrew {info.owed if info else '?'} wei to {ledger.sender_address}")
+    info = ledger.member(ledger.sender_address)
+    ledger.withdraw()
+    err.print(f"withdrew {info.owed if info else '?'} wei to {ledger.sender_address}")
 
 
 @app.command()
@@ -361,32 +380,6 @@ def _print_audit(report: AuditReport) -> None:
         out.print("[green]OK: the events, the rules and the contract's views agree.[/green]")
 
 
-def write_audit(report: AuditReport, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "ok": report.ok,
-        **{k: v for k, v in asdict(report).items() if k not in ("commitments",)},
-        "commitments_per_round": report.commitments_per_round(),
-        "commitments": len(report.commitments),
-    }
-    (out_dir / "audit.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
-    _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
-    _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
-    _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
-
-
-FINDING_FIELDS = ["check", "subject", "expected", "actual"]
-
-
-def _csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None) -> None:
-    fields = list(rows[0]) if rows else (header or [])
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 @app.command()
 def serve(
     state: StateOpt = None,
@@ -409,3 +402,14 @@ def serve(
             pass
         finally:
             proc.stop()
+
+
+@app.command("compile", hidden=True)
+def compile_contracts() -> None:
+    """Compile contracts/ and write the committed artifacts (after editing a contract)."""
+    from ledger.artifacts import REPO_ROOT
+    from ledger.compile import write_artifacts
+
+    with _errors():
+        for path in write_artifacts():
+            typer.echo(path.relative_to(REPO_ROOT))

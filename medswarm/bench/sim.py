@@ -1,7 +1,7 @@
 """`medswarm bench sim`: how the simulator scales, and how the swarm compares with FedAvg.
 
 Every measured run is a scenario written to a temporary folder and run by
-`sim.run.run_scenario` in a fresh child process (`python -m sim.bench --one ...`), so each run's
+`sim.run.run_scenario` in a fresh child process (`medswarm bench sim-one ...`), so each run's
 peak memory (`ru_maxrss` of the child) is its own and not the peak of an earlier, larger run:
 
 - inproc: all nodes are trio tasks of the child, so its peak RSS is the whole swarm's memory
@@ -19,7 +19,6 @@ check the targets: 200 inproc nodes in under 2 GiB, and on breast-cancer the swa
 0.5 accuracy points of FedAvg at no more than its wall-clock.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -33,19 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medswarm.bench.tables import bench_table
 from node.dataset import load_schema, load_table
 from node.metrics import read_records
 from sim import partition
 from sim.local_swarm import tail
 from sim.scenario import BACKENDS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
-SHIPPED = Path(__file__).resolve().parent / "scenarios" / "breast-cancer.toml"
+SHIPPED = REPO_ROOT / "sim" / "scenarios" / "breast-cancer.toml"
 ALL = ("inproc", "process")  # `--backend all`: docker only when asked for (it needs an engine)
 DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12]}
 ALPHA = 0.3
@@ -143,7 +142,16 @@ def run_one(scenario: Path, run_dir: Path, out: Path) -> None:
 def _child(scenario: Path, run_dir: Path, work: Path, timeout: float) -> dict[str, Any]:
     """Run one scenario in a child process; its numbers, or {"error": ...}."""
     out, log = work / f"{run_dir.name}.json", work / f"{run_dir.name}.log"
-    cmd = [sys.executable, "-m", "sim.bench", "--one", str(scenario), str(run_dir), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medswarm",
+        "bench",
+        "sim-one",
+        str(scenario),
+        str(run_dir),
+        str(out),
+    ]
     began = time.perf_counter()
     with log.open("wb") as sink:
         child = subprocess.Popen(
@@ -411,30 +419,17 @@ def _f(value: float | None, fmt: str = ".3f") -> str:
 
 
 def runs_table(results: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"simulator scaling: breast cancer, {results['settings']['rounds']} rounds",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        f"simulator scaling: breast cancer, {results['settings']['rounds']} rounds",
+        ("backend", "nodes", "split", "s/round", "node s/round", "links", "swarm wall s",
+         "peak RSS MB", "swarm acc", "FedAvg acc", "FedAvg wall s", "run s"),
         caption="s/round: (last node's time for the last round - for round 1) / (rounds - 1); "
         "node s/round: the median node's own round time. links: share of neighbour models that "
         "arrived in time. peak RSS: inproc, the one process holding every node (and then "
         "FedAvg); process, max and sum of the nodes' own peaks. run s: the whole run, with "
         "set-up, baselines and report.",
-    )
-    for col in (
-        "backend",
-        "nodes",
-        "split",
-        "s/round",
-        "node s/round",
-        "links",
-        "swarm wall s",
-        "peak RSS MB",
-        "swarm acc",
-        "FedAvg acc",
-        "FedAvg wall s",
-        "run s",
-    ):
-        table.add_column(col, justify="left" if col in ("backend", "split") else "right")
+        left=("backend", "split"),
+    )  # fmt: skip
     for r in results["runs"]:
         if "error" in r:
             table.add_row(r["backend"], str(r["nodes"]), r["split"], f"[red]{r['error']}[/red]")
@@ -464,16 +459,14 @@ def runs_table(results: dict[str, Any]) -> Table:
 
 def docker_table(results: dict[str, Any]) -> Table:
     images = results.get("docker_images", {})
-    table = Table(
-        title="docker backend",
-        box=box.SIMPLE_HEAD,
+    table = bench_table(
+        "docker backend",
+        ("nodes", "start s mean", "start s max", "memory MB mean", "memory MB max",
+         "node RSS MB max", "s/round"),
         caption=f"images: {images.get('kind', '-')} in {_f(images.get('seconds'), '.1f')}s "
         "(scripts/docker-image.sh). start: docker create + start of one node's container. "
         "memory: each container's memory cgroup at its peak; node RSS: the node's own report.",
-    )
-    for col in ("nodes", "start s mean", "start s max", "memory MB mean", "memory MB max",
-                "node RSS MB max", "s/round"):  # fmt: skip
-        table.add_column(col, justify="right")
+    )  # fmt: skip
     for r in results["runs"]:
         if r["backend"] != "docker" or "error" in r:
             continue
@@ -491,9 +484,10 @@ def docker_table(results: dict[str, Any]) -> Table:
 
 
 def shipped_table(bc: dict[str, Any]) -> Table:
-    table = Table(title=f"{bc['scenario']} as shipped (process backend)", box=box.SIMPLE_HEAD)
-    for col in ("", "mean accuracy", "mean AUC", "whole run s", "rounds 2 on, s"):
-        table.add_column(col, justify="right")
+    table = bench_table(
+        f"{bc['scenario']} as shipped (process backend)",
+        ("", "mean accuracy", "mean AUC", "whole run s", "rounds 2 on, s"),
+    )
     if "error" in bc:
         table.add_row("swarm", f"[red]{bc['error']}[/red]")
         return table
@@ -514,9 +508,8 @@ def shipped_table(bc: dict[str, Any]) -> Table:
 
 
 def targets_table(found: dict[str, Any]) -> Table:
-    table = Table(title="targets", box=box.SIMPLE_HEAD)
-    for col in ("target", "measured", "met"):
-        table.add_column(col)
+    columns = ("target", "measured", "met")
+    table = bench_table("targets", columns, left=columns)
     mem = found["inproc_200_nodes_under_2gib"]
     acc = found["breast_cancer_accuracy_within_0.5_points"]
     wall = found["breast_cancer_wall_clock_at_most_fedavg"]
@@ -546,22 +539,3 @@ def targets_table(found: dict[str, Any]) -> Table:
 def _met(target: dict[str, Any]) -> str:
     met = target["met"]
     return "not measured" if met is None else "[green]yes[/green]" if met else "[red]no[/red]"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.bench", description="One run of `medswarm bench sim`."
-    )
-    parser.add_argument(
-        "--one",
-        nargs=3,
-        required=True,
-        metavar=("SCENARIO", "RUN_DIR", "OUT_JSON"),
-        help="run SCENARIO into RUN_DIR; write this process's peak RSS and time to OUT_JSON",
-    )
-    scenario, run_dir, out = (Path(p) for p in parser.parse_args(argv).one)
-    run_one(scenario, run_dir, out)
-
-
-if __name__ == "__main__":
-    main()

@@ -36,6 +36,12 @@ def parameter_set(megabytes: float) -> dict[str, np.ndarray]:
     }
 
 
+def serve_parameter_sets(sizes: list[float]) -> None:
+    """The server process: print its libp2p address and TCP port as one JSON line, then serve
+    one parameter set per size over both until stdin closes."""
+    trio.run(_serve, sizes)
+
+
 async def _serve(sizes: list[float]) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
 
@@ -134,7 +140,7 @@ def run_transport_bench(sizes: list[float], repeats: int, console: Console) -> d
     # The first connect and stream pay fixed setup costs: a small warm-up set goes first.
     all_sizes = [0.01, *sizes]
     server = subprocess.Popen(
-        [sys.executable, "-m", "gossip.bench", *map(str, all_sizes)],
+        [sys.executable, "-m", "medswarm", "bench", "transport-server", *map(str, all_sizes)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -161,7 +167,3 @@ def run_transport_bench(sizes: list[float], repeats: int, console: Console) -> d
         table.add_row(f"{size:g}", f"{by['libp2p']:.1f}", f"{by['tcp']:.1f}", f"{ratio:.2f}")
     console.print(table)
     return results
-
-
-if __name__ == "__main__":
-    trio.run(_serve, [float(s) for s in sys.argv[1:]])

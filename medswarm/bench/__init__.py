@@ -1,0 +1,1 @@
+"""The benchmarks behind `medswarm bench ...`: transport, ledger, contribution, sim, swarm."""

@@ -1,0 +1,119 @@
+"""`medswarm bench ...`: benchmarks that print numbers and write JSON."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medswarm.cli.common import JsonOut, console, fail, write_json
+
+app = typer.Typer(help="Benchmarks: print numbers and write JSON.", no_args_is_help=True)
+
+
+@app.command("transport")
+def bench_transport(
+    json_out: JsonOut = Path("bench-transport.json"),
+    sizes: Annotated[str, typer.Option(help="Comma-separated MB.")] = "1,10,50",
+    repeats: Annotated[int, typer.Option(help="Transfers per size and transport.")] = 5,
+) -> None:
+    """Move parameter sets between two processes over libp2p (Noise+yamux) and plain TCP."""
+    from medswarm.bench.transport import run_transport_bench
+
+    results = run_transport_bench([float(s) for s in sizes.split(",")], repeats, console)
+    write_json(json_out, results)
+
+
+@app.command("transport-server", hidden=True)
+def bench_transport_server(
+    sizes: Annotated[list[float], typer.Argument(help="Parameter set sizes in MB.")],
+) -> None:
+    """The server process of `bench transport`: serves one parameter set per size until its
+    stdin closes."""
+    from medswarm.bench.transport import serve_parameter_sets
+
+    serve_parameter_sets(sizes)
+
+
+@app.command("swarm")
+def bench_swarm(
+    json_out: JsonOut = Path("bench-swarm.json"),
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 20,
+) -> None:
+    """The heart-disease swarm: time per round, bytes, memory and accuracies."""
+    from medswarm.bench.swarm import run_swarm_bench
+
+    write_json(json_out, run_swarm_bench(rounds, console))
+
+
+@app.command("ledger")
+def bench_ledger(json_out: JsonOut = Path("bench-ledger.json")) -> None:
+    """Gas and throughput of the consortium contract."""
+    from medswarm.bench.ledger import run_ledger_bench
+
+    run_ledger_bench(json_out)
+
+
+@app.command("contribution")
+def bench_contribution(
+    json_out: JsonOut = Path("bench-contribution.json"),
+    rounds: Annotated[int, typer.Option(help="Scored rounds per neighbourhood size.")] = 3,
+    exact_up_to: Annotated[
+        int, typer.Option(help="Compare sampling with exact Shapley up to this many neighbours.")
+    ] = 16,
+) -> None:
+    """Contribution scoring on heart-disease models: time, evaluations, sampling accuracy."""
+    from medswarm.bench.contribution import run_contribution_bench
+
+    try:
+        results = run_contribution_bench(console, rounds=rounds, exact_up_to=exact_up_to)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    write_json(json_out, results)
+
+
+@app.command("sim")
+def bench_sim(
+    json_out: JsonOut = Path("bench-sim.json"),
+    backend: Annotated[
+        str, typer.Option(help="process, inproc, docker or all (process and inproc).")
+    ] = "all",
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated node counts (default: inproc 10,50,200; process 10,20; "
+            "docker 4,12)."
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Gossip rounds per run.")] = 5,
+    shipped: Annotated[
+        bool, typer.Option(help="Also run sim/scenarios/breast-cancer.toml (process backend).")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds a run may take.")] = 1800,
+) -> None:
+    """The simulator on breast cancer: time per round and peak memory by node count, against
+    server FedAvg on the same partitions; and the shipped breast-cancer scenario's targets.
+    Docker: also the image build, container start time and memory per container."""
+    from medswarm.bench.sim import run_sim_bench
+    from sim.docker_env import DockerError
+
+    try:
+        node_counts = [int(s) for s in sizes.split(",")] if sizes else None
+        results = run_sim_bench(console, backend, node_counts, rounds, shipped, timeout)
+    except (ValueError, DockerError) as exc:
+        raise fail(str(exc)) from None
+    write_json(json_out, results)
+    failed = [r for r in [*results["runs"], results.get("breast_cancer", {})] if "error" in r]
+    if failed:
+        raise fail(f"{len(failed)} run(s) failed; see {json_out}")
+
+
+@app.command("sim-one", hidden=True)
+def bench_sim_one(
+    scenario: Annotated[Path, typer.Argument(help="The scenario to run.")],
+    run_dir: Annotated[Path, typer.Argument(help="Its run folder.")],
+    out_json: Annotated[Path, typer.Argument(help="Where this process's peak RSS and time go.")],
+) -> None:
+    """One run of `bench sim`, in a fresh process so its peak memory is its own."""
+    from medswarm.bench.sim import run_one
+
+    run_one(scenario, run_dir, out_json)

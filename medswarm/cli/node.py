@@ -1,0 +1,93 @@
+"""`medswarm node ...`: set up, run and health-check one hospital node."""
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medswarm.cli.common import console, fail
+from node.errors import NodeError
+
+app = typer.Typer(help="Run one hospital node.", no_args_is_help=True)
+
+
+@app.command("init")
+def node_init(
+    folder: Annotated[Path, typer.Argument(help="Folder for node.toml and identity.key.")],
+    name: Annotated[str, typer.Option(help="Readable node name.")] = "hospital",
+    data: Annotated[str, typer.Option(help="This hospital's records.")] = "records.csv",
+    schema: Annotated[str, typer.Option(help="The consortium's schema file.")] = "schema.toml",
+    listen: Annotated[str, typer.Option(help="TCP multiaddr to listen on.")] = (
+        "/ip4/0.0.0.0/tcp/4001"
+    ),
+    neighbour: Annotated[list[str] | None, typer.Option(help="Neighbour multiaddr.")] = None,
+) -> None:
+    """Write a commented example config and a fresh identity key (mode 0600)."""
+    from node.init import init_node
+
+    try:
+        config_path, peer_id = init_node(folder, name, data, schema, listen, neighbour or [])
+    except FileExistsError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {config_path} and {folder / 'identity.key'} (mode 600)")
+    console.print(f"peer id: [bold]{peer_id}[/bold]")
+    console.print(f"neighbours dial you at: <your address>/tcp/<port>/p2p/{peer_id}")
+
+
+@app.command("run")
+def node_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
+) -> None:
+    """Run one node until its last round, with a live progress line."""
+    import trio
+
+    from gossip.errors import GossipError
+    from node.config import load_config
+    from node.progress import RoundProgress
+    from node.runner import NodeRunner
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = load_config(config, overrides)
+        with RoundProgress(cfg.node.name, cfg.swarm.rounds, console, enabled=not quiet) as bar:
+            runner = NodeRunner(cfg, on_round=bar.update)
+            summary = trio.run(runner.run)
+    except (NodeError, GossipError) as exc:
+        raise fail(str(exc)) from None
+    final = summary["final"]
+    if final:
+        console.print(
+            f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
+            f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}"
+        )
+
+
+@app.command("health")
+def node_health(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    max_age: Annotated[
+        float | None,
+        typer.Option(help="Also require progress (metrics.jsonl, peer.json) this many s old."),
+    ] = None,
+) -> None:
+    """Exit 0 if the node of this config is alive here: its libp2p port accepts TCP (and, with
+    --max-age, it made progress lately); else print why and exit 1. For container health."""
+    from node.config import load_config
+    from node.health import check_health
+
+    try:
+        cfg = load_config(config)
+    except NodeError as exc:
+        raise fail(str(exc)) from None
+    problems = check_health(cfg.node.listen, cfg.node.output_dir, max_age)
+    for problem in problems:
+        console.print(f"{cfg.node.name} unhealthy: {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{cfg.node.name} healthy", highlight=False)

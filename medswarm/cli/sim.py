@@ -1,0 +1,68 @@
+"""`medswarm sim ...`: scenarios with faults, attacks, baselines and a report."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medswarm.cli.common import console, fail
+from node.errors import NodeError
+
+app = typer.Typer(help="Scenarios: faults, attacks, baselines, a report.", no_args_is_help=True)
+
+
+@app.command("init")
+def sim_init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example scenario.")] = Path(
+        "scenario.toml"
+    ),
+) -> None:
+    """Write a commented example scenario (the heart-disease hospitals)."""
+    from sim.scenario import write_example
+
+    try:
+        write_example(path)
+    except FileExistsError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {path}; run it with: medswarm sim run {path} --out runs/sim")
+
+
+@app.command("run")
+def sim_run(
+    scenario: Annotated[Path, typer.Argument(help="A scenario TOML (see `sim init`).")],
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sim"),
+    replace: Annotated[
+        bool, typer.Option(help="Delete an earlier run in the run folder first.")
+    ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
+    ] = None,
+) -> None:
+    """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
+    from ledger.errors import LedgerError
+    from sim.errors import SimError
+    from sim.run import run_scenario
+
+    try:
+        run_scenario(scenario, out, console, replace, backend)
+    except (SimError, NodeError, LedgerError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("fedavg-process", hidden=True)
+def sim_fedavg_process(
+    role: Annotated[str, typer.Argument(help="server or client.")],
+    config: Annotated[Path, typer.Argument(help="The JSON config run_fedavg_network wrote.")],
+) -> None:
+    """One process of a networked FedAvg run; `sim.fedavg_network` starts them."""
+    import logging
+    import os
+
+    from sim.fedavg_network import run_process
+
+    code = run_process(role, config)
+    logging.shutdown()
+    # Skip tearing down the ~2000 modules torch loads lazily (sympy, dynamo): one to several
+    # seconds per process that every run would wait for. Results and logs are written by now.
+    os._exit(code)
