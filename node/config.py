@@ -280,8 +280,10 @@ def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
         raise ConfigError(format_validation_error(path, exc)) from None
 
 
-def format_validation_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
+def format_validation_error(path: Path, exc: ValidationError, what: str = "configuration") -> str:
+    """Pydantic's errors as `file: invalid <what>` and one `  key: problem` line each (the
+    scenario loader shares it)."""
+    lines = [f"{path}: invalid {what}"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":

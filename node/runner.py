@@ -135,43 +135,16 @@ class NodeRunner:
         split = self._load_data()
         self.samples = len(split.train_y)
         checkpoint = load_checkpoint(self.out / "checkpoint")
-        self.membership: Membership | None = None
-        if self.cfg.ledger.enabled:
-            self.membership = await trio.to_thread.run_sync(
-                Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
-            )
-            log.info(
-                "ledger: member %s, %d active",
-                self.membership.address,
-                len(self.membership.active_peers),
-            )
+        self.membership = await self._join_ledger()
         host = build_host(self.key_pair)
         self.exchange = ParamExchange(
             host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
         )
         try:
             async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
-                addrs = [str(a) for a in host.get_addrs()]
-                write_atomic(
-                    self.out / "peer.json",
-                    json.dumps(
-                        {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-                    ).encode(),
-                )
-                log.info("node %s listening on %s", self.cfg.node.name, addrs)
+                self._announce([str(a) for a in host.get_addrs()])
                 await self._wait_for_neighbours()
-                if checkpoint is None:
-                    scaler = Scaler.from_stats(
-                        await self._agree_scaling(local_stats(split.train_x))
-                    )
-                    # Fixed for the whole run: saved once, not in every round's checkpoint.
-                    write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
-                    start = 1
-                else:
-                    scaler = self._saved_scaler()
-                    start = checkpoint.round + 1
-                    self._truncate_metrics(checkpoint.round)
-                    log.info("resuming from checkpoint of round %d", checkpoint.round)
+                scaler, start = await self._scaler_and_start(split, checkpoint)
                 try:
                     summary = await self._train(split, scaler, checkpoint, start)
                     await self._linger()
@@ -194,6 +167,39 @@ class NodeRunner:
             # peers hang on them.
             await close_host(host)
         return summary
+
+    async def _join_ledger(self) -> Membership | None:
+        if not self.cfg.ledger.enabled:
+            return None
+        membership = await trio.to_thread.run_sync(
+            Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
+        )
+        log.info("ledger: member %s, %d active", membership.address, len(membership.active_peers))
+        return membership
+
+    def _announce(self, addrs: list[str]) -> None:
+        """peer.json: where the neighbours (and the simulator) find this node."""
+        write_atomic(
+            self.out / "peer.json",
+            json.dumps(
+                {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+            ).encode(),
+        )
+        log.info("node %s listening on %s", self.cfg.node.name, addrs)
+
+    async def _scaler_and_start(
+        self, split: Split, checkpoint: Checkpoint | None
+    ) -> tuple[Scaler, int]:
+        """A fresh node agrees on the scaling with the swarm; a restarted one reads its own."""
+        if checkpoint is None:
+            scaler = Scaler.from_stats(await self._agree_scaling(local_stats(split.train_x)))
+            # Fixed for the whole run: saved once, not in every round's checkpoint.
+            write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
+            return scaler, 1
+        scaler = self._saved_scaler()
+        self._truncate_metrics(checkpoint.round)
+        log.info("resuming from checkpoint of round %d", checkpoint.round)
+        return scaler, checkpoint.round + 1
 
     def _allows(self, peer: str) -> bool:
         """Only active members are served and merged once the ledger is on (and, in a

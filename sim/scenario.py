@@ -399,9 +399,7 @@ def load_scenario(path: Path) -> Scenario:
                 {**raw, "source": path}, context={"base_dir": path.parent}
             )
         except ValidationError as exc:
-            message = format_validation_error(path, exc).replace(
-                "invalid configuration", "invalid scenario", 1
-            )
+            message = format_validation_error(path, exc, "scenario")
             # A fault's or attack's errors are located under its kind: drop it from the key.
             raise ScenarioError(_KIND_IN_KEY.sub(r"\1", message)) from None
         problems = _problems(scenario)
