@@ -51,7 +51,8 @@ threads = 1                           # torch threads
 
 [swarm]
 rounds = {rounds}
-merge = "metropolis"                  # {merge_rules}; metropolis: sample-weighted consensus
+# The merge rule; the default, metropolis, reaches consensus on the sample-weighted average.
+merge = "metropolis"                  # {merge_rules}
 trim_fraction = 0.2                   # for trimmed_mean
 scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
