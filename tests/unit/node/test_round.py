@@ -39,7 +39,7 @@ class FakeExchange:
         self.store = FakeStore()
         self.counters = TrafficCounters()
 
-    async def fetch(self, info, round_, expect, timeout, connect_timeout):  # noqa: ANN001, ANN201
+    async def fetch(self, info, round_, expect, timeout, connect_timeout):
         peer = info.peer_id.to_base58()
         header = wire.Header("ok", "params", round_, peer, 50, 2, expect.specs, ())
         return header, self.served[peer]
@@ -76,13 +76,13 @@ def test_one_round_runs_its_steps_in_order_each_handed_the_one_before_s_result(r
     calls: list[tuple[str, dict]] = []  # (step, the arguments it received), in call order
     results: dict[str, object] = {}
 
-    def spy(name, step):  # noqa: ANN001, ANN202
-        def called(*args):  # noqa: ANN002, ANN202
+    def spy(name, step):
+        def called(*args):
             calls.append((name, inspect.signature(step).bind(*args).arguments))
             results[name] = step(*args)
             return results[name]
 
-        async def awaited(*args):  # noqa: ANN002, ANN202
+        async def awaited(*args):
             calls.append((name, inspect.signature(step).bind(*args).arguments))
             results[name] = await step(*args)
             if name == "_local_update":  # what the local update left in the model
