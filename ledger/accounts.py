@@ -11,7 +11,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.errors import KeyError_
+from ledger.errors import KeyFileError
 
 # The public test mnemonic Anvil, Hardhat and Foundry use for their dev accounts. Only for
 # local throwaway chains (anvil, ganache, embedded); never for a chain holding real value.
@@ -36,10 +36,10 @@ def load_key_file(path: Path) -> LocalAccount:
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyError_(f"{path}: key file mode {oct(mode & 0o777)} is too open; use 0600")
+            raise KeyFileError(f"{path}: key file mode {oct(mode & 0o777)} is too open; use 0600")
         text = path.read_text().strip()
     except OSError as exc:
-        raise KeyError_(f"{path}: cannot read key file: {exc.strerror}") from exc
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from exc
     return _from_hex(text, str(path))
 
 
@@ -60,4 +60,4 @@ def _from_hex(text: str, where: str) -> LocalAccount:
         return Account.from_key(text)
     except (ValueError, TypeError):
         # the underlying error's message may echo the key: do not chain it
-        raise KeyError_(f"{where}: not a valid hex private key") from None
+        raise KeyFileError(f"{where}: not a valid hex private key") from None

@@ -30,27 +30,23 @@ class ChainUnavailable(BackendError):
     """The chain did not answer (down, restarting, unreachable): retry later."""
 
 
-class KeyError_(LedgerError):
+class KeyFileError(LedgerError):
     """A private key could not be loaded safely (missing, unreadable, too permissive)."""
 
 
 class LedgerRevert(LedgerError):
     """The contract rejected a call with one of its custom errors (or a panic / plain revert).
 
-    `error_name` is the Solidity error's name (e.g. "AlreadyCommitted"), `args` its decoded
+    `error_name` is the Solidity error's name (e.g. "AlreadyCommitted"), `arguments` its decoded
     arguments by name, `tx` the call that was rejected (function name and arguments).
     """
 
-    def __init__(self, error_name: str, args: dict[str, Any], tx: dict[str, Any]) -> None:
-        shown = ", ".join(f"{k}={_show(v)}" for k, v in args.items())
+    def __init__(self, error_name: str, arguments: dict[str, Any], tx: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in arguments.items())
         super().__init__(f"{error_name}({shown}) in {tx.get('function', '?')}")
         self.error_name = error_name
-        self.args_ = args
+        self.arguments = arguments  # not `args`: BaseException.args holds the message
         self.tx = tx
-
-    @property
-    def args_by_name(self) -> dict[str, Any]:
-        return self.args_
 
 
 class OutboxError(LedgerError):

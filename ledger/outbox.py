@@ -306,7 +306,7 @@ class Outbox:
         if key is None:
             return None
         kind, field_name = key
-        value = exc.args_by_name.get(field_name)
+        value = exc.arguments.get(field_name)
         return next((i for i in group if i.kind == kind and i.args[field_name] == value), None)
 
     def _mark(

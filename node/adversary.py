@@ -15,7 +15,7 @@ Poisoners train, but on flipped labels (`flip_labels`) or publish a tampered upd
 
 import numpy as np
 
-Params = dict[str, np.ndarray]
+from node.params import Params
 
 
 def forged_params(

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from node.dataset import CleanTable, Split, split_validation
 from node.merge import weighted_sum
 from node.models import build_model
+from node.params import Params, load_params, model_params
 from node.scaling import Scaler, local_stats
 from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
 
@@ -154,8 +154,6 @@ def fedavg(
 
 # -- FedAvg's steps, shared by the one-process baseline and the networked one ------------------
 
-Params = dict[str, np.ndarray]
-
 
 def site_stats(train_x: np.ndarray) -> np.ndarray:
     """What a site sends the server for scaling: counts, sums and sums of squares per column."""
@@ -169,7 +167,9 @@ def pooled_scaler(stats: Sequence[np.ndarray]) -> Scaler:
 
 def fedavg_start(recipe: Recipe, n_features: int) -> Params:
     """The global model before round 1."""
-    return _params(build_model(recipe.model, n_features, recipe.hidden, seed=recipe.model_seed))
+    return model_params(
+        build_model(recipe.model, n_features, recipe.hidden, seed=recipe.model_seed)
+    )
 
 
 def fedavg_local_update(
@@ -179,7 +179,7 @@ def fedavg_local_update(
     nodes' schedule and seed."""
     net = _net(params, recipe, x.shape[1])
     train_local(net, x, y, recipe.settings, seed=training_seed(recipe.model_seed, round_index))
-    return _params(net)
+    return model_params(net)
 
 
 def fedavg_average(updates: Sequence[tuple[int, Params]]) -> Params:
@@ -195,9 +195,5 @@ def fedavg_evaluate(params: Params, recipe: Recipe, x: np.ndarray, y: np.ndarray
 
 def _net(params: Params, recipe: Recipe, n_features: int) -> nn.Module:
     net = build_model(recipe.model, n_features, recipe.hidden, seed=recipe.model_seed)
-    net.load_state_dict({name: torch.from_numpy(np.array(v)) for name, v in params.items()})
+    load_params(net, params)
     return net
-
-
-def _params(net: nn.Module) -> Params:
-    return {name: t.detach().numpy().copy() for name, t in net.state_dict().items()}

@@ -8,7 +8,7 @@ names the key file, which holds the secret with mode 0600.
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from node.training import TrainSettings
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# node.merge.MERGE_RULES by name (static for pydantic and mypy, and no numpy to read a config; a
+# unit test keeps the two equal).
+MergeRuleName = Literal["metropolis", "median", "trimmed_mean"]
+MERGE_RULE_NAMES: tuple[str, ...] = get_args(MergeRuleName)
 
 
 class _Section(BaseModel):
@@ -123,7 +127,7 @@ class TrainingSection(_Section):
 
 class SwarmSection(_Section):
     rounds: int = Field(20, gt=0)
-    merge: Literal["metropolis", "median", "trimmed_mean"] = "metropolis"
+    merge: MergeRuleName = "metropolis"
     trim_fraction: float = Field(0.2, ge=0, lt=0.5)
     scaling_rounds: int = Field(30, ge=0, description="Gossip rounds to agree feature scaling.")
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
@@ -276,8 +280,10 @@ def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
         raise ConfigError(format_validation_error(path, exc)) from None
 
 
-def format_validation_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
+def format_validation_error(path: Path, exc: ValidationError, what: str = "configuration") -> str:
+    """Pydantic's errors as `file: invalid <what>` and one `  key: problem` line each (the
+    scenario loader shares it)."""
+    lines = [f"{path}: invalid {what}"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":

@@ -68,9 +68,9 @@ import numpy as np
 import torch
 
 from node.merge import weighted_sum
+from node.params import Neighbour, Params, load_params
 from node.training import evaluate
 
-Params = dict[str, np.ndarray]
 Game = Callable[[frozenset[str]], float]
 METRICS = ("loss", "accuracy", "auc")
 # A model so broken that its loss is not finite counts as having this loss: keeps sums finite.
@@ -101,13 +101,6 @@ class ScoringSettings:
             raise ValueError("exact_max_players must be >= 0, budget and sketch_size >= 1")
         if min(self.truncation, self.replay_tolerance, self.duplicate_tolerance) < 0:
             raise ValueError("truncation and the tolerances must be >= 0")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    peer: str
-    params: Params
-    samples: int
 
 
 @dataclass(frozen=True)
@@ -284,8 +277,7 @@ def validation_value(
     private = copy.deepcopy(model)
 
     def value_of(params: Params) -> float:
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
-        private.load_state_dict(state)
+        load_params(private, params)
         result = evaluate(private, x, y)
         if metric == "accuracy":
             return result.accuracy
@@ -319,7 +311,7 @@ class ContributionScorer:
         self._coords: dict[int, np.ndarray] = {}
 
     def score(
-        self, round_: int, previous: Params, own: Params, candidates: Sequence[Candidate]
+        self, round_: int, previous: Params, own: Params, candidates: Sequence[Neighbour]
     ) -> RoundScores:
         """Shapley values of ``candidates`` in the game relative to ``previous``.
 
@@ -400,7 +392,7 @@ class ContributionScorer:
             del self._memory[r]
 
 
-def _check(previous: Params, own: Params, candidates: Sequence[Candidate]) -> None:
+def _check(previous: Params, own: Params, candidates: Sequence[Neighbour]) -> None:
     shapes = {k: np.shape(v) for k, v in previous.items()}
     if {k: np.shape(v) for k, v in own.items()} != shapes:
         raise ValueError("own parameters do not match previous (names or shapes)")
@@ -416,7 +408,7 @@ def _check(previous: Params, own: Params, candidates: Sequence[Candidate]) -> No
             raise ValueError(f"{c.peer}: sample count must be >= 1, got {c.samples}")
 
 
-def _average(members: Sequence[Candidate]) -> tuple[float, Params]:
+def _average(members: Sequence[Neighbour]) -> tuple[float, Params]:
     """(mean sample count, average model) of a group of duplicates."""
     samples = sum(c.samples for c in members) / len(members)
     if len(members) == 1:

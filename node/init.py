@@ -7,6 +7,7 @@ from typing import Any
 import tomlkit
 
 from gossip.identity import create_key_file, peer_id_of
+from node.config import MERGE_RULE_NAMES
 
 CONFIG_TEMPLATE = """\
 # medswarm node configuration. Relative paths are relative to this file's folder.
@@ -50,7 +51,8 @@ threads = 1                           # torch threads
 
 [swarm]
 rounds = {rounds}
-merge = "metropolis"     # metropolis (sample-weighted consensus) | median | trimmed_mean
+# The merge rule; the default, metropolis, reaches consensus on the sample-weighted average.
+merge = "metropolis"                  # {merge_rules}
 trim_fraction = 0.2                   # for trimmed_mean
 scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
@@ -120,6 +122,7 @@ def render_config(
         schema=schema,
         model=model,
         rounds=rounds,
+        merge_rules=" | ".join(MERGE_RULE_NAMES),
     )
 
 

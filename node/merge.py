@@ -16,27 +16,31 @@ breaks detailed balance for that one round only if the failure was one-sided).
 
 `median` and `trimmed_mean` are coordinate-wise robust rules over {own} + arrived: they resist a
 minority of bad neighbours but give up the exact weighted average.
+
+Every rule has one signature, `rule(own, neighbours, settings)`, and is found by name in
+`MERGE_RULES`: the config's choices, the templates and the docs follow that table.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-Params = Mapping[str, np.ndarray]
+from node.params import Neighbour, Params
 
 
 @dataclass(frozen=True)
-class Contribution:
-    """A neighbour's parameters and the two facts the weights need."""
+class MergeSettings:
+    """What the rules may need beyond the parameters (each reads only its own)."""
 
-    params: Params
-    samples: int
-    degree: int
+    trim_fraction: float = 0.2  # trimmed_mean: the share dropped at each end per coordinate
+
+
+MergeRule = Callable[[Neighbour, Sequence[Neighbour], MergeSettings], Params]
 
 
 def metropolis_weights(
-    samples: int, degree: int, neighbours: Sequence[Contribution]
+    samples: int, degree: int, neighbours: Sequence[Neighbour]
 ) -> tuple[float, list[float]]:
     """(self weight, one weight per neighbour that arrived)."""
     if samples < 1 or degree < 0:
@@ -47,7 +51,7 @@ def metropolis_weights(
     return 1.0 - sum(weights), weights
 
 
-def weighted_sum(parts: Sequence[tuple[float, Params]]) -> dict[str, np.ndarray]:
+def weighted_sum(parts: Sequence[tuple[float, Mapping[str, np.ndarray]]]) -> Params:
     """sum_k w_k x_k per tensor, accumulated in float64, returned in each tensor's dtype."""
     first = parts[0][1]
     out = {}
@@ -60,52 +64,61 @@ def weighted_sum(parts: Sequence[tuple[float, Params]]) -> dict[str, np.ndarray]
 
 
 def merge_metropolis(
-    own: Params, samples: int, degree: int, neighbours: Sequence[Contribution]
-) -> dict[str, np.ndarray]:
-    self_weight, weights = metropolis_weights(samples, degree, neighbours)
-    parts = [(self_weight, own)] + [
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
+    """`own.degree` is the node's configured neighbour count this round, arrived or not."""
+    self_weight, weights = metropolis_weights(own.samples, own.degree, neighbours)
+    parts = [(self_weight, own.params)] + [
         (w, nb.params) for w, nb in zip(weights, neighbours, strict=True)
     ]
     return weighted_sum(parts)
 
 
-def merge_median(own: Params, neighbours: Sequence[Contribution]) -> dict[str, np.ndarray]:
+def merge_median(
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
     return _coordinatewise(own, neighbours, lambda stack: np.median(stack, axis=0))
 
 
 def merge_trimmed_mean(
-    own: Params, neighbours: Sequence[Contribution], trim_fraction: float
-) -> dict[str, np.ndarray]:
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
     """Drop the k largest and k smallest values per coordinate, k = floor(trim * count)."""
 
     def trimmed(stack: np.ndarray) -> np.ndarray:
-        k = int(trim_fraction * stack.shape[0])
+        k = int(settings.trim_fraction * stack.shape[0])
         ordered = np.sort(stack, axis=0)
         return ordered[k : stack.shape[0] - k].mean(axis=0)
 
     return _coordinatewise(own, neighbours, trimmed)
 
 
-def _coordinatewise(own: Params, neighbours: Sequence[Contribution], reduce) -> dict:  # type: ignore[no-untyped-def]
+def _coordinatewise(
+    own: Neighbour, neighbours: Sequence[Neighbour], reduce: Callable[[np.ndarray], np.ndarray]
+) -> Params:
     out = {}
-    for name, tensor in own.items():
+    for name, tensor in own.params.items():
         stack = np.stack([tensor] + [nb.params[name] for nb in neighbours]).astype(np.float64)
         out[name] = np.asarray(reduce(stack)).astype(tensor.dtype)
     return out
 
 
+# The rules by name, the first the default. Add a rule here and to node/config.py's MergeRule
+# (a unit test keeps the two equal).
+MERGE_RULES: dict[str, MergeRule] = {
+    "metropolis": merge_metropolis,
+    "median": merge_median,
+    "trimmed_mean": merge_trimmed_mean,
+}
+
+
 def merge(
-    rule: str,
-    own: Params,
-    samples: int,
-    degree: int,
-    neighbours: Sequence[Contribution],
-    trim_fraction: float = 0.2,
-) -> dict[str, np.ndarray]:
-    if rule == "metropolis":
-        return merge_metropolis(own, samples, degree, neighbours)
-    if rule == "median":
-        return merge_median(own, neighbours)
-    if rule == "trimmed_mean":
-        return merge_trimmed_mean(own, neighbours, trim_fraction)
-    raise ValueError(f"unknown merge rule {rule!r}: expected metropolis, median or trimmed_mean")
+    rule: str, own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
+    try:
+        combine = MERGE_RULES[rule]
+    except KeyError:
+        raise ValueError(
+            f"unknown merge rule {rule!r}: expected {' | '.join(MERGE_RULES)}"
+        ) from None
+    return combine(own, neighbours, settings)

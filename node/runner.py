@@ -13,7 +13,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,34 +39,55 @@ from node.checkpoint import (
     write_atomic,
 )
 from node.config import NodeConfig
-from node.contribution import Candidate, ContributionScorer, ScoringSettings, validation_value
+from node.contribution import (
+    ContributionScorer,
+    RoundScores,
+    ScoringSettings,
+    validation_value,
+)
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.errors import CheckpointError
 from node.membership import Membership
+from node.merge import MergeSettings
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
+from node.params import Neighbour, Params, load_params, model_params
 from node.scaling import Scaler, local_stats
-from node.training import evaluate, train_local, training_seed
+from node.training import TrainSettings, evaluate, train_local, training_seed
 
 log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
 
 
+PublishTransform = Callable[[Params], Params]
+
+
+def unchanged(params: Params) -> Params:
+    """The default publish transform: publish the local update as it is."""
+    return params
+
+
 @dataclass
-class Arrival:
-    peer: str
-    header: wire.Header
-    tensors: dict[str, np.ndarray]
+class RunState:
+    """What one run's rounds share, and what each round carries to the next."""
 
-
-def model_params(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def load_params(model: torch.nn.Module, params: dict[str, np.ndarray]) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+    model: torch.nn.Module
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    initial: Params
+    current: Params  # what the model holds between rounds: the last merge (or the start)
+    specs: tuple[wire.TensorSpec, ...]
+    train_settings: TrainSettings
+    scorer: ContributionScorer | None
+    epoch_scores: dict[str, float]  # per neighbour, summed over the epoch's rounds so far
+    forger: np.random.Generator  # the simulated adversary's randomness
+    resumed_from: int | None  # the checkpoint's round, until the first round's record has it
+    training: Offload = field(default_factory=Offload)
+    scoring: Offload = field(default_factory=Offload)
 
 
 def peak_rss_mb() -> float:
@@ -74,9 +95,18 @@ def peak_rss_mb() -> float:
 
 
 class NodeRunner:
-    def __init__(self, cfg: NodeConfig, on_round: RoundCallback | None = None) -> None:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        on_round: RoundCallback | None = None,
+        publish_transform: PublishTransform = unchanged,
+    ) -> None:
         self.cfg = cfg
         self.on_round = on_round or (lambda _record: None)
+        # What the node publishes is this of its local update: the seam for differential-privacy
+        # noise or compression. Neighbours, the ledger's commitment and the node's own merge
+        # all see the transformed parameters.
+        self.publish_transform = publish_transform
         self.out = cfg.node.output_dir
         self.key_pair = load_key_file(cfg.node.key_file)
         self.peer_id = peer_id_of(self.key_pair)
@@ -105,43 +135,16 @@ class NodeRunner:
         split = self._load_data()
         self.samples = len(split.train_y)
         checkpoint = load_checkpoint(self.out / "checkpoint")
-        self.membership: Membership | None = None
-        if self.cfg.ledger.enabled:
-            self.membership = await trio.to_thread.run_sync(
-                Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
-            )
-            log.info(
-                "ledger: member %s, %d active",
-                self.membership.address,
-                len(self.membership.active_peers),
-            )
+        self.membership = await self._join_ledger()
         host = build_host(self.key_pair)
         self.exchange = ParamExchange(
             host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
         )
         try:
             async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
-                addrs = [str(a) for a in host.get_addrs()]
-                write_atomic(
-                    self.out / "peer.json",
-                    json.dumps(
-                        {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-                    ).encode(),
-                )
-                log.info("node %s listening on %s", self.cfg.node.name, addrs)
+                self._announce([str(a) for a in host.get_addrs()])
                 await self._wait_for_neighbours()
-                if checkpoint is None:
-                    scaler = Scaler.from_stats(
-                        await self._agree_scaling(local_stats(split.train_x))
-                    )
-                    # Fixed for the whole run: saved once, not in every round's checkpoint.
-                    write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
-                    start = 1
-                else:
-                    scaler = self._saved_scaler()
-                    start = checkpoint.round + 1
-                    self._truncate_metrics(checkpoint.round)
-                    log.info("resuming from checkpoint of round %d", checkpoint.round)
+                scaler, start = await self._scaler_and_start(split, checkpoint)
                 try:
                     summary = await self._train(split, scaler, checkpoint, start)
                     await self._linger()
@@ -164,6 +167,39 @@ class NodeRunner:
             # peers hang on them.
             await close_host(host)
         return summary
+
+    async def _join_ledger(self) -> Membership | None:
+        if not self.cfg.ledger.enabled:
+            return None
+        membership = await trio.to_thread.run_sync(
+            Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
+        )
+        log.info("ledger: member %s, %d active", membership.address, len(membership.active_peers))
+        return membership
+
+    def _announce(self, addrs: list[str]) -> None:
+        """peer.json: where the neighbours (and the simulator) find this node."""
+        write_atomic(
+            self.out / "peer.json",
+            json.dumps(
+                {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+            ).encode(),
+        )
+        log.info("node %s listening on %s", self.cfg.node.name, addrs)
+
+    async def _scaler_and_start(
+        self, split: Split, checkpoint: Checkpoint | None
+    ) -> tuple[Scaler, int]:
+        """A fresh node agrees on the scaling with the swarm; a restarted one reads its own."""
+        if checkpoint is None:
+            scaler = Scaler.from_stats(await self._agree_scaling(local_stats(split.train_x)))
+            # Fixed for the whole run: saved once, not in every round's checkpoint.
+            write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
+            return scaler, 1
+        scaler = self._saved_scaler()
+        self._truncate_metrics(checkpoint.round)
+        log.info("resuming from checkpoint of round %d", checkpoint.round)
+        return scaler, checkpoint.round + 1
 
     def _allows(self, peer: str) -> bool:
         """Only active members are served and merged once the ledger is on (and, in a
@@ -199,8 +235,9 @@ class NodeRunner:
             mine = {"stats": stats}
             expect = wire.Expectation("stats", k - self.cfg.swarm.max_staleness, rounds, specs)
             arrivals, _ = await self._exchange_round("stats", k, self.neighbours, mine, 1, expect)
-            contributions = [merging.Contribution(a.tensors, 1, a.header.degree) for a in arrivals]
-            stats = merging.merge_metropolis(mine, 1, self.degree, contributions)["stats"]
+            me = Neighbour(self.peer_id, mine, 1, self.degree)
+            counted = [dataclasses.replace(a, samples=1) for a in arrivals]  # one vote per node
+            stats = merging.merge_metropolis(me, counted, MergeSettings())["stats"]
         return stats
 
     # -- rounds -----------------------------------------------------------------------------
@@ -209,115 +246,11 @@ class NodeRunner:
         self, split: Split, scaler: Scaler, checkpoint: Checkpoint | None, start: int
     ) -> dict[str, Any]:
         cfg = self.cfg
-        train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
-        model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
-        initial = model_params(model)
-        if checkpoint is None:
-            save_params(self.out / "initial.safetensors", initial)
-        else:
-            load_params(model, checkpoint.params)
-        current = initial if checkpoint is None else checkpoint.params  # what the model holds
-        specs = wire.specs_of(initial)
-        settings = cfg.training.settings()
-        scorer = self._scorer(model, val_x, split.val_y)
-        epoch_scores: dict[str, float] = dict(
-            checkpoint.state.get("epoch_scores", {}) if checkpoint else {}
-        )
-        forger = np.random.default_rng(cfg.training.seed)
-        training, scoring = Offload(), Offload()
+        run = self._start(split, scaler, checkpoint)
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
-            self.round = r
-            began = time.perf_counter()
-            self.exchange.counters.reset()
-            if self.membership is not None:
-                await trio.to_thread.run_sync(self.membership.refresh)
-            previous = current
-            if cfg.adversary.mode == "none":
-                loss: float | None = await training.run(
-                    train_local,
-                    model,
-                    train_x,
-                    split.train_y,
-                    settings,
-                    training_seed(cfg.training.seed, r),
-                )
-            else:  # a simulated free rider: publishes without training
-                loss = None
-                mode, std = cfg.adversary.mode, cfg.adversary.noise_std
-                load_params(model, forged_params(mode, previous, initial, forger, std))
-            if cfg.adversary.sign_flip or cfg.adversary.update_noise_std > 0:
-                trained = model_params(model)
-                flip, std = cfg.adversary.sign_flip, cfg.adversary.update_noise_std
-                load_params(model, tamper_update(previous, trained, flip, std, forger))
-            local_eval = evaluate(model, val_x, split.val_y) if cfg.node.evaluate_local else None
-            own = model_params(model)
-            self._commit(r, own)
-            expect = wire.Expectation(
-                "params", r - cfg.swarm.max_staleness, cfg.swarm.rounds, specs
-            )
-            partners = self._partners(r)
-            arrivals, failures = await self._exchange_round(
-                "params", r, partners, own, self.samples, expect
-            )
-            scores = None
-            if scorer is not None and arrivals:
-                candidates = [Candidate(a.peer, a.tensors, a.header.samples) for a in arrivals]
-                scores = await scoring.run(scorer.score, r, previous, own, candidates)
-                for peer, value in scores.scores.items():
-                    epoch_scores[peer] = epoch_scores.get(peer, 0.0) + value
-            contributions = [
-                merging.Contribution(a.tensors, a.header.samples, a.header.degree) for a in arrivals
-            ]
-            merged = merging.merge(
-                cfg.swarm.merge,
-                own,
-                self.samples,
-                len(partners),
-                contributions,
-                cfg.swarm.trim_fraction,
-            )
-            load_params(model, merged)
-            current = merged
-            merged_eval = evaluate(model, val_x, split.val_y)
-            record = {
-                "round": r,
-                "time": time.time(),
-                "node": cfg.node.name,
-                "peer_id": self.peer_id,
-                "train_loss": loss,
-                "train_samples": self.samples,
-                "local": local_eval.to_dict() if local_eval else None,
-                "merged": merged_eval.to_dict(),
-                "neighbours_reached": [a.peer for a in arrivals],
-                "neighbours_total": len(partners),
-                "failures": failures,
-                "rejected_total": dict(self.exchange.counters.rejected),
-                "refused_total": dict(self.exchange.counters.refused),
-                "bytes_sent": self.exchange.counters.bytes_sent,
-                "bytes_received": self.exchange.counters.bytes_received,
-                "round_seconds": time.perf_counter() - began,
-                "peak_rss_mb": peak_rss_mb(),
-            }
-            if checkpoint is not None and r == start:
-                record["resumed_from"] = checkpoint.round  # this process restarted the node
-            if scores is not None:
-                record["contribution"] = scores.to_dict()
-            if self.membership is not None:
-                record["ledger_pending"] = self.membership.pending()
-            append_record(self.metrics_path, record)
-            if self._epoch_ends(r):
-                self._report(r, epoch_scores)
-                epoch_scores = {}
-            save_checkpoint(
-                self.out / "checkpoint",
-                r,
-                merged,
-                {"epoch_scores": epoch_scores},
-                cfg.node.fsync,
-            )
-            self.on_round(record)
+            record = await self._round(run, r)
             if r == cfg.faults.hold_after_round:
                 log.info("holding after round %d until killed (simulated fault)", r)
                 await trio.sleep_forever()
@@ -331,6 +264,149 @@ class NodeRunner:
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1).encode())
         return summary
+
+    def _start(self, split: Split, scaler: Scaler, checkpoint: Checkpoint | None) -> RunState:
+        """The model (initial, or resumed from the checkpoint) and what the rounds share."""
+        cfg = self.cfg
+        train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
+        model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
+        initial = model_params(model)
+        if checkpoint is None:
+            save_params(self.out / "initial.safetensors", initial)
+        else:
+            load_params(model, checkpoint.params)
+        return RunState(
+            model=model,
+            train_x=train_x,
+            train_y=split.train_y,
+            val_x=val_x,
+            val_y=split.val_y,
+            initial=initial,
+            current=initial if checkpoint is None else checkpoint.params,
+            specs=wire.specs_of(initial),
+            train_settings=cfg.training.settings(),
+            scorer=self._scorer(model, val_x, split.val_y),
+            epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
+            forger=np.random.default_rng(cfg.training.seed),
+            resumed_from=None if checkpoint is None else checkpoint.round,
+        )
+
+    async def _round(self, run: RunState, r: int) -> dict[str, Any]:
+        """Round `r` as named steps: local update, publish transform, gather, score, combine,
+        record. Returns the round's metrics record."""
+        self.round = r
+        began = time.perf_counter()
+        self.exchange.counters.reset()
+        if self.membership is not None:
+            await trio.to_thread.run_sync(self.membership.refresh)
+        previous = run.current
+        loss = await self._local_update(run, r, previous)
+        local_eval = (
+            evaluate(run.model, run.val_x, run.val_y) if self.cfg.node.evaluate_local else None
+        )
+        own = self.publish_transform(model_params(run.model))
+        self._commit(r, own)
+        partners = self._partners(r)
+        neighbours, failures = await self._gather(run, r, partners, own)
+        scores = await self._score(run, r, previous, own, neighbours)
+        merged = self._combine(own, len(partners), neighbours)
+        load_params(run.model, merged)
+        run.current = merged
+        merged_eval = evaluate(run.model, run.val_x, run.val_y)
+        record = {
+            "round": r,
+            "time": time.time(),
+            "node": self.cfg.node.name,
+            "peer_id": self.peer_id,
+            "train_loss": loss,
+            "train_samples": self.samples,
+            "local": local_eval.to_dict() if local_eval else None,
+            "merged": merged_eval.to_dict(),
+            "neighbours_reached": [n.peer for n in neighbours],
+            "neighbours_total": len(partners),
+            "failures": failures,
+            **self._traffic(),
+            "round_seconds": time.perf_counter() - began,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        self._record(run, r, record, merged, scores)
+        return record
+
+    async def _local_update(self, run: RunState, r: int, previous: Params) -> float | None:
+        """Train on the local rows; or, as a simulated `[adversary]`, forge and/or tamper with
+        the update. Leaves the result in the model; returns the training loss (None: forged)."""
+        adversary = self.cfg.adversary
+        loss: float | None = None
+        if adversary.mode == "none":
+            seed = training_seed(self.cfg.training.seed, r)
+            args = (run.model, run.train_x, run.train_y, run.train_settings, seed)
+            loss = await run.training.run(train_local, *args)
+        else:  # a simulated free rider: publishes without training
+            mode, std = adversary.mode, adversary.noise_std
+            load_params(run.model, forged_params(mode, previous, run.initial, run.forger, std))
+        if adversary.sign_flip or adversary.update_noise_std > 0:
+            trained = model_params(run.model)
+            flip, std = adversary.sign_flip, adversary.update_noise_std
+            load_params(run.model, tamper_update(previous, trained, flip, std, run.forger))
+        return loss
+
+    async def _gather(
+        self, run: RunState, r: int, partners: list[PeerInfo], own: Params
+    ) -> tuple[list[Neighbour], dict[str, str]]:
+        """Publish `own` for round `r` and fetch the partners': (who arrived, why others not)."""
+        swarm = self.cfg.swarm
+        expect = wire.Expectation("params", r - swarm.max_staleness, swarm.rounds, run.specs)
+        return await self._exchange_round("params", r, partners, own, self.samples, expect)
+
+    async def _score(
+        self, run: RunState, r: int, previous: Params, own: Params, neighbours: list[Neighbour]
+    ) -> RoundScores | None:
+        """The neighbours' Shapley values this round, added to the epoch's (None: not scored)."""
+        if run.scorer is None or not neighbours:
+            return None
+        scores = await run.scoring.run(run.scorer.score, r, previous, own, neighbours)
+        for peer, value in scores.scores.items():
+            run.epoch_scores[peer] = run.epoch_scores.get(peer, 0.0) + value
+        return scores
+
+    def _combine(self, own: Params, degree: int, neighbours: list[Neighbour]) -> Params:
+        """The configured merge rule over `own` (with this round's degree) and the arrivals."""
+        swarm = self.cfg.swarm
+        me = Neighbour(self.peer_id, own, self.samples, degree)
+        return merging.merge(swarm.merge, me, neighbours, MergeSettings(swarm.trim_fraction))
+
+    def _record(
+        self,
+        run: RunState,
+        r: int,
+        record: dict[str, Any],
+        merged: Params,
+        scores: RoundScores | None,
+    ) -> None:
+        """Complete and append the metrics record, report an ended epoch, checkpoint `merged`."""
+        if run.resumed_from is not None:
+            record["resumed_from"] = run.resumed_from  # this process restarted the node
+            run.resumed_from = None
+        if scores is not None:
+            record["contribution"] = scores.to_dict()
+        if self.membership is not None:
+            record["ledger_pending"] = self.membership.pending()
+        append_record(self.metrics_path, record)
+        if self._epoch_ends(r):
+            self._report(r, run.epoch_scores)
+            run.epoch_scores = {}
+        state = {"epoch_scores": run.epoch_scores}
+        save_checkpoint(self.out / "checkpoint", r, merged, state, self.cfg.node.fsync)
+        self.on_round(record)
+
+    def _traffic(self) -> dict[str, Any]:
+        counters = self.exchange.counters
+        return {
+            "rejected_total": dict(counters.rejected),
+            "refused_total": dict(counters.refused),
+            "bytes_sent": counters.bytes_sent,
+            "bytes_received": counters.bytes_received,
+        }
 
     # -- contribution and the ledger ---------------------------------------------------------
 
@@ -355,7 +431,7 @@ class NodeRunner:
         )
         return ContributionScorer(settings, validation_value(model, val_x, val_y, metric))
 
-    def _commit(self, round_: int, own: dict[str, np.ndarray]) -> None:
+    def _commit(self, round_: int, own: Params) -> None:
         """Keep this round's published model if asked, and queue its sha256 on chain."""
         if self.membership is None and not self.cfg.node.keep_models:
             return
@@ -393,17 +469,17 @@ class NodeRunner:
         kind: str,
         round_: int,
         partners: list[PeerInfo],
-        own: dict[str, np.ndarray],
+        own: Params,
         samples: int,
         expect: wire.Expectation,
-    ) -> tuple[list[Arrival], dict[str, str]]:
+    ) -> tuple[list[Neighbour], dict[str, str]]:
         """Serve our snapshot for the round and fetch the partners' concurrently."""
         if kind == "params" and self.cfg.faults.publish_delay_seconds:
             await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
         await self.exchange.store.publish(
             wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
         )
-        arrivals: list[Arrival] = []
+        arrivals: list[Neighbour] = []
         failures: dict[str, str] = {}
         timeouts = self.cfg.timeouts
 
@@ -413,7 +489,7 @@ class NodeRunner:
                 header, tensors = await self.exchange.fetch(
                     info, round_, expect, timeouts.fetch_seconds, timeouts.connect_seconds
                 )
-                arrivals.append(Arrival(peer, header, tensors))
+                arrivals.append(Neighbour(peer, tensors, header.samples, header.degree))
             except PeerMessageError as exc:
                 log.warning("round %d: dropped message: %s", round_, exc)
                 failures[peer] = f"rejected ({exc.rule}): {exc.detail}"

@@ -18,10 +18,10 @@ from eth_account import Account
 
 from ledger.accounts import write_key_file
 from ledger.audit import AuditReport, check_models, run_audit, write_audit
-from ledger.backends import Chain, connect
+from ledger.backends import CHAIN_BACKENDS, Chain, connect
 from ledger.backends.served import connect_served_embedded
 from ledger.contract import DeployConfig, Ledger
-from ledger.errors import LedgerRevert
+from ledger.errors import BackendError, LedgerRevert
 from ledger.revert import ErrorDecoder
 from ledger.tx import Sender
 
@@ -41,7 +41,10 @@ class ConsortiumPlan:
 
 
 def open_chain(folder: Path, backend: str = "anvil") -> Chain:
-    """A chain other processes can reach at `chain.url`: anvil, ganache or embedded."""
+    """A chain other processes can reach at `chain.url`, one of `CHAIN_BACKENDS`: Anvil keeps
+    its state in `folder`, the embedded chain is served over JSON-RPC."""
+    if backend not in CHAIN_BACKENDS:
+        raise BackendError(backend, f"not a local chain: use {', '.join(CHAIN_BACKENDS)}")
     if backend == "anvil":
         state = folder / STATE_FILE
         state.parent.mkdir(parents=True, exist_ok=True)

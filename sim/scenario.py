@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from node.config import (
+    MERGE_RULE_NAMES,
     ModelSection,
     SwarmSection,
     TimeoutSection,
@@ -87,8 +88,14 @@ class TopologySection(_Section):
         return topology.neighbours(self.kind, n, degree=self.degree, seed=seed, edges=self.edges)
 
 
+# "none" and ledger.backends.CHAIN_BACKENDS by name (static for pydantic and mypy, and no web3
+# to read a scenario; a unit test keeps them equal).
+ChainBackendName = Literal["none", "anvil", "ganache", "embedded"]
+CHAIN_BACKEND_NAMES: tuple[str, ...] = get_args(ChainBackendName)
+
+
 class ChainSection(_Section):
-    backend: Literal["none", "anvil", "ganache", "embedded"] = "none"
+    backend: ChainBackendName = "none"
     rounds_per_epoch: int = Field(5, gt=0)
     reward_per_epoch_eth: float = Field(1.0, ge=0)
     pool_eth: float = Field(20.0, ge=0)
@@ -315,7 +322,7 @@ momentum = 0.0
 weight_decay = 0.0
 
 [swarm]                           # as in a node config; the rounds are set above
-merge = "metropolis"              # metropolis | median | trimmed_mean
+merge = "metropolis"              # {merge_rules}
 trim_fraction = 0.2               # for trimmed_mean
 
 # [timeouts]                      # as in a node config
@@ -323,7 +330,7 @@ trim_fraction = 0.2               # for trimmed_mean
 # fetch_seconds = 15              # a neighbour that sends nothing by then is skipped that round
 
 [chain]
-backend = "anvil"                 # none | anvil | ganache | embedded
+backend = "anvil"                 # {chain_backends}
 rounds_per_epoch = 5              # rewards are paid per epoch of this many rounds
 reward_per_epoch_eth = 1.0
 pool_eth = 20.0
@@ -363,7 +370,8 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # fraction = 1.0                  # sign_flip: publishes its update negated
 #                                 # free_rider: mode = "replay" | "stale" | "zeros" | "noise"
 #                                 # sybil: a copy of `node` named "<node>_sybil", same data
-"""
+""".replace("{merge_rules}", " | ".join(MERGE_RULE_NAMES))
+EXAMPLE_SCENARIO = EXAMPLE_SCENARIO.replace("{chain_backends}", " | ".join(CHAIN_BACKEND_NAMES))
 
 
 def write_example(path: Path) -> None:
@@ -392,9 +400,7 @@ def load_scenario(path: Path) -> Scenario:
                 {**raw, "source": path}, context={"base_dir": path.parent}
             )
         except ValidationError as exc:
-            message = format_validation_error(path, exc).replace(
-                "invalid configuration", "invalid scenario", 1
-            )
+            message = format_validation_error(path, exc, "scenario")
             # A fault's or attack's errors are located under its kind: drop it from the key.
             raise ScenarioError(_KIND_IN_KEY.sub(r"\1", message)) from None
         problems = _problems(scenario)

@@ -1,16 +1,13 @@
-"""The connected-chain handle every backend returns, and `connect(spec)` to pick one."""
+"""The connected-chain handle every backend returns (`ledger.backends.connect` picks one)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-
-from ledger.errors import BackendError
 
 
 @dataclass
@@ -39,25 +36,3 @@ class Chain:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def connect(spec: str, *, state_path: Path | None = None, timeout: float = 10.0) -> Chain:
-    """`embedded`, `anvil`, `ganache` or an http(s):// URL. `anvil` starts a managed Anvil on
-    127.0.0.1 (state loaded from and saved to `state_path` if given); close() stops it."""
-    if spec == "embedded":
-        from ledger.backends.embedded import connect_embedded
-
-        return connect_embedded()
-    if spec == "anvil":
-        from ledger.backends.anvil import connect_anvil
-
-        return connect_anvil(state_path=state_path)
-    if spec == "ganache":
-        from ledger.backends.ganache import connect_ganache
-
-        return connect_ganache()
-    if spec.startswith(("http://", "https://")):
-        from ledger.backends.rpc import connect_rpc
-
-        return connect_rpc(spec, timeout=timeout)
-    raise BackendError(spec, "unknown chain: use embedded, anvil, ganache or an http(s) URL")

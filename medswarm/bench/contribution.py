@@ -30,16 +30,15 @@ from rich.table import Table
 
 from medswarm.bench.tables import bench_table
 from node.contribution import (
-    Candidate,
     ContributionScorer,
-    Params,
     RoundScores,
     ScoringSettings,
     validation_value,
 )
 from node.dataset import Split, load_schema, load_table, split_validation
-from node.merge import Contribution, merge_metropolis
+from node.merge import MergeSettings, merge_metropolis
 from node.models import build_model
+from node.params import Neighbour, Params, load_params, model_params
 from node.scaling import Scaler, local_stats
 from node.training import TrainSettings, train_local, training_seed
 
@@ -71,51 +70,53 @@ def simulate(
         data.append((scaler.transform(split.train_x[rows]), split.train_y[rows]))
     samples = [len(y) for _, y in data]
     net = build_model("mlp", scaler.n_features, (32,), seed=seed)
-    start = _params(net)
+    start = model_params(net)
     merged = [start] * hospitals
     history = []
     for r in range(1, rounds + 1):
         own = []
         for i, (x, y) in enumerate(data):
-            net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in merged[i].items()})
+            load_params(net, merged[i])
             train_local(net, x, y, TrainSettings(), seed=training_seed(seed * 1000 + i, r))
-            own.append(_params(net))
+            own.append(model_params(net))
         degree = hospitals - 1
         history.append(RoundModels(previous=merged, own=own))
         merged = [
             merge_metropolis(
-                own[i],
-                samples[i],
-                degree,
-                [Contribution(own[j], samples[j], degree) for j in range(hospitals) if j != i],
+                Neighbour(f"h{i}", own[i], samples[i], degree),
+                [
+                    Neighbour(f"h{j}", own[j], samples[j], degree)
+                    for j in range(hospitals)
+                    if j != i
+                ],
+                MergeSettings(),
             )
             for i in range(hospitals)
         ]
     return net, samples, history
 
 
-def _params(net: torch.nn.Module) -> Params:
-    return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+def _honest(models: RoundModels, samples: Sequence[int]) -> list[Neighbour]:
+    degree = len(samples) - 1  # full topology
+    return [Neighbour(f"h{j}", models.own[j], samples[j], degree) for j in range(1, len(samples))]
 
 
-def _honest(models: RoundModels, samples: Sequence[int]) -> list[Candidate]:
-    return [Candidate(f"h{j}", models.own[j], samples[j]) for j in range(1, len(samples))]
-
-
-def _attackers(history: list[RoundModels], samples: Sequence[int]) -> list[Candidate]:
+def _attackers(history: list[RoundModels], samples: Sequence[int]) -> list[Neighbour]:
     last, before = history[-1], history[-2]
     mix = {k: np.mean([last.own[j][k] for j in (1, 2, 3)], axis=0) for k in last.own[1]}
     noise = np.random.default_rng(1)
+    degree = len(samples) - 1  # full topology
     return [
-        Candidate("replays-merge", last.previous[2], samples[2]),
-        Candidate("resends-old", before.own[3], samples[3]),
-        Candidate("mixes-three", mix, samples[1]),
-        Candidate("sybil-of-h1", last.own[1], samples[1]),
-        Candidate("zeros", {k: np.zeros_like(v) for k, v in last.own[1].items()}, 100),
-        Candidate(
+        Neighbour("replays-merge", last.previous[2], samples[2], degree),
+        Neighbour("resends-old", before.own[3], samples[3], degree),
+        Neighbour("mixes-three", mix, samples[1], degree),
+        Neighbour("sybil-of-h1", last.own[1], samples[1], degree),
+        Neighbour("zeros", {k: np.zeros_like(v) for k, v in last.own[1].items()}, 100, degree),
+        Neighbour(
             "noise",
             {k: v + noise.normal(0, 0.5, v.shape).astype(v.dtype) for k, v in last.own[1].items()},
             100,
+            degree,
         ),
     ]
 

@@ -30,6 +30,7 @@ PURE_NODE_MODULES = [
     "baselines",
     "contribution",
     "adversary",
+    "params",
 ]
 NETWORK = {"trio", "libp2p", "multiaddr", "gossip", "ledger", "web3"}
 # What the simulator may use of a node: its config, init and the public data/baseline API.

@@ -92,5 +92,5 @@ class _RevertCheck:
         err = self.info.value
         assert err.error_name == self.name, f"expected {self.name}, got {err}"
         for key, value in self.expected.items():
-            assert err.args_by_name[key] == value, f"{key}: {err.args_by_name[key]!r} != {value!r}"
+            assert err.arguments[key] == value, f"{key}: {err.arguments[key]!r} != {value!r}"
         return bool(handled)

@@ -331,7 +331,7 @@ def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
     forged = [reports[0], (reports[1][0], encode_entries({1: 100 * SCORE}))]
     with pytest.raises(LedgerRevert) as info:
         ctx.admin._transact("finalize", 0, forged)
-    assert info.value.error_name == "ReportsMismatch" and info.value.args_by_name["epoch"] == 0
+    assert info.value.error_name == "ReportsMismatch" and info.value.arguments["epoch"] == 0
     with raises_revert("ReportsMismatch", epoch=0):
         ctx.admin._transact("finalize", 0, reports[:1])  # omitting a report is caught too
 

@@ -38,4 +38,4 @@ def test_non_revert_exceptions_are_not_reverts() -> None:
 def test_revert_message_names_error_and_values() -> None:
     err = LedgerRevert("AlreadyCommitted", {"member": "0xabc", "round": 3}, {"function": "commit"})
     assert str(err) == "AlreadyCommitted(member='0xabc', round=3) in commit"
-    assert err.args_by_name["round"] == 3
+    assert err.arguments["round"] == 3

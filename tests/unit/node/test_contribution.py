@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 
 from node import contribution as c
 from node.models import build_model
+from node.params import Neighbour, Params
 from node.training import evaluate
 
 # --------------------------------------------------------------------------- games
@@ -258,7 +259,7 @@ RNG = np.random.default_rng(42)
 OPTIMUM = 2.0 + RNG.normal(size=sum(math.prod(s) for s in SHAPES.values()))
 
 
-def unflat(vector: np.ndarray) -> c.Params:
+def unflat(vector: np.ndarray) -> Params:
     out, at = {}, 0
     for name, shape in SHAPES.items():
         size = math.prod(shape)
@@ -267,11 +268,11 @@ def unflat(vector: np.ndarray) -> c.Params:
     return out
 
 
-def flat(params: c.Params) -> np.ndarray:
+def flat(params: Params) -> np.ndarray:
     return np.concatenate([params[k].ravel() for k in SHAPES]).astype(np.float64)
 
 
-def quadratic_value(params: c.Params) -> float:
+def quadratic_value(params: Params) -> float:
     """A stand-in validation metric: minus the squared distance to the optimum."""
     return -float(np.sum((flat(params) - OPTIMUM) ** 2))
 
@@ -300,8 +301,8 @@ class Swarm:
         self.history.append((previous, self.own))
 
 
-def candidate(peer: str, vector: np.ndarray, samples: int = 100) -> c.Candidate:
-    return c.Candidate(peer, unflat(vector), samples)
+def candidate(peer: str, vector: np.ndarray, samples: int = 100) -> Neighbour:
+    return Neighbour(peer, unflat(vector), samples, degree=5)  # six hospitals, full topology
 
 
 def scorer_after_round_one(swarm: Swarm, **settings) -> c.ContributionScorer:
@@ -321,7 +322,7 @@ def swarm() -> Swarm:
     return s
 
 
-def score_round_two(swarm: Swarm, extra: list[c.Candidate], honest=range(1, 5), **settings):
+def score_round_two(swarm: Swarm, extra: list[Neighbour], honest=range(1, 5), **settings):
     scorer = scorer_after_round_one(swarm, **settings)
     previous, own = swarm.history[1]
     cands = [candidate(f"h{i}", own[i]) for i in honest] + extra
@@ -452,7 +453,7 @@ def test_no_candidates_score_nothing(swarm):
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (c.Candidate("odd", {"w": np.zeros((12, 16), np.float32)}, 10), "odd: parameters"),
+        (Neighbour("odd", {"w": np.zeros((12, 16), np.float32)}, 10, 5), "odd: parameters"),
         (candidate("nan", np.full(OPTIMUM.size, np.nan)), "nan: parameters are not all finite"),
         (candidate("none", OPTIMUM, samples=0), "none: sample count"),
     ],

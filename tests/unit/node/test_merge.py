@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -5,10 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import merge as m
+from node.config import MERGE_RULE_NAMES, SwarmSection
+from node.params import Neighbour
+
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULTS = m.MergeSettings()
 
 
-def contribution(value, samples, degree):
-    return m.Contribution({"w": np.array(value, dtype=np.float64)}, samples, degree)
+def contribution(value, samples, degree, peer="nb"):
+    return Neighbour(peer, {"w": np.array(value, dtype=np.float64)}, samples, degree)
+
+
+def me(params, samples, degree):
+    return Neighbour("me", params, samples, degree)
 
 
 @st.composite
@@ -55,10 +66,9 @@ def test_one_merge_on_every_node_is_one_step_of_the_mixing_matrix(case):
     x = [np.array([v]) for v in values]
     merged = [
         m.merge_metropolis(
-            {"w": x[i]},
-            samples[i],
-            g.degree(i),
-            [m.Contribution({"w": x[j]}, samples[j], g.degree(j)) for j in sorted(g[i])],
+            me({"w": x[i]}, samples[i], g.degree(i)),
+            [contribution(x[j], samples[j], g.degree(j), f"n{j}") for j in sorted(g[i])],
+            DEFAULTS,
         )["w"][0]
         for i in g.nodes
     ]
@@ -95,12 +105,12 @@ def test_missing_neighbour_weight_stays_on_self():
     full = m.metropolis_weights(10, 2, [contribution(0, 10, 2), contribution(0, 10, 2)])
     partial = m.metropolis_weights(10, 2, [contribution(0, 10, 2)])
     assert partial[0] == pytest.approx(full[0] + full[1][1])
-    assert m.merge_metropolis(own, 10, 2, [])["w"][0] == 1.0
+    assert m.merge_metropolis(me(own, 10, 2), [], DEFAULTS)["w"][0] == 1.0
 
 
 def test_weights_keep_dtype_and_accumulate_in_float64():
     own = {"w": np.full(3, 1e-3, np.float32)}
-    out = m.merge("metropolis", own, 5, 1, [m.Contribution(own, 5, 1)])
+    out = m.merge("metropolis", me(own, 5, 1), [Neighbour("nb", own, 5, 1)], DEFAULTS)
     assert out["w"].dtype == np.float32
     np.testing.assert_allclose(out["w"], 1e-3, rtol=1e-6)
 
@@ -111,7 +121,7 @@ def test_robust_rules_stay_within_the_range_of_the_inputs(values):
     own = {"w": np.array([values[0]])}
     nbs = [contribution([v], 1, 1) for v in values[1:]]
     for rule in ("median", "trimmed_mean"):
-        out = m.merge(rule, own, 1, 1, nbs)["w"][0]
+        out = m.merge(rule, me(own, 1, 1), nbs, DEFAULTS)["w"][0]
         assert min(values) - 1e-6 <= out <= max(values) + 1e-6
 
 
@@ -123,14 +133,23 @@ def test_median_and_trimmed_mean_ignore_one_outlier():
         contribution([1e9], 1, 4),
         contribution([1.0], 1, 4),
     ]
-    assert m.merge("median", own, 1, 4, nbs)["w"][0] == pytest.approx(1.0)
-    assert m.merge("trimmed_mean", own, 1, 4, nbs, trim_fraction=0.2)["w"][0] == pytest.approx(
-        1.0333333, rel=1e-5
-    )
+    assert m.merge("median", me(own, 1, 4), nbs, DEFAULTS)["w"][0] == pytest.approx(1.0)
+    trimmed = m.merge("trimmed_mean", me(own, 1, 4), nbs, m.MergeSettings(trim_fraction=0.2))
+    assert trimmed["w"][0] == pytest.approx(1.0333333, rel=1e-5)
     with pytest.raises(ValueError, match="unknown merge rule"):
-        m.merge("mean", own, 1, 4, nbs)
+        m.merge("mean", me(own, 1, 4), nbs, DEFAULTS)
 
 
 def test_invalid_sample_count_is_refused():
     with pytest.raises(ValueError):
         m.metropolis_weights(0, 1, [])
+
+
+def test_every_rule_is_a_config_choice_and_documented():
+    """The table is the one list: the config's Literal (static for pydantic) names exactly its
+    rules, the first is the config's default, and the README describes each."""
+    assert tuple(m.MERGE_RULES) == MERGE_RULE_NAMES
+    assert SwarmSection().merge == next(iter(m.MERGE_RULES))
+    readme = (ROOT / "README.md").read_text()
+    for rule in m.MERGE_RULES:
+        assert f"`{rule}`" in readme, f"merge rule {rule!r} is not described in README.md"

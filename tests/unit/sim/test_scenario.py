@@ -2,8 +2,11 @@ from pathlib import Path
 
 import pytest
 
+from ledger.backends import CHAIN_BACKENDS
 from node.errors import ConfigError, DataError
+from node.merge import MERGE_RULES
 from sim.scenario import (
+    CHAIN_BACKEND_NAMES,
     EXAMPLE_SCENARIO,
     KillFault,
     PartitionFault,
@@ -115,6 +118,12 @@ def test_the_example_is_the_heart_disease_scenario_and_round_trips(tmp_path, mon
 def test_the_example_documents_the_optional_sections():
     for line in ["# [[faults]]", '# kind = "partition"', "# [[attacks]]", '# split = "dirichlet"']:
         assert line in EXAMPLE_SCENARIO
+
+
+def test_chain_backends_are_the_ledgers_and_the_example_lists_them_and_the_merge_rules():
+    assert ("none", *CHAIN_BACKENDS) == CHAIN_BACKEND_NAMES  # the scenario's Literal is static
+    assert f"# {' | '.join(CHAIN_BACKEND_NAMES)}\n" in EXAMPLE_SCENARIO
+    assert f"# {' | '.join(MERGE_RULES)}\n" in EXAMPLE_SCENARIO
 
 
 def test_parsed_values_and_defaults(tmp_path):

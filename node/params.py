@@ -1,0 +1,33 @@
+"""A model's parameters as numpy arrays, and what a node knows of a neighbour's.
+
+The one shape shared by the runner (what arrived), the contribution scorer (the players) and
+the merge rules (what is combined).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A neighbour's parameters for a round and the facts it claims with them."""
+
+    peer: str
+    params: Params
+    samples: int  # its training rows (the merge and the scorer weigh by them)
+    degree: int  # its configured neighbour count (the Metropolis weights need it)
+
+
+def model_params(model: torch.nn.Module) -> Params:
+    """A copy of the model's state as numpy arrays (the model may keep training)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_params(model: torch.nn.Module, params: Params) -> None:
+    """Load numpy parameters into the model (copied: read-only arrays, e.g. off the wire, are
+    fine)."""
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})

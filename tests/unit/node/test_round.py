@@ -1,0 +1,134 @@
+"""One round of `NodeRunner` over an in-memory exchange: its named steps, their order and what
+each one is handed (no network: the fake exchange serves two neighbours' parameters)."""
+
+import inspect
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+import trio
+
+from gossip import wire
+from gossip.exchange import TrafficCounters
+from gossip.identity import create_key_file, peer_id_of
+from node.config import load_config
+from node.init import init_node
+from node.metrics import read_records
+from node.params import Neighbour, Params, model_params
+from node.runner import NodeRunner
+from node.scaling import Scaler, local_stats
+
+DATA = Path(__file__).resolve().parents[3] / "data" / "heart-disease"
+STEPS = ("_local_update", "_gather", "_score", "_combine", "_record")
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.published: list[wire.Snapshot] = []
+
+    async def publish(self, snapshot: wire.Snapshot) -> None:
+        self.published.append(snapshot)
+
+
+class FakeExchange:
+    """Serves each neighbour's parameters from memory, with the header a real fetch checks."""
+
+    def __init__(self, served: dict[str, Params]) -> None:
+        self.served = served
+        self.store = FakeStore()
+        self.counters = TrafficCounters()
+
+    async def fetch(self, info, round_, expect, timeout, connect_timeout):
+        peer = info.peer_id.to_base58()
+        header = wire.Header("ok", "params", round_, peer, 50, 2, expect.specs, ())
+        return header, self.served[peer]
+
+
+def shifted(params: Params, by: float) -> Params:
+    return {k: v + np.float32(by) for k, v in params.items()}
+
+
+@pytest.fixture
+def runner(tmp_path):
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    neighbours = [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)]
+    path, _ = init_node(
+        tmp_path / "node",
+        "cleveland",
+        str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"),
+        "/ip4/127.0.0.1/tcp/0",
+        neighbours,
+    )
+    cfg = load_config(path, ["contribution.enabled=true", "node.fsync=false"])
+    return NodeRunner(cfg, publish_transform=lambda params: shifted(params, 0.5))
+
+
+def test_one_round_runs_its_steps_in_order_each_handed_the_one_before_s_result(runner):
+    runner.out.mkdir(parents=True)
+    runner.membership = None
+    split = runner._load_data()
+    runner.samples = len(split.train_y)
+    run = runner._start(split, Scaler.from_stats(local_stats(split.train_x)), None)
+    peers = sorted(info.peer_id.to_base58() for info in runner.neighbours)
+    runner.exchange = FakeExchange({p: shifted(run.initial, 0.1 * i) for i, p in enumerate(peers)})
+    calls: list[tuple[str, dict]] = []  # (step, the arguments it received), in call order
+    results: dict[str, object] = {}
+
+    def spy(name, step):
+        def called(*args):
+            calls.append((name, inspect.signature(step).bind(*args).arguments))
+            results[name] = step(*args)
+            return results[name]
+
+        async def awaited(*args):
+            calls.append((name, inspect.signature(step).bind(*args).arguments))
+            results[name] = await step(*args)
+            if name == "_local_update":  # what the local update left in the model
+                results["updated"] = model_params(run.model)
+            return results[name]
+
+        return awaited if inspect.iscoroutinefunction(step) else called
+
+    for name in STEPS:
+        setattr(runner, name, spy(name, getattr(runner, name)))
+    runner.publish_transform = spy("publish_transform", runner.publish_transform)
+
+    record = trio.run(runner._round, run, 1)
+
+    assert [name for name, _ in calls] == [
+        "_local_update",
+        "publish_transform",
+        "_gather",
+        "_score",
+        "_combine",
+        "_record",
+    ]
+    got = dict(calls)
+    assert got["_local_update"]["previous"] is run.initial
+    updated = cast(Params, results["updated"])
+    assert_same(got["publish_transform"]["params"], updated)
+    published = shifted(updated, 0.5)
+    assert_same(runner.exchange.store.published[0].tensors, published)
+    assert_same(got["_gather"]["own"], published)
+    gathered = [Neighbour(p, runner.exchange.served[p], 50, 2) for p in peers]
+    assert got["_score"]["neighbours"] == gathered
+    assert_same(got["_score"]["own"], published)
+    assert got["_combine"]["neighbours"] == gathered
+    assert_same(got["_combine"]["own"], published)
+    assert got["_combine"]["degree"] == 2
+    combined = cast(Params, results["_combine"])
+    assert got["_record"]["merged"] is combined
+    assert got["_record"]["record"] is record
+    assert record["neighbours_reached"] == peers
+    assert record["contribution"]["scores"].keys() == set(peers)
+    assert read_records(runner.metrics_path) == [record]
+    assert run.current is combined
+    assert_same(model_params(run.model), combined)
+
+
+def assert_same(a: Params, b: Params) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
