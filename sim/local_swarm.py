@@ -153,9 +153,7 @@ def load_manifest(folder: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((folder / "swarm.json").read_text()))
     except FileNotFoundError:
-        raise SwarmError(
-            f"{folder}: no swarm.json; create one with `medswarm swarm init`"
-        ) from None
+        raise SwarmError(f"{folder}: no swarm.json; `init_swarm` writes one") from None
 
 
 def stop_processes(procs: Collection[subprocess.Popen]) -> None:
