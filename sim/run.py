@@ -75,11 +75,16 @@ class Plan:
 
 
 def run_scenario(
-    path: Path, out: Path, console: Console, replace: bool = False, backend: str | None = None
+    path: Path | Scenario,
+    out: Path,
+    console: Console,
+    replace: bool = False,
+    backend: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every seed of the scenario at `path` into `out`; with `replace`, an earlier run
-    there is removed first (otherwise it is refused). `backend` overrides the scenario's."""
-    scenario = load_scenario(path)
+    """Run every seed of the scenario at `path` (or already loaded) into `out`; with `replace`,
+    an earlier run there is removed first (otherwise it is refused). `backend` overrides the
+    scenario's."""
+    scenario = path if isinstance(path, Scenario) else load_scenario(path)
     if backend is not None:
         scenario = with_backend(scenario, backend)
     if replace and _holds_a_run(out):

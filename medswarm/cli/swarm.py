@@ -1,5 +1,6 @@
 """`medswarm swarm ...`: a local swarm of node processes on 127.0.0.1."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,20 +22,16 @@ def swarm_init(
 ) -> None:
     """Configs and keys for the four heart-disease hospitals (natural split)."""
     from ledger.errors import LedgerError
-    from sim.consortium import ConsortiumPlan
-    from sim.local_swarm import init_heart_disease_swarm
+    from sim.errors import SimError
+    from sim.swarm import init_swarm_scenario
 
     try:
-        paths = init_heart_disease_swarm(
-            folder,
-            rounds=rounds,
-            topology=topology,
-            model=model,
-            ledger=ConsortiumPlan() if ledger else None,
+        path = init_swarm_scenario(
+            folder, rounds=rounds, topology=topology, model=model, ledger=ledger
         )
-    except (ValueError, FileExistsError, LedgerError) as exc:
+    except (SimError, NodeError, LedgerError) as exc:
         raise fail(str(exc)) from None
-    console.print(f"wrote {len(paths)} node configs under {folder}")
+    console.print(f"wrote {path}; run it with: medswarm swarm up {folder}")
 
 
 @app.command("up")
@@ -43,7 +40,9 @@ def swarm_up(
     baselines: Annotated[bool, typer.Option(help="Also train local-only and pooled.")] = True,
 ) -> None:
     """Start one process per node, show progress, then compare with the baselines."""
-    _run_swarm(folder, baselines)
+    from sim.swarm import run_swarm_folder
+
+    _run_swarm(lambda: run_swarm_folder(folder, console, baselines))
 
 
 @app.command("demo")
@@ -54,24 +53,16 @@ def swarm_demo(
 ) -> None:
     """The heart-disease demo: four hospitals, fully connected, with their consortium chain;
     ends with accuracy per hospital against the baselines, and contribution and reward."""
-    import shutil
+    from sim.swarm import run_demo
 
-    from sim.consortium import ConsortiumPlan
-    from sim.local_swarm import init_heart_disease_swarm
-
-    if (out / "swarm.json").exists():  # a previous demo run: start afresh
-        console.print(f"replacing the previous demo run in {out}")
-        shutil.rmtree(out)
-    plan = ConsortiumPlan() if ledger else None
-    init_heart_disease_swarm(out, rounds=rounds, topology="full", model="mlp", ledger=plan)
-    _run_swarm(out, baselines=True)
+    _run_swarm(lambda: run_demo(out, console, rounds, ledger))
 
 
-def _run_swarm(folder: Path, baselines: bool) -> None:
+def _run_swarm(run: Callable[[], object]) -> None:
     from ledger.errors import LedgerError
-    from sim.local_swarm import SwarmError, run_swarm
+    from sim.errors import SimError
 
     try:
-        run_swarm(folder, console, baselines=baselines)
-    except (SwarmError, NodeError, LedgerError) as exc:
+        run()
+    except (SimError, NodeError, LedgerError) as exc:
         raise fail(str(exc)) from None

@@ -4,7 +4,8 @@ when each gossips with one neighbour a round (a rotation of matchings)."""
 import numpy as np
 import pytest
 
-from sim.local_swarm import init_swarm, rotation_settings, run_processes, topology_edges
+from sim import run as sim_run
+from sim.run import run_scenario
 from tests.integration.swarm_support import (
     QUIET,
     final_params,
@@ -18,33 +19,58 @@ pytestmark = pytest.mark.integration
 
 SIZES = {f"site{i}": rows for i, rows in enumerate([40, 80, 120, 160, 240, 400])}
 ROUNDS = 100
+SCENARIO = """
+name = "consensus"
+rounds = {rounds}
+[data]
+schema = "{schema}"
+[data.sites]
+{sites}
+[topology]
+kind = "ring"
+schedule = "{schedule}"
+[model]
+name = "logreg"
+[training]
+epochs = 0
+[timeouts]
+linger_seconds = 5
+[baselines]
+local_only = false
+centralized = false
+fedavg = false
+"""
+
+
+@pytest.fixture
+def distinct_inits(monkeypatch):
+    """Each node starts from its own model (a scenario gives every node the run's seed), so
+    there is an average to reach; and scores its model before the merge too."""
+    make_plan = sim_run.make_plan
+
+    def plan(*args):
+        made = make_plan(*args)
+        for i, name in enumerate(made.files):
+            made.settings[name].update({"model.init_seed": i, "node.evaluate_local": True})
+        return made
+
+    monkeypatch.setattr(sim_run, "make_plan", plan)
 
 
 @pytest.mark.parametrize("rotate", [False, True], ids=["every-neighbour", "matchings"])
-def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path, rotate):
+def test_ring_of_six_reaches_the_sample_weighted_average(tmp_path, rotate, distinct_inits):
     sites = synthetic_sites(tmp_path / "data", SIZES)
-    ring = topology_edges(len(SIZES), "ring")
-    rotation = rotation_settings(ring, list(SIZES)) if rotate else {}
-    extra = {
-        name: {
-            "training.epochs": 0,
-            "model.init_seed": i,
-            "timeouts.linger_seconds": 5,
-            **rotation.get(name, {}),
-        }
-        for i, name in enumerate(SIZES)
-    }
-    swarm = tmp_path / "swarm"
-    init_swarm(
-        swarm,
-        sites,
-        tmp_path / "data" / "schema.toml",
-        rounds=ROUNDS,
-        topology=ring,
-        model="logreg",
-        extra=extra,
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        SCENARIO.format(
+            rounds=ROUNDS,
+            schema=tmp_path / "data" / "schema.toml",
+            sites="\n".join(f'{name} = "{path}"' for name, path in sites.items()),
+            schedule="matchings" if rotate else "all",
+        )
     )
-    run_processes(swarm, QUIET, timeout=600)
+    swarm = tmp_path / "run"
+    run_scenario(scenario, swarm, QUIET)
 
     samples = {n: metrics(swarm, n)[-1]["train_samples"] for n in SIZES}
     assert len(set(samples.values())) == len(SIZES), "sample counts should all differ"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from node.checkpoint import load_checkpoint
-from sim.local_swarm import init_heart_disease_swarm, start_node, stop_processes
+from sim.local_swarm import HEART_DISEASE, HEART_SITES, init_swarm, start_node, stop_processes
 from tests.integration.swarm_support import metrics, out_dir
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,8 @@ def checkpoint_round(swarm) -> int:
 
 def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
     swarm = tmp_path / "swarm"
-    init_heart_disease_swarm(swarm, rounds=ROUNDS, topology="ring")
+    sites = {name: HEART_DISEASE / file for name, file in HEART_SITES.items()}
+    init_swarm(swarm, sites, HEART_DISEASE / "schema.toml", rounds=ROUNDS, topology="ring")
     names = json.loads((swarm / "swarm.json").read_text())["nodes"]
     procs = {n: start_node(swarm, n, SETTINGS) for n in names}
     try:

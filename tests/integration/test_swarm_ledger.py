@@ -26,10 +26,10 @@ from sim.local_swarm import (
     init_swarm,
     load_manifest,
     node_command,
-    run_swarm,
     start_node,
     stop_processes,
 )
+from sim.run import run_scenario
 from tests.integration.swarm_support import QUIET, final_params, flat, metrics, synthetic_sites
 
 pytestmark = pytest.mark.integration
@@ -145,19 +145,38 @@ def test_a_node_whose_account_is_not_a_member_refuses_to_start(tmp_path):
 ROUNDS = 20
 
 
+REWARDS_SCENARIO = """
+name = "rewards"
+rounds = {rounds}
+[data]
+schema = "{data}/schema.toml"
+[data.sites]
+{sites}
+[topology]
+kind = "full"
+[chain]
+backend = "anvil"
+rounds_per_epoch = 5
+[baselines]
+local_only = false
+centralized = false
+fedavg = false
+"""
+
+
 def run_heart_disease(folder, sites: dict[str, str], adversaries: dict[str, str]) -> dict:
-    files = {name: HEART_DISEASE / HEART_SITES[site] for name, site in sites.items()}
-    init_swarm(
-        folder,
-        files,
-        HEART_DISEASE / "schema.toml",
-        rounds=ROUNDS,
-        topology="full",
-        model="mlp",
-        extra={name: {"adversary.mode": mode} for name, mode in adversaries.items()},
-        ledger=ConsortiumPlan(rounds_per_epoch=5),
+    """A scenario run of hospitals named `sites` (name -> whose records they hold), with the
+    `adversaries` (name -> free-rider mode)."""
+    files = "\n".join(f'{n} = "{HEART_DISEASE / HEART_SITES[s]}"' for n, s in sites.items())
+    attacks = "".join(
+        f'[[attacks]]\nkind = "free_rider"\nnode = "{name}"\nmode = "{mode}"\n'
+        for name, mode in adversaries.items()
     )
-    return run_swarm(folder, QUIET, baselines=False)
+    scenario = folder / "scenario.toml"
+    text = REWARDS_SCENARIO.format(rounds=ROUNDS, data=HEART_DISEASE, sites=files)
+    scenario.write_text(text + attacks)
+    [summary] = run_scenario(scenario, folder / "run", QUIET)
+    return summary
 
 
 @pytest.fixture(scope="module")
