@@ -1,9 +1,9 @@
 """`medswarm ledger ...`: the auditor's and admin's commands.
 
-Every command takes `--chain` (embedded | anvil | ganache | http(s) URL) and, except deploy,
-`--contract ADDR`. With `--chain anvil --state FILE` each command runs a managed Anvil that
-loads and saves FILE, so a local consortium persists between commands; `serve` keeps one
-running for nodes. Keys come from `--key-file` (mode 0600), $MEDSWARM_ETH_KEY, or, on local
+Every command takes `--chain` (a local backend of ledger.backends.CHAIN_BACKENDS, or an
+http(s) URL) and, except deploy, `--contract ADDR`. With `--chain anvil --state FILE` each
+command runs a managed Anvil that loads and saves FILE, so a local consortium persists between
+commands; `serve` keeps one running for nodes. Keys come from `--key-file` (mode 0600), $MEDSWARM_ETH_KEY, or, on local
 dev chains only, `--dev-account N` (the public test mnemonic).
 """
 
@@ -29,7 +29,7 @@ from web3 import Web3
 from ledger.accounts import KEY_ENV, load_key_env, load_key_file
 from ledger.accounts import dev_account as dev_key
 from ledger.audit import AuditReport, check_models, run_audit, write_audit
-from ledger.backends import Chain, connect
+from ledger.backends import CHAIN_BACKENDS, Chain, connect
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerError, LedgerRevert
 from ledger.scores import from_fixed
@@ -42,7 +42,7 @@ out = Console()
 err = Console(stderr=True)
 
 ChainOpt = Annotated[
-    str, typer.Option("--chain", help="embedded | anvil | ganache | http(s)://host:port")
+    str, typer.Option("--chain", help=f"{' | '.join(CHAIN_BACKENDS)} | http(s)://host:port")
 ]
 StateOpt = Annotated[
     Path | None, typer.Option("--state", help="Anvil state file, loaded and saved (anvil only).")
@@ -57,7 +57,6 @@ DevOpt = Annotated[
     int | None,
     typer.Option("--dev-account", help="Dev account N of the test mnemonic (local chains)."),
 ]
-LOCAL_CHAINS = ("embedded", "anvil", "ganache")
 
 
 def parse_wei(text: str) -> int:
@@ -83,7 +82,7 @@ def _account(chain: str, key_file: Path | None, dev: int | None) -> LocalAccount
     if from_env is not None:
         return from_env
     if dev is not None:
-        if chain not in LOCAL_CHAINS and "127.0.0.1" not in chain and "localhost" not in chain:
+        if chain not in CHAIN_BACKENDS and "127.0.0.1" not in chain and "localhost" not in chain:
             raise LedgerError("--dev-account is only for local dev chains")
         return dev_key(dev)
     raise LedgerError(f"no key: pass --key-file, set ${KEY_ENV}, or --dev-account on a dev chain")
