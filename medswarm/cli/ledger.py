@@ -3,8 +3,8 @@
 Every command takes `--chain` (a local backend of ledger.backends.CHAIN_BACKENDS, or an
 http(s) URL) and, except deploy, `--contract ADDR`. With `--chain anvil --state FILE` each
 command runs a managed Anvil that loads and saves FILE, so a local consortium persists between
-commands; `serve` keeps one running for nodes. Keys come from `--key-file` (mode 0600), $MEDSWARM_ETH_KEY, or, on local
-dev chains only, `--dev-account N` (the public test mnemonic).
+commands; `serve` keeps one running for nodes. Keys come from `--key-file` (mode 0600),
+$MEDSWARM_ETH_KEY, or, on local dev chains only, `--dev-account N` (the public test mnemonic).
 """
 
 import functools
