@@ -4,7 +4,7 @@ A response is a 4-byte big-endian header length, a msgpack header, then the raw 
 bytes of each tensor in header order. The header carries round, sender, sample count, degree and,
 per tensor, name, dtype, shape, byte length and sha256 digest.
 
-Validation happens in the order DESIGN.md fixes: size caps before anything is parsed, then the
+Validation happens in the order docs/design.md fixes: size caps before anything is parsed, then the
 schema, sender identity, round window, tensor names/dtypes/shapes against the local model, and,
 once the bytes are in, digests and finite values.
 """

@@ -1,6 +1,6 @@
 """Contribution scoring: Shapley values of the neighbours' round-r models, on the node's own data.
 
-The game (DESIGN.md, "Contribution and rewards"): the players are the neighbours whose round-r
+The game (docs/design.md, "Contribution and rewards"): the players are the neighbours whose round-r
 models arrived; the value of a coalition S is ``metric(merge of S) - metric(previous)``, where
 the merge is the average of S's parameters weighted by their claimed sample counts and
 ``previous`` is the node's merged model of the previous round; ``v(empty) = 0``. The metric is

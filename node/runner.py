@@ -1,4 +1,4 @@
-"""The node's life: intake, agree on scaling with the swarm, then the rounds of DESIGN.md.
+"""The node's life: intake, agree on scaling with the swarm, then the rounds of docs/design.md.
 
 Each round: train locally (worker thread, so the host keeps serving), snapshot and serve the
 parameters, fetch the neighbours' concurrently with deadlines, merge, evaluate, append a metrics
