@@ -81,7 +81,9 @@ EXPECTED_RULE = {
 def test_invalid_messages_are_rejected_counted_and_the_node_keeps_going(tmp_path):
     sites = synthetic_sites(tmp_path / "data", {"honest": 200})
     swarm = tmp_path / "swarm"
-    init_swarm(swarm, sites, tmp_path / "data" / "schema.toml", rounds=ROUNDS, model="logreg")
+    # One node and no neighbours in its config: its only neighbour is the evil peer (below).
+    schema = tmp_path / "data" / "schema.toml"
+    init_swarm(swarm, sites, schema, rounds=ROUNDS, topology=[set()], model="logreg")
     evil_key = create_key_file(tmp_path / "evil.key")
     evil_id, evil_port = peer_id_of(evil_key), free_port()
     overrides = {
