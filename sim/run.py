@@ -35,7 +35,7 @@ from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.consortium import STATE_FILE, ConsortiumPlan, open_chain, settle
 from sim.errors import AlreadyExists
 from sim.fedavg_network import run_fedavg_network
-from sim.local_swarm import SwarmError, init_swarm, rotation_settings
+from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
 from sim.report import console_summary, write_report
 from sim.scenario import (
     BACKENDS,
@@ -164,7 +164,7 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         with open_chain(folder, scenario.chain.backend) as chain:
             set_up(chain, chain_plan)
             wall = execute(folder, scenario, plan, console, chain.url)
-            settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
+            settled = settle(folder, chain, load_manifest(folder))
     summary = collect(folder, scenario, plan, wall, settled)
     _report(folder, summary, folder, None)
     console.print()  # the progress display leaves its last line open
@@ -351,7 +351,7 @@ def run_in_docker(
             wall = trio.run(supervise, folder, scenario, plan, console, nodes, cuts)
             settled = None
             if chain is not None:
-                settled = settle(folder, chain, json.loads((folder / "swarm.json").read_text()))
+                settled = settle(folder, chain, load_manifest(folder))
                 swarm.save_chain_state(chain, folder / STATE_FILE)
         finally:
             write_record(folder, swarm, nodes.finish(), image_build_seconds=build_seconds)
