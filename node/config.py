@@ -229,6 +229,52 @@ class FaultSection(_Section):
         )
 
 
+class PrivacySection(_Section):
+    """Record-level differential privacy (DP-SGD) and secure aggregation (docs/privacy.md).
+
+    DP-SGD is on when `target_epsilon` or `noise_multiplier` is set: with `target_epsilon`
+    alone the noise is calibrated so the whole run spends exactly that budget; with
+    `noise_multiplier` the budget is `target_epsilon` if also given (else unbounded, only
+    accounted). Either way the consortium's maximum on the ledger caps it."""
+
+    target_epsilon: PositiveFloat | None = Field(
+        None, description="The run's privacy budget (epsilon at `delta`)."
+    )
+    noise_multiplier: PositiveFloat | None = Field(
+        None, description="Gaussian noise std over max_grad_norm; else derived from the target."
+    )
+    delta: float | None = Field(
+        None, gt=0, lt=1, description="Default 1/(10 n), n = this node's training records."
+    )
+    max_grad_norm: PositiveFloat = Field(1.0, description="Per-record gradient clipping norm.")
+    accountant: Literal["rdp", "prv", "gdp"] = Field("rdp", description="Opacus accountant.")
+    secure_aggregation: bool = Field(
+        False, description="Neighbours learn only the weighted sum of the models they merge."
+    )
+    x25519_key_file: Path | None = Field(
+        None, description="This node's X25519 masking key (mode 0600; `medswarm node init`)."
+    )
+    peer_keys: Path | None = Field(
+        None,
+        description="Without the ledger: a JSON file of peer ID -> X25519 public key (hex); "
+        "with it, the keys members registered on chain.",
+    )
+    share_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Self-mask shares needed to unmask, as a fraction of an aggregating "
+        "node's other neighbours (rounded up, at least 1).",
+    )
+
+    _paths = field_validator("x25519_key_file", "peer_keys")(_existing_optional_file)
+
+    @property
+    def dp(self) -> bool:
+        """Whether DP-SGD is on."""
+        return self.target_epsilon is not None or self.noise_multiplier is not None
+
+
 class NodeConfig(_Section):
     source: Path = Field(exclude=True)
     node: NodeSection
@@ -239,6 +285,7 @@ class NodeConfig(_Section):
     timeouts: TimeoutSection = TimeoutSection()
     ledger: LedgerSection = LedgerSection()
     contribution: ContributionSection = ContributionSection()
+    privacy: PrivacySection = PrivacySection()
     adversary: AdversarySection = AdversarySection()
     faults: FaultSection = FaultSection()
 
