@@ -13,9 +13,9 @@ next request opens a new one; an asker that sends one request and closes is serv
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import trio
@@ -38,6 +38,13 @@ FETCH_ATTEMPTS = 3
 RETRY_PAUSE = 0.2
 
 Fetched = tuple[wire.Header, dict[str, np.ndarray]]  # a validated header and its tensors
+T = TypeVar("T")
+# What answers a request of another kind (e.g. secure aggregation's): the request's fields,
+# the asking peer; it returns the bytes to write back.
+RequestHandler = Callable[[str, dict[str, Any]], Awaitable[Sequence[bytes]]]
+# One request and its answer on a stream (the asker's side): returns the parsed answer or
+# raises _StreamGone if the stream ended cleanly before it.
+Transaction = Callable[[INetStream, float], Awaitable[T]]
 
 
 @dataclass
@@ -67,14 +74,20 @@ class SnapshotStore:
     def __init__(self, keep_rounds: int = 4) -> None:
         self._keep = keep_rounds
         self._by_kind: dict[str, dict[int, _Encoded]] = {}
+        self._final: dict[str, _Encoded] = {}  # a kind's last word, the answer for later rounds
         self._published = trio.Condition()
 
-    async def publish(self, snap: wire.Snapshot) -> None:
+    async def publish(self, snap: wire.Snapshot, final: bool = False) -> None:
+        """Serve `snap`; `final`: it is also the answer for any later round of its kind (a
+        finished agreement, whose neighbours may still be asking for later steps)."""
         header, buffers = wire.encode_snapshot(snap)
+        encoded = _Encoded(snap.round, header, buffers)
         rounds = self._by_kind.setdefault(snap.kind, {})
-        rounds[snap.round] = _Encoded(snap.round, header, buffers)
+        rounds[snap.round] = encoded
         for old in sorted(rounds)[: -self._keep]:
             del rounds[old]
+        if final:
+            self._final[snap.kind] = encoded
         async with self._published:
             self._published.notify_all()
 
@@ -82,6 +95,9 @@ class SnapshotStore:
         rounds = self._by_kind.get(kind, {})
         if round_ in rounds:
             return rounds[round_]
+        final = self._final.get(kind)
+        if final is not None and round_ >= final.round:
+            return final
         if rounds and round_ < min(rounds):
             return rounds[max(rounds)]
         return None
@@ -110,6 +126,7 @@ class ParamExchange:
         self.io_timeout = io_timeout
         self.allow_peer = allow_peer
         self.counters = TrafficCounters()
+        self.handlers: dict[str, RequestHandler] = {}  # other request kinds, by kind
         self._streams: dict[str, INetStream] = {}  # kept open per neighbour we fetch from
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         host.set_stream_handler(PROTOCOL, self._handle)
@@ -145,7 +162,11 @@ class ParamExchange:
                 with trio.move_on_after(self.io_timeout):  # say why, then hang up
                     await stream.write(wire.encode_status("refused"))
                 return
-            await self._answer(stream, peer, *wire.decode_request(body, peer))
+            kind = wire.request_kind(body, peer)
+            if kind in self.handlers:
+                await self._answer_other(stream, peer, kind, body)
+            else:
+                await self._answer(stream, peer, *wire.decode_request(body, peer))
             wait_for_request = IDLE_STREAM_SECONDS
 
     async def _answer(
@@ -169,6 +190,12 @@ class ParamExchange:
         if kind == "params":
             self.counters.served[peer] = max(self.counters.served.get(peer, -1), found.round)
 
+    async def _answer_other(self, stream: INetStream, peer: str, kind: str, body: bytes) -> None:
+        parts = await self.handlers[kind](peer, wire.unpack_map(body, "request", peer))
+        with trio.fail_after(self.io_timeout):
+            await stream.write(b"".join(parts))
+        self.counters.bytes_sent += sum(map(len, parts))
+
     async def fetch(
         self,
         info: PeerInfo,
@@ -182,12 +209,29 @@ class ParamExchange:
         Raises PeerUnavailable (dead, slow, nothing in time) or PeerMessageError (invalid: also
         counted against the peer).
         """
+
+        async def transact(stream: INetStream, deadline: float) -> Fetched:
+            return await self._request(stream, info.peer_id.to_base58(), round_, expect, deadline)
+
+        return await self.call(info, transact, timeout, connect_timeout, f"round {round_}")
+
+    async def call(
+        self,
+        info: PeerInfo,
+        transact: Transaction[T],
+        timeout: float,
+        connect_timeout: float,
+        what: str,
+    ) -> T:
+        """One request and its answer on the kept stream to `info`, all within `timeout`
+        seconds, retrying transient failures: what `fetch` does for parameters, for any
+        request kind. `what` names the request in errors."""
         peer = info.peer_id.to_base58()
         deadline = trio.current_time() + timeout
         attempt = 1
         while True:
             try:
-                return await self._fetch_once(info, peer, round_, expect, deadline, connect_timeout)
+                return await self._call_once(info, peer, transact, deadline, connect_timeout, what)
             except PeerUnavailable as exc:
                 # Retry a transient failure (a stream that failed to open under load, a reset)
                 # while the deadline allows: a one-sided miss shifts the swarm's weighted average.
@@ -195,27 +239,27 @@ class ParamExchange:
                 last = attempt == FETCH_ATTEMPTS or trio.current_time() + pause >= deadline
                 if not exc.retryable or last:
                     raise
-                log.info("round %d: retrying %s after %s", round_, peer, exc.reason)
+                log.info("%s: retrying %s after %s", what, peer, exc.reason)
                 await trio.sleep(pause)
                 attempt += 1
 
-    async def _fetch_once(
+    async def _call_once(
         self,
         info: PeerInfo,
         peer: str,
-        round_: int,
-        expect: wire.Expectation,
+        transact: Transaction[T],
         deadline: float,
         connect_timeout: float,
-    ) -> Fetched:
+        what: str,
+    ) -> T:
         try:
             with trio.fail_at(deadline):
                 async with self._locks[peer]:  # one request at a time on a kept stream
                     return await self._on_kept_stream(
-                        info, peer, round_, expect, deadline, connect_timeout
+                        info, peer, transact, deadline, connect_timeout
                     )
         except trio.TooSlowError:
-            raise PeerUnavailable(peer, f"no answer for round {round_} by the deadline") from None
+            raise PeerUnavailable(peer, f"no answer for {what} by the deadline") from None
         except PeerMessageError:
             self.counters.rejected[peer] += 1
             raise
@@ -228,15 +272,14 @@ class ParamExchange:
         self,
         info: PeerInfo,
         peer: str,
-        round_: int,
-        expect: wire.Expectation,
+        transact: Transaction[T],
         deadline: float,
         connect_timeout: float,
-    ) -> Fetched:
+    ) -> T:
         kept = self._streams.pop(peer, None)
         if kept is not None:
             try:
-                return await self._request_keeping(kept, peer, round_, expect, deadline)
+                return await self._request_keeping(kept, peer, transact, deadline)
             except _StreamGone:  # the server closed it while idle, or restarted: open anew
                 pass
         await ensure_connected(self.host, info, connect_timeout)
@@ -249,17 +292,17 @@ class ParamExchange:
             await drop_connections(self.host, info.peer_id)
             raise
         try:
-            return await self._request_keeping(stream, peer, round_, expect, deadline)
+            return await self._request_keeping(stream, peer, transact, deadline)
         except _StreamGone:
             raise PeerUnavailable(peer, "stream closed before an answer", retryable=True) from None
 
     async def _request_keeping(
-        self, stream: INetStream, peer: str, round_: int, expect: wire.Expectation, deadline: float
-    ) -> Fetched:
+        self, stream: INetStream, peer: str, transact: Transaction[T], deadline: float
+    ) -> T:
         """A request on `stream`, kept for the next one if answered; reset otherwise (closed,
         cut off mid-answer or invalid: its state is unknown)."""
         try:
-            result = await self._request(stream, peer, round_, expect, deadline)
+            result = await transact(stream, deadline)
         except BaseException:
             await _discard(stream)
             raise
@@ -276,21 +319,34 @@ class ParamExchange:
     ) -> Fetched:
         # Let the server hold the request for most of our deadline, keeping a margin to send
         # the parameters once they are ready.
-        remaining = deadline - trio.current_time()
-        wait = max(0.0, remaining - min(self.io_timeout / 2, remaining / 4))
-        try:
-            await stream.write(wire.encode_request(expect.kind, round_, wait))
-        except Exception as exc:  # the library raises several types for a closed stream
-            raise _StreamGone from exc
-        body = await read_frame(stream, wire.MAX_HEADER_BYTES, peer, eof_ok=True)
-        if body is None:
-            raise _StreamGone
+        wait = self.server_wait(deadline)
+        body = await self.exchange_frames(
+            stream, peer, wire.encode_request(expect.kind, round_, wait), wire.MAX_HEADER_BYTES
+        )
         header = wire.parse_header(body, peer, expect)
         if header.status != "ok":
             raise PeerUnavailable(peer, f"round {round_}: {header.status}")
         payload = await read_exactly(stream, header.payload_bytes, peer)
         self.counters.bytes_received += len(body) + 4 + len(payload)
         return header, wire.decode_payload(header, payload, peer)
+
+    def server_wait(self, deadline: float) -> float:
+        """How long the server may hold a request: most of our deadline, keeping a margin to
+        send the answer once it is ready."""
+        remaining = deadline - trio.current_time()
+        return max(0.0, remaining - min(self.io_timeout / 2, remaining / 4))
+
+    @staticmethod
+    async def exchange_frames(stream: INetStream, peer: str, request: bytes, cap: int) -> bytes:
+        """Write a request frame, read the answer's first frame (at most `cap` bytes)."""
+        try:
+            await stream.write(request)
+        except Exception as exc:  # the library raises several types for a closed stream
+            raise _StreamGone from exc
+        body = await read_frame(stream, cap, peer, eof_ok=True)
+        if body is None:
+            raise _StreamGone
+        return body
 
 
 class _StreamGone(Exception):

@@ -23,9 +23,11 @@ from gossip.errors import PeerMessageError
 
 WIRE_VERSION = 1
 LENGTH_PREFIX = struct.Struct(">I")
-MAX_REQUEST_BYTES = 1024
+# A request is small, but secure aggregation's carry peer lists and sealed shares (about 100
+# bytes per neighbour of the aggregating node).
+MAX_REQUEST_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 1 << 20
-ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int32", "int64"})
+ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int32", "int64", "uint8"})
 STATUSES = frozenset({"ok", "not_ready", "gone", "refused"})
 
 
@@ -97,7 +99,7 @@ def encode_request(kind: str, round_: int, wait: float) -> bytes:
 
 
 def decode_request(body: bytes, peer: str) -> tuple[str, int, float]:
-    msg = _unpack(body, "request", peer)
+    msg = unpack_map(body, "request", peer)
     kind, round_, wait = msg.get("kind"), msg.get("round"), msg.get("wait")
     if (
         msg.get("v") != WIRE_VERSION
@@ -108,6 +110,11 @@ def decode_request(body: bytes, peer: str) -> tuple[str, int, float]:
     ):
         raise PeerMessageError(peer, "schema", f"malformed request {msg!r}")
     return kind, round_, wait
+
+
+def request_kind(body: bytes, peer: str) -> Any:
+    """The `kind` a request names (its fields are checked by whoever handles that kind)."""
+    return unpack_map(body, "request", peer).get("kind")
 
 
 def encode_status(status: str) -> bytes:
@@ -149,7 +156,7 @@ def encode_snapshot(snap: Snapshot) -> tuple[bytes, list[bytes]]:
 
 def parse_header(body: bytes, peer: str, expect: Expectation) -> Header:
     """Validate a response header against the sender's identity and the local model."""
-    msg = _unpack(body, "header", peer)
+    msg = unpack_map(body, "header", peer)
     if msg.get("v") != WIRE_VERSION:
         raise PeerMessageError(peer, "schema", f"wire version {msg.get('v')!r}")
     status = msg.get("status")
@@ -238,7 +245,7 @@ def _parse_tensors(raw: Any, peer: str) -> tuple[tuple[TensorSpec, ...], tuple[b
     return tuple(specs), tuple(digests)
 
 
-def _unpack(body: bytes, what: str, peer: str = "?") -> dict[str, Any]:
+def unpack_map(body: bytes, what: str, peer: str = "?") -> dict[str, Any]:
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=64)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:

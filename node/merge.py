@@ -39,15 +39,19 @@ class MergeSettings:
 MergeRule = Callable[[Neighbour, Sequence[Neighbour], MergeSettings], Params]
 
 
+def metropolis_weight(samples: int, degree: int, their_samples: int, their_degree: int) -> float:
+    """w_ij of node i (samples, degree) for neighbour j. Secure aggregation has j weigh its own
+    model with this very function, so the masked merge comes out exactly as the plain one."""
+    return min(1.0 / (1 + degree), their_samples / (samples * (1 + their_degree)))
+
+
 def metropolis_weights(
     samples: int, degree: int, neighbours: Sequence[Neighbour]
 ) -> tuple[float, list[float]]:
     """(self weight, one weight per neighbour that arrived)."""
     if samples < 1 or degree < 0:
         raise ValueError(f"samples must be >= 1 and degree >= 0, got {samples}, {degree}")
-    weights = [
-        min(1.0 / (1 + degree), nb.samples / (samples * (1 + nb.degree))) for nb in neighbours
-    ]
+    weights = [metropolis_weight(samples, degree, nb.samples, nb.degree) for nb in neighbours]
     return 1.0 - sum(weights), weights
 
 
