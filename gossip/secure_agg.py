@@ -609,18 +609,18 @@ async def _call(
 async def _read_masked(
     stream: INetStream, peer: str, agg: Aggregation, header: dict[str, Any]
 ) -> MaskedModel:
-    fields = {k: header.get(k) for k in ("sender", "samples", "degree", "length", "round")}
-    if fields["sender"] != peer:
-        raise PeerMessageError(peer, "identity", f"masked model claims sender {fields['sender']}")
-    for key in ("samples", "degree", "length", "round"):
-        value = fields[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise PeerMessageError(peer, "schema", f"{key} should be a positive int: {value!r}")
-    if fields["round"] != agg.round:
-        raise PeerMessageError(peer, "round", f"masked model of round {fields['round']}")
-    if fields["length"] != agg.length:
+    if header.get("sender") != peer:
         raise PeerMessageError(
-            peer, "shape", f"{fields['length']} masked values, the local model has {agg.length}"
+            peer, "identity", f"masked model claims sender {header.get('sender')}"
+        )
+    samples, degree, length, round_ = (
+        _positive_int(header, key, peer) for key in ("samples", "degree", "length", "round")
+    )
+    if round_ != agg.round:
+        raise PeerMessageError(peer, "round", f"masked model of round {round_}")
+    if length != agg.length:
+        raise PeerMessageError(
+            peer, "shape", f"{length} masked values, the local model has {agg.length}"
         )
     sealed = header.get("shares")
     holders = set(agg.users) - {peer}
@@ -630,7 +630,14 @@ async def _read_masked(
         raise PeerMessageError(peer, "schema", "sealed shares must be bytes")
     payload = await read_exactly(stream, agg.length * MODEL_RING.element_bytes, peer)
     masked = MODEL_RING.from_bytes(payload, agg.length)
-    return MaskedModel(peer, int(fields["samples"]), int(fields["degree"]), masked, sealed)
+    return MaskedModel(peer, samples, degree, masked, sealed)
+
+
+def _positive_int(header: dict[str, Any], key: str, peer: str) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PeerMessageError(peer, "schema", f"{key} should be a positive int: {value!r}")
+    return value
 
 
 def _parse_seeds(peer: str, header: dict[str, Any], dropped: list[str]) -> dict[str, bytes]:
