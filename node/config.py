@@ -57,6 +57,16 @@ def _existing_optional_file(value: Path | None, info: ValidationInfo) -> Path | 
 class NodeSection(_Section):
     name: str = Field(min_length=1, description="A readable name for logs and reports.")
     key_file: Path = Field(description="libp2p identity (Ed25519 seed, mode 0600).")
+    x25519_key_file: Path | None = Field(
+        None,
+        description="X25519 masking key (mode 0600), registered on chain next to the peer ID: "
+        "the secure sums and secure aggregation derive their masks from it.",
+    )
+    peer_keys: Path | None = Field(
+        None,
+        description="Without the ledger: the members' X25519 public keys, a JSON file of peer "
+        "ID -> hex (with it, the keys members registered on chain).",
+    )
     listen: str = "/ip4/127.0.0.1/tcp/0"
     neighbours: list[str] = Field(default_factory=list, description="Full /p2p/ multiaddrs.")
     neighbour_phases: list[Annotated[int, Field(ge=0)]] = Field(
@@ -77,7 +87,8 @@ class NodeSection(_Section):
         "nothing; without it only a killed process is safe.",
     )
 
-    _paths = field_validator("key_file", "output_dir")(_resolve)
+    _paths = field_validator("key_file", "output_dir", "x25519_key_file")(_resolve)
+    _existing = field_validator("peer_keys")(_existing_optional_file)
 
     @field_validator("listen")
     @classmethod
@@ -129,7 +140,6 @@ class SwarmSection(_Section):
     rounds: int = Field(20, gt=0)
     merge: MergeRuleName = "metropolis"
     trim_fraction: float = Field(0.2, ge=0, lt=0.5)
-    scaling_rounds: int = Field(30, ge=0, description="Gossip rounds to agree feature scaling.")
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
     rotation: int = Field(
         1,
@@ -188,6 +198,12 @@ class ContributionSection(_Section):
     seed: int = 0
     replay_tolerance: float = Field(1e-3, ge=0)
     duplicate_tolerance: float = Field(1e-3, ge=0)
+    snapshot_every: int = Field(
+        5,
+        ge=1,
+        description="Under secure aggregation and without the ledger: score the neighbours' "
+        "DP-protected snapshots every this many rounds (with it: each epoch's last round).",
+    )
 
 
 class AdversarySection(_Section):
@@ -251,14 +267,6 @@ class PrivacySection(_Section):
     secure_aggregation: bool = Field(
         False, description="Neighbours learn only the weighted sum of the models they merge."
     )
-    x25519_key_file: Path | None = Field(
-        None, description="This node's X25519 masking key (mode 0600; `medswarm node init`)."
-    )
-    peer_keys: Path | None = Field(
-        None,
-        description="Without the ledger: a JSON file of peer ID -> X25519 public key (hex); "
-        "with it, the keys members registered on chain.",
-    )
     share_threshold: float = Field(
         0.5,
         gt=0,
@@ -266,8 +274,6 @@ class PrivacySection(_Section):
         description="Self-mask shares needed to unmask, as a fraction of an aggregating "
         "node's other neighbours (rounded up, at least 1).",
     )
-
-    _paths = field_validator("x25519_key_file", "peer_keys")(_existing_optional_file)
 
     @property
     def dp(self) -> bool:
@@ -296,6 +302,12 @@ class NodeConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _secure_aggregation_fits(self) -> Self:
+        if problems := secure_aggregation_problems(self):
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _phases_fit_rotation(self) -> Self:
         phases, rotation = self.node.neighbour_phases, self.swarm.rotation
         if (rotation > 1 or phases) and len(phases) != len(self.node.neighbours):
@@ -308,6 +320,38 @@ class NodeConfig(_Section):
                 f"node.neighbour_phases must be below swarm.rotation ({rotation}): {phases}"
             )
         return self
+
+
+def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
+    """The combinations that would silently break secure aggregation's guarantee (or cannot
+    run): each a message naming the keys and what to do instead."""
+    if not cfg.privacy.secure_aggregation:
+        return []
+    problems = []
+    if cfg.swarm.merge != "metropolis":
+        problems.append(
+            f"privacy.secure_aggregation needs swarm.merge = 'metropolis': {cfg.swarm.merge!r} "
+            "needs every neighbour's model, which secure aggregation hides"
+        )
+    if cfg.swarm.rotation > 1:
+        problems.append(
+            "privacy.secure_aggregation needs swarm.rotation = 1: with a rotation a node merges "
+            "one neighbour a round, and a sum of one model is that model"
+        )
+    if len(cfg.node.neighbours) < 2:
+        problems.append(
+            f"privacy.secure_aggregation needs at least 2 neighbours in node.neighbours, got "
+            f"{len(cfg.node.neighbours)}: a sum of one model is that model"
+        )
+    scoring = cfg.ledger.enabled or cfg.contribution.enabled
+    if scoring and not cfg.privacy.dp:
+        problems.append(
+            "privacy.secure_aggregation with contribution scoring (ledger.enabled or "
+            "contribution.enabled) needs DP-SGD (privacy.target_epsilon or "
+            "privacy.noise_multiplier): the scorer sees each neighbour's DP-protected "
+            "snapshot, which without DP would be the very model secure aggregation hides"
+        )
+    return problems
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:

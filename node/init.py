@@ -1,12 +1,13 @@
 """`medswarm node init`: a commented example config and a fresh identity key."""
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
-from gossip.identity import create_key_file, peer_id_of
+from gossip.identity import create_key_file, create_x25519_key_file, peer_id_of
 from node.config import MERGE_RULE_NAMES
 
 CONFIG_TEMPLATE = """\
@@ -16,6 +17,9 @@ CONFIG_TEMPLATE = """\
 [node]
 name = "{name}"                       # shown in logs and reports
 key_file = "{key_file}"               # libp2p identity (mode 0600); never put keys in this file
+x25519_key_file = "x25519.key"        # masking key (mode 0600), registered on chain next to the
+                                      # peer ID: the secure sums and secure aggregation use it
+{peer_keys_line}
 listen = "{listen}"    # TCP multiaddr this node listens on
 # Neighbours: full multiaddrs ending in /p2p/<peer id>; each hospital prints its own with
 # `medswarm node init` or finds it in <output_dir>/peer.json once running.
@@ -54,7 +58,6 @@ rounds = {rounds}
 # The merge rule; the default, metropolis, reaches consensus on the sample-weighted average.
 merge = "metropolis"                  # {merge_rules}
 trim_fraction = 0.2                   # for trimmed_mean
-scaling_rounds = 30                   # gossip rounds to agree on feature scaling before training
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
 rotation = 1                          # gossip with each neighbour every this many rounds
 
@@ -86,7 +89,22 @@ truncation = 0.01
 seed = 0
 replay_tolerance = 0.001              # a model this close to ones already seen scores 0
 duplicate_tolerance = 0.001           # models this close to each other share one score
+snapshot_every = 5                    # under secure aggregation, without the ledger: score the
+                                      # neighbours' DP-protected snapshots every this many rounds
+
+[privacy]
+# Record-level differential privacy (DP-SGD, Opacus) and secure aggregation; see
+# docs/privacy.md for exactly what each guarantees. DP-SGD is on once either of these is set:
+# target_epsilon = 8.0                # the run's budget; the noise is calibrated to spend it
+# noise_multiplier = 1.1              # or the noise itself (target_epsilon is then the budget)
+# delta = 1e-5                        # default 1/(10 n), n = this node's training records
+max_grad_norm = 1.0                   # per-record gradient clipping
+accountant = "rdp"                    # rdp | prv | gdp (Opacus)
+secure_aggregation = false            # neighbours learn only the weighted sum of what they merge
+share_threshold = 0.5                 # self-mask shares needed, as a fraction of the others
 """
+
+PEER_KEYS_FILE = "peer-keys.json"  # a local swarm's X25519 public keys, when it has no ledger
 
 
 def render_config(
@@ -103,11 +121,16 @@ def render_config(
     ledger_contract: str = "",
     ledger_key_file: str = "",
     ledger_chain: str = "http://127.0.0.1:8545",
+    peer_keys: str = "",
 ) -> str:
     key_line = (
         f'key_file = "{ledger_key_file}"' if ledger_key_file else '# key_file = "eth.key"'
     ) + "                  # Ethereum key, mode 0600 (or $MEDSWARM_ETH_KEY)"
+    peer_keys_line = (
+        f'peer_keys = "{peer_keys}"' if peer_keys else f'# peer_keys = "{PEER_KEYS_FILE}"'
+    ) + "   # without the ledger: the members' X25519 public keys (peer ID -> hex)"
     return CONFIG_TEMPLATE.format(
+        peer_keys_line=peer_keys_line,
         ledger_enabled="true" if ledger_contract else "false",
         keep_models="true" if ledger_contract else "false",
         ledger_chain=ledger_chain,
@@ -124,6 +147,11 @@ def render_config(
         rounds=rounds,
         merge_rules=" | ".join(MERGE_RULE_NAMES),
     )
+
+
+def write_peer_keys(path: Path, keys: Mapping[str, bytes]) -> None:
+    """A `node.peer_keys` file: the members' X25519 public keys, peer ID -> hex."""
+    path.write_text(json.dumps({p: k.hex() for p, k in sorted(keys.items())}, indent=1))
 
 
 def with_settings(text: str, settings: Mapping[str, Any]) -> str:
@@ -144,14 +172,17 @@ def with_settings(text: str, settings: Mapping[str, Any]) -> str:
 def init_node(
     folder: Path, name: str, data: str, schema: str, listen: str, neighbours: list[str]
 ) -> tuple[Path, str]:
-    """Write folder/node.toml and folder/identity.key; return the config path and peer id."""
+    """Write folder/node.toml, folder/identity.key and folder/x25519.key; return the config
+    path and peer id."""
     config_path = folder / "node.toml"
     key_path = folder / "identity.key"
-    for existing in (config_path, key_path):
+    masking_path = folder / "x25519.key"
+    for existing in (config_path, key_path, masking_path):
         if existing.exists():
             raise FileExistsError(f"{existing} already exists; not overwriting")
     folder.mkdir(parents=True, exist_ok=True)
     peer_id = peer_id_of(create_key_file(key_path))
+    create_x25519_key_file(masking_path)
     config_path.write_text(
         render_config(
             name=name,

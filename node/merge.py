@@ -78,6 +78,19 @@ def merge_metropolis(
     return weighted_sum(parts)
 
 
+def merge_secure_sum(own: Params, self_weight: float, weighted_sum: np.ndarray) -> Params:
+    """Metropolis with the neighbours' part as one vector (secure aggregation's result, in
+    `node.params.flatten` order): self_weight * own + weighted_sum, per tensor."""
+    out, offset = {}, 0
+    for name, tensor in own.items():
+        part = weighted_sum[offset : offset + tensor.size].reshape(tensor.shape)
+        offset += tensor.size
+        out[name] = (self_weight * tensor.astype(np.float64) + part).astype(tensor.dtype)
+    if offset != weighted_sum.size:
+        raise ValueError(f"a sum of {weighted_sum.size} values for a model of {offset}")
+    return out
+
+
 def merge_median(
     own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
 ) -> Params:

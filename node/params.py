@@ -31,3 +31,13 @@ def load_params(model: torch.nn.Module, params: Params) -> None:
     """Load numpy parameters into the model (copied: read-only arrays, e.g. off the wire, are
     fine)."""
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+
+
+def flatten(params: Params) -> np.ndarray:
+    """Every tensor's values, in the model's tensor order, as one float64 vector: what secure
+    aggregation masks (both ends share the model, hence the order)."""
+    return np.concatenate([np.asarray(t, np.float64).ravel() for t in params.values()])
+
+
+def size_of(params: Params) -> int:
+    return sum(int(np.asarray(t).size) for t in params.values())

@@ -23,13 +23,15 @@ import torch
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossip import wire
+from gossip import secure_agg, wire
 from gossip.errors import PeerMessageError, PeerUnavailable
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host, ensure_connected, parse_peer_addr
-from gossip.identity import load_key_file, peer_id_of
+from gossip.identity import load_key_file, load_x25519_key_file, peer_id_of, x25519_public
+from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember
 from node import merge as merging
 from node.adversary import flip_labels, forged_params, tamper_update
+from node.agreement import agree_start
 from node.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -46,14 +48,15 @@ from node.contribution import (
     validation_value,
 )
 from node.dataset import Split, load_schema, load_table, split_validation
-from node.errors import CheckpointError
+from node.errors import CheckpointError, ConfigError
+from node.keyring import Keyring
 from node.membership import Membership
-from node.merge import MergeSettings
+from node.merge import MergeSettings, merge_secure_sum, metropolis_weight
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
-from node.params import Neighbour, Params, load_params, model_params
-from node.scaling import Scaler, local_stats
+from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
+from node.scaling import Scaler
 from node.training import TrainSettings, evaluate, train_local, training_seed
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class RunState:
     initial: Params
     current: Params  # what the model holds between rounds: the last merge (or the start)
     specs: tuple[wire.TensorSpec, ...]
+    size: int  # the model's parameter count (what secure aggregation masks)
     train_settings: TrainSettings
     scorer: ContributionScorer | None
     epoch_scores: dict[str, float]  # per neighbour, summed over the epoch's rounds so far
@@ -113,6 +117,8 @@ class NodeRunner:
         self.neighbours: list[PeerInfo] = [parse_peer_addr(a) for a in cfg.node.neighbours]
         self.degree = len(self.neighbours)
         self.round = 0  # the round in progress (0: before training)
+        self.session = ""  # agreed by the members at start: every mask of the run is bound to it
+        self.secagg: SecAggMember | None = None  # this node's part in its neighbours' aggregations
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -135,7 +141,10 @@ class NodeRunner:
         split = self._load_data()
         self.samples = len(split.train_y)
         checkpoint = load_checkpoint(self.out / "checkpoint")
-        self.membership = await self._join_ledger()
+        masking_key = self._masking_key()
+        self.membership = await self._join_ledger(x25519_public(masking_key))
+        self.keyring = Keyring(self.membership, self.cfg.node.peer_keys)
+        self.masking = MaskingKeys(masking_key, self.keyring.public_of)
         host = build_host(self.key_pair)
         self.exchange = ParamExchange(
             host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
@@ -145,6 +154,12 @@ class NodeRunner:
                 self._announce([str(a) for a in host.get_addrs()])
                 await self._wait_for_neighbours()
                 scaler, start = await self._scaler_and_start(split, checkpoint)
+                if self.cfg.privacy.secure_aggregation:
+                    self.secagg = SecAggMember(
+                        self.peer_id, self.session, self.masking, metropolis_weight,
+                        self.cfg.privacy.share_threshold,
+                    )  # fmt: skip
+                    self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
                 try:
                     summary = await self._train(split, scaler, checkpoint, start)
                     await self._linger()
@@ -168,12 +183,23 @@ class NodeRunner:
             await close_host(host)
         return summary
 
-    async def _join_ledger(self) -> Membership | None:
+    def _masking_key(self) -> Any:
+        path = self.cfg.node.x25519_key_file
+        if path is None:
+            raise ConfigError(
+                f"{self.cfg.source}: node.x25519_key_file is required: the scaling agreement "
+                "is a secure sum whose masks come from it (`medswarm node init` writes one)"
+            )
+        return load_x25519_key_file(path)
+
+    async def _join_ledger(self, masking_public: bytes) -> Membership | None:
         if not self.cfg.ledger.enabled:
             return None
         membership = await trio.to_thread.run_sync(
             Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
         )
+        # The registry is the PKI: the other members find this node's masking key there.
+        await trio.to_thread.run_sync(membership.ensure_x25519_key, masking_public)
         log.info("ledger: member %s, %d active", membership.address, len(membership.active_peers))
         return membership
 
@@ -192,10 +218,17 @@ class NodeRunner:
     ) -> tuple[Scaler, int]:
         """A fresh node agrees on the scaling with the swarm; a restarted one reads its own."""
         if checkpoint is None:
-            scaler = Scaler.from_stats(await self._agree_scaling(local_stats(split.train_x)))
+            members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
+            self.session, scaler = await agree_start(
+                self.exchange, self.key_pair, self.masking, members, self.neighbours,
+                self.cfg.timeouts, split.train_x,
+            )  # fmt: skip
             # Fixed for the whole run: saved once, not in every round's checkpoint.
             write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
+            session = {"session": self.session, "members": list(members)}
+            write_atomic(self.session_path, json.dumps(session).encode())
             return scaler, 1
+        self.session = self._saved_session()
         scaler = self._saved_scaler()
         self._truncate_metrics(checkpoint.round)
         log.info("resuming from checkpoint of round %d", checkpoint.round)
@@ -226,19 +259,6 @@ class NodeRunner:
                 await trio.sleep(0.25)
         for info in pending:
             log.warning("neighbour %s unreachable at start; going on", info.peer_id)
-
-    async def _agree_scaling(self, stats: np.ndarray) -> np.ndarray:
-        """Gossip-average the per-column sufficient statistics, so every site scales alike."""
-        rounds = self.cfg.swarm.scaling_rounds
-        specs = (wire.TensorSpec("stats", "float64", stats.shape),)
-        for k in range(rounds):
-            mine = {"stats": stats}
-            expect = wire.Expectation("stats", k - self.cfg.swarm.max_staleness, rounds, specs)
-            arrivals, _ = await self._exchange_round("stats", k, self.neighbours, mine, 1, expect)
-            me = Neighbour(self.peer_id, mine, 1, self.degree)
-            counted = [dataclasses.replace(a, samples=1) for a in arrivals]  # one vote per node
-            stats = merging.merge_metropolis(me, counted, MergeSettings())["stats"]
-        return stats
 
     # -- rounds -----------------------------------------------------------------------------
 
@@ -284,6 +304,7 @@ class NodeRunner:
             initial=initial,
             current=initial if checkpoint is None else checkpoint.params,
             specs=wire.specs_of(initial),
+            size=size_of(initial),
             train_settings=cfg.training.settings(),
             scorer=self._scorer(model, val_x, split.val_y),
             epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
@@ -307,9 +328,15 @@ class NodeRunner:
         own = self.publish_transform(model_params(run.model))
         self._commit(r, own)
         partners = self._partners(r)
-        neighbours, failures = await self._gather(run, r, partners, own)
-        scores = await self._score(run, r, previous, own, neighbours)
-        merged = self._combine(own, len(partners), neighbours)
+        if self.secagg is None:
+            neighbours, failures = await self._gather(run, r, partners, own)
+            scores = await self._score(run, r, previous, own, neighbours)
+            merged = self._combine(own, len(partners), neighbours)
+            reached = [n.peer for n in neighbours]
+        else:
+            merged, reached, failures, scores = await self._secure_round(
+                run, r, partners, own, previous
+            )
         load_params(run.model, merged)
         run.current = merged
         merged_eval = evaluate(run.model, run.val_x, run.val_y)
@@ -322,7 +349,7 @@ class NodeRunner:
             "train_samples": self.samples,
             "local": local_eval.to_dict() if local_eval else None,
             "merged": merged_eval.to_dict(),
-            "neighbours_reached": [n.peer for n in neighbours],
+            "neighbours_reached": reached,
             "neighbours_total": len(partners),
             "failures": failures,
             **self._traffic(),
@@ -368,6 +395,40 @@ class NodeRunner:
         for peer, value in scores.scores.items():
             run.epoch_scores[peer] = run.epoch_scores.get(peer, 0.0) + value
         return scores
+
+    async def _secure_round(
+        self, run: RunState, r: int, partners: list[PeerInfo], own: Params, previous: Params
+    ) -> tuple[Params, list[str], dict[str, str], RoundScores | None]:
+        """Gather, score and combine under secure aggregation: the partners' models arrive
+        only as their weighted sum. In scoring rounds the scorer sees the partners'
+        DP-protected snapshots instead (docs/privacy.md). Returns (merged, who is in the sum,
+        why others are not, scores)."""
+        assert self.secagg is not None
+        degree = max(len(partners), 1)
+        await self.secagg.offer(r, flatten(own), self.samples, degree)
+        scores = None
+        if self._scoring_round(r) and run.scorer is not None:
+            snapshots, _ = await self._gather(run, r, partners, own)
+            scores = await self._score(run, r, previous, own, snapshots)
+        reachable, failures = self._reachable(partners)
+        t = self.cfg.timeouts
+        result = await secure_agg.aggregate(
+            self.exchange, self.peer_id, self.session, reachable, r, self.samples, len(partners),
+            run.size, self.cfg.privacy.share_threshold, metropolis_weight,
+            Deadlines(t.fetch_seconds, t.io_seconds, t.connect_seconds),
+        )  # fmt: skip
+        failures.update(result.failures)
+        if result.total is None:
+            return own, [], failures, scores
+        merged = merge_secure_sum(own, 1.0 - sum(result.weights.values()), result.total)
+        return merged, sorted(result.weights), failures, scores
+
+    def _scoring_round(self, r: int) -> bool:
+        """Under secure aggregation, the rounds whose snapshots are scored: each epoch's last
+        with the ledger, else every `contribution.snapshot_every` rounds and the last."""
+        if self.membership is not None:
+            return self._epoch_ends(r)
+        return r % self.cfg.contribution.snapshot_every == 0 or r == self.cfg.swarm.rounds
 
     def _combine(self, own: Params, degree: int, neighbours: list[Neighbour]) -> Params:
         """The configured merge rule over `own` (with this round's degree) and the arrivals."""
@@ -480,7 +541,7 @@ class NodeRunner:
             wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
         )
         arrivals: list[Neighbour] = []
-        failures: dict[str, str] = {}
+        reachable, failures = self._reachable(partners)
         timeouts = self.cfg.timeouts
 
         async def fetch_one(info: PeerInfo) -> None:
@@ -497,23 +558,32 @@ class NodeRunner:
                 failures[peer] = exc.reason
 
         async with trio.open_nursery() as nursery:
-            for info in partners:
-                peer = info.peer_id.to_base58()
-                if peer in self.cfg.faults.unreachable(self.round):
-                    failures[peer] = "unreachable (simulated partition)"
-                elif self._allows(peer):
-                    nursery.start_soon(fetch_one, info)
-                else:
-                    failures[peer] = "not an active member on the ledger"
+            for info in reachable:
+                nursery.start_soon(fetch_one, info)
         arrivals.sort(key=lambda a: a.peer)  # merge order independent of arrival timing
         return arrivals, failures
+
+    def _reachable(self, partners: list[PeerInfo]) -> tuple[list[PeerInfo], dict[str, str]]:
+        """The partners this node may exchange with this round, and why not the others."""
+        reachable, failures = [], {}
+        for info in partners:
+            peer = info.peer_id.to_base58()
+            if peer in self.cfg.faults.unreachable(self.round):
+                failures[peer] = "unreachable (simulated partition)"
+            elif self._allows(peer):
+                reachable.append(info)
+            else:
+                failures[peer] = "not an active member on the ledger"
+        return reachable, failures
 
     async def _linger(self) -> None:
         """Keep serving the final round until every partner took it, or the linger time ends."""
         final = self.cfg.swarm.rounds
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
+        # Under secure aggregation a partner is done with us once it unmasked its final sum.
+        served = self.exchange.counters.served if self.secagg is None else self.secagg.served
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
-            while any(self.exchange.counters.served.get(p, -1) < final for p in wanted):
+            while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)
 
     # -- metrics file -----------------------------------------------------------------------
@@ -525,6 +595,16 @@ class NodeRunner:
     @property
     def scaler_path(self) -> Path:
         return self.out / "scaler.json"
+
+    @property
+    def session_path(self) -> Path:
+        return self.out / "session.json"
+
+    def _saved_session(self) -> str:
+        try:
+            return str(json.loads(self.session_path.read_text())["session"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.session_path}: cannot resume without it: {exc}") from None
 
     def _saved_scaler(self) -> Scaler:
         try:

@@ -1,10 +1,12 @@
-"""Swarm-wide feature scaling from gossip-averaged sufficient statistics.
+"""Swarm-wide feature scaling from the pooled column moments.
 
 Every hospital must standardize its features identically, or the parameters they average mean
-different things. Before training, each node computes `local_stats` of its training features;
-the swarm gossip-averages those vectors; every node then builds the same `Scaler` with
-`Scaler.from_stats`. Averaging (rather than summing) is fine: the scaler only uses the ratios
-``sum / count`` and ``sumsq / count``, which averaging preserves.
+different things. Before training the swarm sums, by two exact secure sums over the members
+(node/agreement.py), each column's non-missing count and total (`column_sums`), then the squared
+deviations from the pooled mean (`centred_squares`); every node builds the same `Scaler` with
+`Scaler.from_moments`, equal to the pooled records' mean and standard deviation to float64
+rounding. `local_stats` / `Scaler.from_stats` (count, sum and sum of squares at once) serve the
+baselines, which pool rows in one process.
 
 Precision: the variance comes from ``E[x^2] - E[x]^2``, whose absolute error is about
 ``1e-16 * E[x^2]``. That is negligible for clinical features, but a column whose spread is
@@ -35,6 +37,18 @@ def local_stats(x: np.ndarray) -> np.ndarray:
     return np.concatenate(
         [present.sum(axis=0).astype(np.float64), filled.sum(axis=0), (filled**2).sum(axis=0)]
     )
+
+
+def column_sums(x: np.ndarray) -> np.ndarray:
+    """``[count_j..., sum_j...]`` over the non-NaN values of each column of ``x``."""
+    return local_stats(x)[: 2 * np.asarray(x).shape[1]]
+
+
+def centred_squares(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per column, the sum of squared deviations of the non-NaN values from ``mean``."""
+    x = np.asarray(x, dtype=np.float64)
+    present = ~np.isnan(x)
+    return np.where(present, (np.where(present, x, 0.0) - mean) ** 2, 0.0).sum(axis=0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,18 @@ class Scaler:
         rms = np.sqrt(np.where(seen, sumsq / safe, 0.0))
         std = np.where((std < STD_FLOOR) | (std < RELATIVE_STD_FLOOR * rms), 1.0, std)
         return cls(mean=mean, std=std)
+
+    @classmethod
+    def from_moments(cls, count: np.ndarray, total: np.ndarray, centred: np.ndarray) -> Scaler:
+        """From pooled counts, totals and squared deviations from the pooled mean (no
+        cancellation: the variance is exact). A column with count 0 gets mean 0 and std 1, a
+        constant one std 1."""
+        count, total, centred = (np.asarray(a, dtype=np.float64) for a in (count, total, centred))
+        seen = count > 0
+        safe = np.where(seen, count, 1.0)
+        mean = np.where(seen, total / safe, 0.0)
+        std = np.sqrt(np.where(seen, np.maximum(centred, 0.0) / safe, 1.0))
+        return cls(mean=mean, std=np.where(std < STD_FLOOR, 1.0, std))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """float32 standardized copy of ``x``; NaN becomes 0 (the swarm-wide mean)."""

@@ -25,13 +25,18 @@ from typing import Any, Protocol
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
-from node.init import with_settings
+from node.init import PEER_KEYS_FILE, with_settings
 from sim.docker_env import NODE_PORT, DockerError, DockerSwarm, describe, logs, node_image
 from sim.scenario import PartitionFault, Scenario
 
 CONTAINER_UID = 10001  # the node image's user
 CONFIG = "container.toml"
-KEYS = {"identity.key": "/keys/identity.key", "eth.key": "/keys/eth.key"}
+KEYS = {
+    "identity.key": "/keys/identity.key",
+    "x25519.key": "/keys/x25519.key",
+    "eth.key": "/keys/eth.key",
+}
+PEER_KEYS = "/keys/peer-keys.json"  # the members' public keys (without the ledger)
 MEMORY_POLL_SECONDS = 0.5
 
 
@@ -75,12 +80,15 @@ def container_config(text: str, peer_ips: Mapping[str, str], chain_url: str | No
         neighbours.append(f"/ip4/{peer_ips[peer]}/tcp/{NODE_PORT}/p2p/{peer}")
     settings: dict[str, Any] = {
         "node.key_file": KEYS["identity.key"],
+        "node.x25519_key_file": KEYS["x25519.key"],
         "node.listen": f"/ip4/0.0.0.0/tcp/{NODE_PORT}",
         "node.neighbours": neighbours,
         "node.output_dir": "/state",
         "data.path": f"/data/{Path(raw['data']['path']).name}",
         "data.schema": "/data/schema.toml",
     }
+    if raw["node"].get("peer_keys"):
+        settings["node.peer_keys"] = PEER_KEYS
     ledger = raw.get("ledger", {})
     if ledger.get("enabled"):
         settings["ledger.key_file"] = KEYS["eth.key"]
@@ -100,6 +108,9 @@ def mounts(node_dir: Path, data: Path, schema: Path) -> dict[str, dict[str, str]
     for key, inside in KEYS.items():
         if (node_dir / key).exists():
             binds[str(node_dir / key)] = {"bind": inside, "mode": "ro"}
+    peer_keys = node_dir.parent.parent / PEER_KEYS_FILE
+    if peer_keys.exists():
+        binds[str(peer_keys)] = {"bind": PEER_KEYS, "mode": "ro"}
     return binds
 
 

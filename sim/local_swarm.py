@@ -14,9 +14,9 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gossip.identity import create_key_file, peer_id_of
+from gossip.identity import create_key_file, create_x25519_key_file, peer_id_of
 from ledger.backends import Chain
-from node.init import render_config, with_settings
+from node.init import PEER_KEYS_FILE, render_config, with_settings, write_peer_keys
 from sim.consortium import (
     KEY_FILE,
     ConsortiumPlan,
@@ -83,11 +83,14 @@ def init_swarm(
     names = list(sites)
     edges = neighbour_sets(topology, len(names)) if isinstance(topology, str) else topology
     ports = [free_port() for _ in names]
-    peer_ids = []
+    peer_ids, masking_keys = [], {}
     for name in names:
         node_dir = folder / "nodes" / name
         node_dir.mkdir(parents=True, exist_ok=True)
         peer_ids.append(peer_id_of(create_key_file(node_dir / "identity.key")))
+        masking_keys[peer_ids[-1]] = create_x25519_key_file(node_dir / "x25519.key")
+    if ledger is None:  # the consortium's key file; with a ledger the registry holds them
+        write_peer_keys(folder / PEER_KEYS_FILE, masking_keys)
     consortium = None
     if ledger is not None:
         members = dict(zip(names, peer_ids, strict=True))
@@ -112,6 +115,7 @@ def init_swarm(
             rounds=rounds,
             ledger_contract=consortium["contract"] if consortium else "",
             ledger_key_file=KEY_FILE if consortium else "",
+            peer_keys="" if consortium else f"../../{PEER_KEYS_FILE}",
         )
         (node_dir / "node.toml").write_text(with_settings(text, (extra or {}).get(name, {})))
         configs.append(node_dir / "node.toml")

@@ -50,6 +50,7 @@ from sim.scenario import (
     Sybil,
     backend_problems,
     load_scenario,
+    private_nodes,
 )
 
 if TYPE_CHECKING:
@@ -231,6 +232,9 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
             span = (fault.from_round, fault.to_round)
             plan.faults.append(f"partition {groups} in rounds {span[0]}-{span[1]}")
             plan.fault_windows.append({"label": "partition", "from": span[0], "to": span[1]})
+    if scenario.privacy is not None:
+        for n in private_nodes(scenario, list(plan.files)):
+            plan.settings.setdefault(n, {}).update(scenario.privacy.node_settings())
     plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
     return plan
 

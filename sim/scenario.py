@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from node.config import (
     MERGE_RULE_NAMES,
     ModelSection,
+    PrivacySection,
     SwarmSection,
     TimeoutSection,
     TrainingSection,
@@ -99,6 +100,26 @@ class ChainSection(_Section):
     rounds_per_epoch: int = Field(5, gt=0)
     reward_per_epoch_eth: float = Field(1.0, ge=0)
     pool_eth: float = Field(20.0, ge=0)
+    # The consortium's maximum epsilon per member (on chain; the audit flags a member past it).
+    max_epsilon: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class PrivacyScenario(PrivacySection):
+    """A node config's [privacy] for `nodes` (default: all), and the privacy audit."""
+
+    nodes: list[str] | None = None
+    # A curious neighbour's membership-inference attack on the models it receives from each
+    # hospital (sim/privacy_audit.py), in the report.
+    audit: bool = True
+    # Also run the same seed without DP-SGD, for the report's "DP off" columns.
+    compare_without_dp: bool = False
+
+    def node_settings(self) -> dict[str, Any]:
+        """The node config keys this section sets (those written in the scenario)."""
+        own = {"nodes", "audit", "compare_without_dp"}
+        return {
+            f"privacy.{k}": getattr(self, k) for k in sorted(self.model_fields_set) if k not in own
+        }
 
 
 class BaselinesSection(_Section):
@@ -213,6 +234,7 @@ class Scenario(_Section):
     swarm: SwarmSection = SwarmSection()
     timeouts: TimeoutSection = TimeoutSection()
     chain: ChainSection = ChainSection()
+    privacy: PrivacyScenario | None = None
     faults: list[Fault] = []
     attacks: list[Attack] = []
     baselines: BaselinesSection = BaselinesSection()
@@ -441,6 +463,7 @@ def _problems(s: Scenario) -> list[str]:
         *_topology_problems(s, len(names)),
         *_fault_problems(s, names),
         *_attack_problems(s, names),
+        *_privacy_problems(s, names),
     ]
 
 
@@ -606,6 +629,54 @@ def _attack_problems(s: Scenario, names: list[str]) -> list[str]:
             if attack.name in taken:
                 problems.append(f"attacks.{i}.node: the Sybil's name {attack.name!r} is taken")
             taken.add(attack.name)
+    return problems
+
+
+def private_nodes(s: Scenario, names: list[str]) -> list[str]:
+    """The nodes the scenario's [privacy] applies to (Sybils copy their original's)."""
+    if s.privacy is None:
+        return []
+    chosen = names if s.privacy.nodes is None else s.privacy.nodes
+    twins = [a.name for a in s.attacks if isinstance(a, Sybil) and a.node in chosen]
+    return [*chosen, *twins]
+
+
+def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
+    """What the nodes' configs would refuse, said in the scenario's keys."""
+    p = s.privacy
+    if p is None:
+        return (
+            ["chain.max_epsilon: needs a [privacy] section with DP-SGD on every node"]
+            if s.chain.max_epsilon is not None
+            else []
+        )
+    problems = [
+        u for i, n in enumerate(p.nodes or []) for u in _unknown(f"privacy.nodes.{i}", n, names)
+    ]
+    every = p.nodes is None or set(p.nodes) >= set(names)
+    if s.chain.max_epsilon is not None and not (p.dp and every):
+        problems.append("chain.max_epsilon: needs DP-SGD on every node (privacy.nodes: all)")
+    if not p.secure_aggregation:
+        return problems
+    if not every:
+        problems.append(
+            "privacy.secure_aggregation: must apply to every node (privacy.nodes: all); a node "
+            "without it would hand its neighbours its model in clear"
+        )
+    if s.swarm.merge != "metropolis":
+        problems.append(
+            f"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not {s.swarm.merge!r}"
+        )
+    if s.topology.schedule == "matchings":
+        problems.append(
+            "privacy.secure_aggregation: needs topology.schedule = 'all' (one neighbour a "
+            "round: a sum of one model is that model)"
+        )
+    if s.chain.backend != "none" and not p.dp:
+        problems.append(
+            "privacy.secure_aggregation: with a chain (contribution scoring) needs DP-SGD "
+            "(privacy.target_epsilon or privacy.noise_multiplier): the scorer sees DP snapshots"
+        )
     return problems
 
 
