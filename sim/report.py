@@ -310,11 +310,57 @@ def _ledger(settled: dict[str, Any] | None) -> list[Block]:
     ]
 
 
+def _privacy(summary: dict[str, Any]) -> list[Block]:
+    privacy = summary.get("privacy")
+    if not privacy:
+        return []
+    off = privacy.get("without_dp")
+    header = ["hospital", "epsilon", "delta", "accuracy", "attack AUC", "calibrated attack AUC"]
+    if off:
+        header += ["accuracy, DP off", "attack AUC, DP off", "calibrated, DP off"]
+    rows = []
+    for name, r in privacy["nodes"].items():
+        spent = "—" if r["epsilon"] is None else _fmt(r["epsilon"], 2)
+        if r.get("retired_at"):
+            spent += f" (spent at round {r['retired_at']})"
+        row = [name, spent, "—" if r["delta"] is None else f"{r['delta']:.1e}",
+               _fmt(r["accuracy"]), _fmt(r["mia_auc"]), _fmt(r["mia_auc_calibrated"])]  # fmt: skip
+        if off:
+            o = off["nodes"].get(name, {})
+            row += [_fmt(o.get("accuracy")), _fmt(o.get("mia_auc")),
+                    _fmt(o.get("mia_auc_calibrated"))]  # fmt: skip
+        rows.append(row)
+    means = ["mean", "", "", _fmt(summary["mean"]["accuracy"]), _fmt(privacy["mean_mia_auc"]),
+             _fmt(privacy["mean_mia_auc_calibrated"])]  # fmt: skip
+    if off:
+        means += [_fmt(off["mean_accuracy"]), _fmt(off["mean_mia_auc"]),
+                  _fmt(off["mean_mia_auc_calibrated"])]  # fmt: skip
+    masking = (
+        "Secure aggregation was on: neighbours received only sums of models, so the audit's "
+        "attacker holds more than a real neighbour did (an upper bound). "
+        if privacy["secure_aggregation"]
+        else ""
+    )
+    return [
+        Heading("Privacy"),
+        Paragraph(
+            "Each hospital's spent budget (epsilon at delta, from its accountant; — without "
+            "DP-SGD) and the privacy audit: a curious neighbour's membership-inference attacks "
+            "on the last model the hospital published, telling its training records from its "
+            "held-out ones. Attack AUC: the loss-threshold attack (Yeom et al., 2018); "
+            "calibrated: the loss minus the loss under the neighbour's own model of that round "
+            "(Watson et al., 2022). 0.5 is a coin toss. " + masking + "See docs/privacy.md."
+        ),
+        Table(header, [*rows, means]),
+    ]
+
+
 def _node_table(nodes: dict[str, dict[str, Any]]) -> Table:
     # Contribution and reward only exist with a chain; an all-dash column would be noise.
     extra = [
         (key, label, digits)
         for key, label, digits in (
+            ("epsilon", "epsilon", 2),
             ("contribution", "contribution", 4),
             ("reward_eth", "reward (ETH)", 6),
         )
@@ -378,12 +424,16 @@ def console_summary(summary: dict[str, Any]) -> list[RichTable | str]:
     nodes = summary["nodes"]
     local = (summary["baselines"].get("local_only") or {}).get("per_node", {})
     chained = any(n.get("reward_eth") is not None for n in nodes.values())
+    private = any(n.get("epsilon") is not None for n in nodes.values())
     header = ["hospital", "rows", "accuracy", "AUC", "local only"]
+    header += ["epsilon"] if private else []
     header += ["contribution", "reward (ETH)"] if chained else []
     table = RichTable(*header, title="per hospital (own validation split)", **TERMINAL_TABLE)
     for name, n in nodes.items():
         row = [name, str(n["rows"]), _fmt(n["accuracy"]), _fmt(n["auc"])]
         row.append(_fmt(local[name]["accuracy"]) if name in local else "—")
+        if private:
+            row.append(_fmt(n.get("epsilon"), 2))
         if chained:
             row += [_fmt(n.get("contribution"), 4), _fmt(n.get("reward_eth"), 3)]
         table.add_row(*row)
@@ -392,6 +442,13 @@ def console_summary(summary: dict[str, Any]) -> list[RichTable | str]:
     for cells in baselines.rows:
         means.add_row(*cells)
     out: list[RichTable | str] = [table, means]
+    if (privacy := summary.get("privacy")) and privacy["mean_mia_auc"] is not None:
+        line = f"privacy audit: membership-inference attack AUC {privacy['mean_mia_auc']:.3f}"
+        line += f" (calibrated {_fmt(privacy['mean_mia_auc_calibrated'])}; 0.5 = a coin toss)"
+        if off := privacy.get("without_dp"):
+            line += f"; without DP-SGD {_fmt(off['mean_mia_auc'])}, accuracy "
+            line += _fmt(off["mean_accuracy"])
+        out.append(line)
     if settled := summary.get("ledger"):
         verdict = "passed" if settled["audit_ok"] else f"FAILED: {settled['findings']}"
         again = f"; to repeat it: {settled['audit_command']}" if settled["audit_command"] else ""
@@ -453,6 +510,7 @@ def write_report(
             + [f"attack: {a}" for a in summary.get("attacks", [])]
             or ["none"]
         ),
+        *_privacy(summary),
         *_ledger(summary.get("ledger")),
         Heading("Plots"),
         *plots,

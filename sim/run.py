@@ -36,6 +36,7 @@ from sim.consortium import STATE_FILE, ConsortiumPlan, open_chain, settle
 from sim.errors import AlreadyExists
 from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
+from sim.privacy_audit import privacy_summary, spent
 from sim.report import console_summary, write_report
 from sim.scenario import (
     BACKENDS,
@@ -44,6 +45,7 @@ from sim.scenario import (
     LabelFlip,
     NoiseAttack,
     PauseFault,
+    PrivacyScenario,
     Scenario,
     ScenarioError,
     SignFlip,
@@ -167,12 +169,40 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
             wall = execute(folder, scenario, plan, console, chain.url)
             settled = settle(folder, chain, load_manifest(folder))
     summary = collect(folder, scenario, plan, wall, settled)
+    if scenario.privacy is not None and scenario.privacy.compare_without_dp:
+        console.rule(f"{scenario.name}: seed {seed}, the same without DP-SGD")
+        plain = run_seed(without_dp(scenario), seed, folder / "without-dp", console)
+        summary["privacy"]["without_dp"] = _without_dp_rows(plain)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     _report(folder, summary, folder, None)
     console.print()  # the progress display leaves its last line open
     for part in console_summary(summary):
         console.print(part)
     console.print(f"report: {folder / 'report.html'} (and report.md)")
     return summary
+
+
+def without_dp(scenario: Scenario) -> Scenario:
+    """The scenario with no DP-SGD (and no consortium maximum, which needs it): the "DP off"
+    side of the privacy audit. Secure aggregation, which changes no model, is dropped too."""
+    assert scenario.privacy is not None
+    privacy = PrivacyScenario(audit=True)
+    chain = scenario.chain.model_copy(update={"max_epsilon": None})
+    return scenario.model_copy(update={"privacy": privacy, "chain": chain})
+
+
+def _without_dp_rows(plain: dict[str, Any]) -> dict[str, Any]:
+    rows = plain["privacy"]["nodes"]
+    return {
+        "mean_accuracy": plain["mean"]["accuracy"],
+        "mean_auc": plain["mean"]["auc"],
+        "mean_mia_auc": plain["privacy"]["mean_mia_auc"],
+        "mean_mia_auc_calibrated": plain["privacy"]["mean_mia_auc_calibrated"],
+        "nodes": {
+            n: {k: r[k] for k in ("accuracy", "mia_auc", "mia_auc_calibrated")}
+            for n, r in rows.items()
+        },
+    }
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -471,6 +501,8 @@ def _progress(
             state = "down" if n in down else "frozen"
         else:
             state = f"acc {acc:.3f}" if acc is not None else "starting"
+        if record and (budget := record.get("privacy")):
+            state += f"  ε {budget['epsilon']:.2f}" + (" spent" if budget.get("retired_at") else "")
         table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
     current = min(done.values())
     active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]]
@@ -512,6 +544,7 @@ def collect(
             "contribution": member["score"] if member else None,
             "reward_eth": member["reward_wei"] / WEI_PER_ETH if member else None,
             "honest": n in plan.honest,
+            **{k: (spent(per_node[n]) or {}).get(k) for k in ("epsilon", "delta")},
         }
     honest = [nodes[n] for n in plan.honest]
     summary = {
@@ -532,7 +565,13 @@ def collect(
         "fault_windows": plan.fault_windows,
         "target_accuracy": target,
         "ledger": settled,
+        "privacy": None,
     }
+    if scenario.privacy is not None:
+        summary["privacy"] = privacy_summary(
+            folder, plan.honest, per_node, nodes, scenario.privacy.audit,
+            scenario.privacy.secure_aggregation,
+        )  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     (folder / "consensus.json").write_text(json.dumps(consensus_distance(folder, names)))
     return summary
