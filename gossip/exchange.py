@@ -75,6 +75,7 @@ class SnapshotStore:
         self._keep = keep_rounds
         self._by_kind: dict[str, dict[int, _Encoded]] = {}
         self._final: dict[str, _Encoded] = {}  # a kind's last word, the answer for later rounds
+        self.retired: set[str] = set()  # kinds this node publishes no more: answered "gone"
         self._published = trio.Condition()
 
     async def publish(self, snap: wire.Snapshot, final: bool = False) -> None:
@@ -172,6 +173,10 @@ class ParamExchange:
     async def _answer(
         self, stream: INetStream, peer: str, kind: str, round_: int, wait: float
     ) -> None:
+        if kind in self.store.retired:  # e.g. a privacy budget spent: no need to wait for it
+            with trio.fail_after(self.io_timeout):
+                await stream.write(wire.encode_status("gone"))
+            return
         found = await self.store.wait_for(kind, round_, wait)
         with trio.fail_after(self.io_timeout):
             if found is None:

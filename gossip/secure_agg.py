@@ -149,6 +149,7 @@ class SecAggMember:
         self._holdings: dict[tuple[str, int], _Holding] = {}
         self._offered = trio.Condition()
         self.served: dict[str, int] = {}  # per aggregator, the newest round it unmasked with us
+        self.retired: str | None = None  # why this node masks no new models, once it stops
 
     async def offer(self, round_: int, flat: np.ndarray, samples: int, degree: int) -> None:
         """This round's parameters (as published), for the aggregators that will ask."""
@@ -181,6 +182,8 @@ class SecAggMember:
     async def _masked(
         self, aggregator: str, round_: int, users: tuple[str, ...], msg: dict[str, Any]
     ) -> list[bytes]:
+        if self.retired is not None and (aggregator, round_) not in self._holdings:
+            raise _Refusal(self.retired)
         if self.me not in users or aggregator in users:
             raise _Refusal("the members must include this node and not the aggregator")
         threshold, samples, degree, wait = (

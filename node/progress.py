@@ -39,4 +39,7 @@ class RoundProgress:
             f"{local}merged acc {record['merged']['accuracy']:.3f}  neighbours "
             f"{len(record['neighbours_reached'])}/{record['neighbours_total']}  {moved:.2f} MB"
         )
+        if budget := record.get("privacy"):
+            status += f"  ε {budget['epsilon']:.2f} (δ {budget['delta']:.0e})"
+            status += "  budget spent: no new models" if budget.get("retired_at") else ""
         self._progress.update(self._task, completed=record["round"], status=status)

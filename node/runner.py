@@ -56,6 +56,7 @@ from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
+from node.privacy import DPPlan, PrivacyAccountant, plan_privacy, train_private
 from node.scaling import Scaler
 from node.training import TrainSettings, evaluate, train_local, training_seed
 
@@ -90,8 +91,30 @@ class RunState:
     epoch_scores: dict[str, float]  # per neighbour, summed over the epoch's rounds so far
     forger: np.random.Generator  # the simulated adversary's randomness
     resumed_from: int | None  # the checkpoint's round, until the first round's record has it
+    privacy: "PrivateTraining | None" = None  # DP-SGD's plan and budget, when on
     training: Offload = field(default_factory=Offload)
     scoring: Offload = field(default_factory=Offload)
+
+
+@dataclass
+class PrivateTraining:
+    """DP-SGD's plan and what the rounds spent; once the budget cannot pay for a round, the
+    node stops publishing new models (`retired_at`: the first round it did not train)."""
+
+    plan: DPPlan
+    accountant: PrivacyAccountant
+    retired_at: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The metrics record's and the ledger's view of the budget."""
+        return {
+            "epsilon": self.accountant.spent(),
+            "delta": self.plan.delta,
+            "noise_multiplier": self.plan.noise_multiplier,
+            "budget": self.plan.budget,
+            "accountant": self.plan.accountant,
+            "retired_at": self.retired_at,
+        }
 
 
 def peak_rss_mb() -> float:
@@ -200,6 +223,12 @@ class NodeRunner:
         )
         # The registry is the PKI: the other members find this node's masking key there.
         await trio.to_thread.run_sync(membership.ensure_x25519_key, masking_public)
+        if membership.max_epsilon is not None and not self.cfg.privacy.dp:
+            raise ConfigError(
+                f"{self.cfg.source}: the consortium caps each member's epsilon at "
+                f"{membership.max_epsilon:g} (contract {self.cfg.ledger.contract}), but this "
+                "node trains without DP-SGD: set privacy.target_epsilon (at most that)"
+            )
         log.info("ledger: member %s, %d active", membership.address, len(membership.active_peers))
         return membership
 
@@ -310,7 +339,43 @@ class NodeRunner:
             epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
             forger=np.random.default_rng(cfg.training.seed),
             resumed_from=None if checkpoint is None else checkpoint.round,
+            privacy=self._private_training(len(split.train_y), checkpoint),
         )
+
+    def _private_training(
+        self, n_train: int, checkpoint: Checkpoint | None
+    ) -> PrivateTraining | None:
+        """DP-SGD's plan for this run (the budget capped by the consortium's maximum) and its
+        accountant, resumed from the checkpoint."""
+        cfg = self.cfg
+        if not cfg.privacy.dp:
+            return None
+        section = cfg.privacy
+        cap = self.membership.max_epsilon if self.membership is not None else None
+        if cap is not None and (section.target_epsilon is None or section.target_epsilon > cap):
+            log.warning("privacy: the consortium caps epsilon at %g: the budget is %g", cap, cap)
+            section = section.model_copy(update={"target_epsilon": cap})
+        t = cfg.training
+        plan = plan_privacy(section, n_train, t.batch_size, t.epochs, cfg.swarm.rounds)
+        state = checkpoint.state if checkpoint is not None else {}
+        if "privacy" in state:
+            accountant = PrivacyAccountant.from_state(state["privacy"])
+        else:
+            accountant = PrivacyAccountant.for_plan(plan)
+        private = PrivateTraining(plan, accountant, state.get("retired_at"))
+        if private.retired_at is not None:
+            self._retire(private)
+        return private
+
+    def _retire(self, private: PrivateTraining) -> None:
+        """The budget is spent: answer "gone" for new models, mask none for neighbours."""
+        spent, budget = private.accountant.spent(), private.plan.budget
+        why = f"privacy budget spent (epsilon {spent:.3g} of {budget})"
+        log.warning("%s: no new models from round %s on; the neighbours carry on", why,
+                    private.retired_at)  # fmt: skip
+        self.exchange.store.retired.add("params")
+        if self.secagg is not None:
+            self.secagg.retired = why
 
     async def _round(self, run: RunState, r: int) -> dict[str, Any]:
         """Round `r` as named steps: local update, publish transform, gather, score, combine,
@@ -321,7 +386,9 @@ class NodeRunner:
         if self.membership is not None:
             await trio.to_thread.run_sync(self.membership.refresh)
         previous = run.current
+        trained = time.perf_counter()
         loss = await self._local_update(run, r, previous)
+        train_seconds = time.perf_counter() - trained
         local_eval = (
             evaluate(run.model, run.val_x, run.val_y) if self.cfg.node.evaluate_local else None
         )
@@ -353,8 +420,10 @@ class NodeRunner:
             "neighbours_total": len(partners),
             "failures": failures,
             **self._traffic(),
+            "train_seconds": train_seconds,
             "round_seconds": time.perf_counter() - began,
             "peak_rss_mb": peak_rss_mb(),
+            "privacy": run.privacy.record() if run.privacy else None,
         }
         self._record(run, r, record, merged, scores)
         return record
@@ -364,10 +433,17 @@ class NodeRunner:
         the update. Leaves the result in the model; returns the training loss (None: forged)."""
         adversary = self.cfg.adversary
         loss: float | None = None
+        private = run.privacy
+        if private is not None and not self._affords_round(private, r):
+            return None  # no training: what it would publish would cost budget it has not
         if adversary.mode == "none":
             seed = training_seed(self.cfg.training.seed, r)
             args = (run.model, run.train_x, run.train_y, run.train_settings, seed)
-            loss = await run.training.run(train_local, *args)
+            if private is None:
+                loss = await run.training.run(train_local, *args)
+            else:
+                loss = await run.training.run(train_private, *args[:4], private.plan, seed)
+                private.accountant.record_round(private.plan)
         else:  # a simulated free rider: publishes without training
             mode, std = adversary.mode, adversary.noise_std
             load_params(run.model, forged_params(mode, previous, run.initial, run.forger, std))
@@ -376,6 +452,13 @@ class NodeRunner:
             flip, std = adversary.sign_flip, adversary.update_noise_std
             load_params(run.model, tamper_update(previous, trained, flip, std, run.forger))
         return loss
+
+    def _affords_round(self, private: PrivateTraining, r: int) -> bool:
+        """Whether the budget pays for round `r`; the first time it does not, retire."""
+        if private.retired_at is None and not private.accountant.can_afford(private.plan):
+            private.retired_at = r
+            self._retire(private)
+        return private.retired_at is None
 
     async def _gather(
         self, run: RunState, r: int, partners: list[PeerInfo], own: Params
@@ -405,7 +488,8 @@ class NodeRunner:
         why others are not, scores)."""
         assert self.secagg is not None
         degree = max(len(partners), 1)
-        await self.secagg.offer(r, flatten(own), self.samples, degree)
+        if self.secagg.retired is None:
+            await self.secagg.offer(r, flatten(own), self.samples, degree)
         scores = None
         if self._scoring_round(r) and run.scorer is not None:
             snapshots, _ = await self._gather(run, r, partners, own)
@@ -454,9 +538,12 @@ class NodeRunner:
             record["ledger_pending"] = self.membership.pending()
         append_record(self.metrics_path, record)
         if self._epoch_ends(r):
-            self._report(r, run.epoch_scores)
+            self._report(r, run.epoch_scores, run.privacy)
             run.epoch_scores = {}
-        state = {"epoch_scores": run.epoch_scores}
+        state: dict[str, Any] = {"epoch_scores": run.epoch_scores}
+        if run.privacy is not None:
+            state["privacy"] = run.privacy.accountant.to_state()
+            state["retired_at"] = run.privacy.retired_at
         save_checkpoint(self.out / "checkpoint", r, merged, state, self.cfg.node.fsync)
         self.on_round(record)
 
@@ -494,6 +581,8 @@ class NodeRunner:
 
     def _commit(self, round_: int, own: Params) -> None:
         """Keep this round's published model if asked, and queue its sha256 on chain."""
+        if "params" in self.exchange.store.retired:
+            return  # it publishes nothing new: nothing to keep or commit
         if self.membership is None and not self.cfg.node.keep_models:
             return
         data = params_bytes(own)
@@ -510,10 +599,17 @@ class NodeRunner:
         last = round_ == self.cfg.swarm.rounds
         return last or self.membership.epoch_of(round_ + 1) != self.membership.epoch_of(round_)
 
-    def _report(self, round_: int, epoch_scores: dict[str, float]) -> None:
-        """An epoch's score per neighbour: the sum of its per-round Shapley values."""
-        if self.membership is not None and epoch_scores:
-            self.membership.report(self.membership.epoch_of(round_), epoch_scores)
+    def _report(
+        self, round_: int, epoch_scores: dict[str, float], private: PrivateTraining | None
+    ) -> None:
+        """An epoch's score per neighbour (the sum of its per-round Shapley values) and the
+        privacy budget spent so far (none: trained without DP-SGD), every epoch."""
+        if self.membership is None:
+            return
+        epsilon, delta = (None, None) if private is None else (
+            private.accountant.spent(), private.plan.delta
+        )  # fmt: skip
+        self.membership.report(self.membership.epoch_of(round_), epoch_scores, epsilon, delta)
 
     def _partners(self, round_: int) -> list[PeerInfo]:
         """The neighbours this node gossips with in `round_`: all of them, or with a rotation
@@ -537,9 +633,10 @@ class NodeRunner:
         """Serve our snapshot for the round and fetch the partners' concurrently."""
         if kind == "params" and self.cfg.faults.publish_delay_seconds:
             await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
-        await self.exchange.store.publish(
-            wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
-        )
+        if kind not in self.exchange.store.retired:
+            await self.exchange.store.publish(
+                wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
+            )
         arrivals: list[Neighbour] = []
         reachable, failures = self._reachable(partners)
         timeouts = self.cfg.timeouts
