@@ -98,8 +98,8 @@ snapshot_every = 5                    # under secure aggregation, without the le
 # target_epsilon = 8.0                # the run's budget; the noise is calibrated to spend it
 # noise_multiplier = 1.1              # or the noise itself (target_epsilon is then the budget)
 # delta = 1e-5                        # default 1/(10 n), n = this node's training records
-max_grad_norm = 1.0                   # per-record gradient clipping
-accountant = "rdp"                    # rdp | prv | gdp (Opacus)
+# max_grad_norm = 1.0                 # per-record gradient clipping
+# accountant = "rdp"                  # rdp | prv | gdp (Opacus)
 secure_aggregation = false            # neighbours learn only the weighted sum of what they merge
 share_threshold = 0.5                 # self-mask shares needed, as a fraction of the others
 """
