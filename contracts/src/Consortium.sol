@@ -252,10 +252,10 @@ contract Consortium {
             memberAt[s.memberCount] = member;
             _state.memberCount = s.memberCount + 1;
         } else {
-            bytes32 oldKey = keccak256(bytes(_peerIdOf[member]));
-            delete _byPeerId[oldKey];
+            bytes32 previousPeer = keccak256(bytes(_peerIdOf[member]));
+            delete _byPeerId[previousPeer];
             // A new peer ID is a new node: the old node's masking key is not its key.
-            if (oldKey != key && _x25519Key[member] != 0) {
+            if (previousPeer != key && _x25519Key[member] != 0) {
                 delete _x25519Key[member];
                 emit X25519KeySet(member, 0);
             }

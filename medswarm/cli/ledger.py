@@ -32,7 +32,13 @@ from ledger.audit import AuditReport, check_models, run_audit, write_audit
 from ledger.backends import CHAIN_BACKENDS, Chain, connect
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerError, LedgerRevert
-from ledger.privacy import decimal_delta, epsilon_to_fixed, exceeds, format_epsilon
+from ledger.privacy import (
+    PrivacyError,
+    decimal_delta,
+    epsilon_to_fixed,
+    exceeds,
+    format_epsilon,
+)
 from ledger.scores import from_fixed
 from ledger.views import MemberInfo, PrivacySpend
 
@@ -266,7 +272,10 @@ def _parse_epsilon(text: str) -> float | None:
         raise typer.BadParameter(f"not an epsilon: {text!r} (a number, or 'none')") from None
     if not 0 < value < float("inf"):
         raise typer.BadParameter(f"a maximum epsilon is positive and finite: {text!r}")
-    epsilon_to_fixed(value)  # too large for the chain: fail before starting one
+    try:
+        epsilon_to_fixed(value)  # too large for the chain: fail before starting one
+    except PrivacyError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return value
 
 
