@@ -2,10 +2,12 @@
 and reward split, and check all of it against the contract's views and balance.
 
 The audit trusts nothing but the logs and the rules: membership and admins, commitment
-bitmaps, report hashes, combined scores, shares, owed and paid amounts, the pool, and the
-conservation of wei (funded = owed + paid + pool). `check_models` compares model files with
-the committed digests. Every disagreement becomes a Finding; no findings means it matches.
-`write_audit` writes a report as audit.json and CSV files.
+bitmaps, report hashes, combined scores, shares, owed and paid amounts, the pool, the
+conservation of wei (funded = owed + paid + pool), X25519 keys and the maximum epsilon. It also
+checks each member's reported privacy spend: never above the consortium's maximum in force when
+it was reported, never decreasing. `check_models` compares model files with the committed
+digests. Every disagreement becomes a Finding; no findings means it matches. `write_audit`
+writes a report as audit.json and CSV files.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ from typing import Any
 from eth_utils import keccak, to_checksum_address
 
 from ledger.commitments import commitments_in, decode_commitments, round_range
-from ledger.contract import Ledger
+from ledger.contract import Ledger, privacy_spend
 from ledger.events import Event, read_events
+from ledger.privacy import (
+    decimal_delta,
+    decimal_epsilon,
+    epsilon_from_fixed,
+    exceeds,
+    format_epsilon,
+)
 from ledger.scores import decode_entries, median, split_reward
 from ledger.tx import transport_guard
+from ledger.views import PrivacySpend
 
 MODEL_FILE_RE = re.compile(r"^round-(\d+)\.safetensors$")
 
@@ -51,6 +61,7 @@ class MemberRecord:
     next_epoch: int = 0
     accrued: int = 0
     paid: int = 0
+    x25519_key: str | None = None  # 0x-hex public key; None: none registered
 
     @property
     def owed(self) -> int:
@@ -76,6 +87,14 @@ class ScoreRecord:
     reward: int
 
 
+@dataclass(frozen=True)
+class MaxEpsilonRecord:
+    max_epsilon: int  # micro-epsilon; 0: no maximum
+    by: str
+    block: int
+    tx_hash: str
+
+
 @dataclass
 class AuditReport:
     contract: str
@@ -93,10 +112,22 @@ class AuditReport:
     balance: int
     findings: list[Finding] = field(default_factory=list)
     models_checked: int = 0
+    privacy: list[PrivacySpend] = field(default_factory=list)  # every report's, chain order
+    max_epsilon: int = 0  # in force now (micro-epsilon; 0: no maximum)
+    max_epsilon_history: list[MaxEpsilonRecord] = field(default_factory=list)
+    # Members with a report above the maximum in force when they reported, by index.
+    members_over_max: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def privacy_by_member(self) -> dict[str, list[PrivacySpend]]:
+        """Each member's budget history, epochs ascending (members without reports: [])."""
+        found: dict[str, list[PrivacySpend]] = {m.address: [] for m in self.members}
+        for spend in self.privacy:
+            found.setdefault(spend.member, []).append(spend)
+        return found
 
     def commitments_per_round(self) -> dict[int, int]:
         counts: dict[int, int] = defaultdict(int)
@@ -130,6 +161,11 @@ class _Replay:
         self.rounds_per_epoch = 1
         self.grace_rounds = 0
         self.min_reports = 1
+        self.max_epsilon = 0
+        self.max_epsilon_history: list[MaxEpsilonRecord] = []
+        self.privacy: list[PrivacySpend] = []
+        self.over_max: set[str] = set()
+        self._last_spend: dict[str, PrivacySpend] = {}
 
     def apply(self, e: Event) -> None:
         handler = getattr(self, f"_on_{e.name}", None)
@@ -147,6 +183,33 @@ class _Replay:
 
     def _on_RewardPerEpochChanged(self, e: Event, a: dict[str, Any]) -> None:
         self.reward_per_epoch = a["amount"]
+
+    def _on_MaxEpsilonChanged(self, e: Event, a: dict[str, Any]) -> None:
+        self.max_epsilon = a["maxEpsilon"]
+        self.max_epsilon_history.append(
+            MaxEpsilonRecord(a["maxEpsilon"], a["by"], e.block_number, e.tx_hash)
+        )
+
+    def _on_X25519KeySet(self, e: Event, a: dict[str, Any]) -> None:
+        key = bytes(a["key"])
+        self.members[a["member"]].x25519_key = "0x" + key.hex() if any(key) else None
+
+    def _on_PrivacySpent(self, e: Event, a: dict[str, Any]) -> None:
+        """The maximum in force is the one replayed so far: events arrive in chain order."""
+        spend = privacy_spend(e)
+        self.privacy.append(spend)
+        subject = f"{spend.member} epoch {spend.epoch}"
+        if exceeds(spend.epsilon, self.max_epsilon):
+            self.over_max.add(spend.member)
+            expected = f"epsilon <= {format_epsilon(self.max_epsilon)}"
+            self._find("privacy.max_epsilon", subject, expected, format_epsilon(spend.epsilon))
+        last = self._last_spend.get(spend.member)
+        if last is not None and spend.epsilon < last.epsilon:  # a cumulative spend only grows
+            expected = f"epsilon >= {format_epsilon(last.epsilon)} (epoch {last.epoch})"
+            self._find(
+                "privacy.epsilon_decreased", subject, expected, format_epsilon(spend.epsilon)
+            )
+        self._last_spend[spend.member] = spend
 
     def _on_MemberRegistered(self, e: Event, a: dict[str, Any]) -> None:
         address, index = a["member"], a["index"]
@@ -308,6 +371,10 @@ def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) ->
         pool=state.pool,
         balance=state.balance,
         findings=replay.findings,
+        privacy=replay.privacy,
+        max_epsilon=replay.max_epsilon,
+        max_epsilon_history=replay.max_epsilon_history,
+        members_over_max=[m.address for m in members if m.address in replay.over_max],
     )
 
 
@@ -321,6 +388,8 @@ def _check_views(ledger: Ledger, r: _Replay, state: Any) -> None:
     same("state.admin_count", "contract", sum(r.admins.values()), state.admin_count)
     same("state.next_epoch", "contract", r.next_epoch, state.next_epoch)
     same("state.reward_per_epoch", "contract", r.reward_per_epoch, state.reward_per_epoch)
+    max_epsilon = epsilon_from_fixed(r.max_epsilon) if r.max_epsilon else None
+    same("state.max_epsilon", "contract", max_epsilon, state.max_epsilon)
     same("state.total_owed", "contract", r.owed_total, state.total_owed)
     same("wei.balance", "contract", r.funded - r.paid, state.balance)
     same("wei.pool", "contract", r.funded - r.paid - r.owed_total, state.pool)
@@ -341,6 +410,8 @@ def _check_views(ledger: Ledger, r: _Replay, state: Any) -> None:
         same("member.next_epoch", address, rec.next_epoch, view.next_epoch)
         same("member.owed", address, rec.owed, view.owed)
         same("member.paid", address, rec.paid, view.paid)
+        key = "0x" + view.x25519_key.hex() if view.x25519_key is not None else None
+        same("member.x25519_key", address, rec.x25519_key, key)
         by_peer = ledger.member_by_peer_id(rec.peer_id)
         same("member.by_peer_id", rec.peer_id, address, by_peer.address if by_peer else None)
         for word in _bitmap_words(r.bits[address], rec.next_round, view.next_round):
@@ -422,10 +493,13 @@ def _sha256(path: Path) -> str:
 
 
 FINDING_FIELDS = ["check", "subject", "expected", "actual"]
+PRIVACY_FIELDS = ["member", "name", "epoch", "epsilon", "delta", "block", "tx_hash"]
 
 
 def write_audit(report: AuditReport, out_dir: Path) -> None:
-    """audit.json and members, commitments, scores and findings as CSV files in `out_dir`."""
+    """audit.json and members, commitments, scores, privacy and findings as CSV files in
+    `out_dir`. audit.json keeps epsilon and delta in the chain's fixed point; privacy.csv has
+    them as exact decimals (epsilon `inf`: trains without differential privacy)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "ok": report.ok,
@@ -437,6 +511,20 @@ def write_audit(report: AuditReport, out_dir: Path) -> None:
     _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
     _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
     _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
+    names = {m.address: m.name for m in report.members}
+    privacy = [
+        {
+            "member": p.member,
+            "name": names.get(p.member, ""),
+            "epoch": p.epoch,
+            "epsilon": decimal_epsilon(p.epsilon),
+            "delta": decimal_delta(p.delta),
+            "block": p.block,
+            "tx_hash": p.tx_hash,
+        }
+        for p in report.privacy
+    ]
+    _csv(out_dir / "privacy.csv", privacy, header=PRIVACY_FIELDS)
     _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
 
 

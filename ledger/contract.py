@@ -23,10 +23,24 @@ from ledger.backends.base import Chain
 from ledger.commitments import commitments_in, encode_commitments
 from ledger.errors import LedgerError
 from ledger.events import Event, EventDecoder, read_events
+from ledger.privacy import (
+    NO_PRIVACY,
+    check_fixed,
+    delta_to_fixed,
+    epsilon_from_fixed,
+    epsilon_to_fixed,
+)
 from ledger.revert import ErrorDecoder, _type_string
 from ledger.scores import encode_entries, to_fixed
 from ledger.tx import Sender, TxResult, transport_guard
-from ledger.views import Commitment, EpochResult, LedgerState, MemberInfo, Report
+from ledger.views import (
+    Commitment,
+    EpochResult,
+    LedgerState,
+    MemberInfo,
+    PrivacySpend,
+    Report,
+)
 
 CONTRACT_NAME = "Consortium"
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -148,6 +162,22 @@ class Ledger:
     def set_reward_per_epoch(self, wei: int) -> TxResult:
         return self._transact("setRewardPerEpoch", wei)
 
+    def set_max_epsilon(self, epsilon: float | None) -> TxResult:
+        """The consortium's privacy budget per member; None removes the maximum."""
+        if epsilon is None:
+            return self._transact("setMaxEpsilon", 0)
+        fixed = epsilon_to_fixed(epsilon)
+        if fixed in (0, NO_PRIVACY):  # on chain 0 means "no maximum"
+            raise LedgerError(f"a maximum epsilon is positive and finite, got {epsilon}")
+        return self._transact("setMaxEpsilon", fixed)
+
+    def set_x25519_key(self, key: bytes) -> TxResult:
+        """Register (or rotate) this member's own X25519 public key (32 raw bytes)."""
+        if not isinstance(key, bytes | bytearray) or len(key) != 32:
+            size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
+            raise LedgerError(f"an X25519 public key is 32 raw bytes, got {size}")
+        return self._transact("setX25519Key", bytes(key))
+
     def commit(self, round: int, digest: bytes, samples: int) -> TxResult:
         """Commit the sha256 `digest` of this member's model for `round`."""
         return self._transact("commit", round, _digest(digest), samples)
@@ -156,19 +186,41 @@ class Ledger:
         """Several commitments in one tx, logged as one ModelsCommitted event."""
         return self._transact("commitBatch", _packed(items))
 
-    def report(self, epoch: int, scores: Mapping[str, float]) -> TxResult:
-        """Report `epoch`'s scores, keyed by peer ID or address (scores as floats)."""
-        return self.report_fixed(epoch, self.fixed_scores(scores))
+    def report(
+        self,
+        epoch: int,
+        scores: Mapping[str, float],
+        epsilon: float | None = None,
+        delta: float | None = None,
+    ) -> TxResult:
+        """Report `epoch`'s scores, keyed by peer ID or address (scores as floats; possibly
+        none), with this member's cumulative privacy spend (epsilon None: no DP)."""
+        return self.report_fixed(
+            epoch, self.fixed_scores(scores), epsilon_to_fixed(epsilon), delta_to_fixed(delta)
+        )
 
-    def report_fixed(self, epoch: int, scores: Mapping[int, int]) -> TxResult:
-        """Report fixed-point scores (score * 1e6) keyed by member index."""
-        return self._transact("report", epoch, encode_entries(scores))
+    def report_fixed(
+        self, epoch: int, scores: Mapping[int, int], epsilon: int = NO_PRIVACY, delta: int = 0
+    ) -> TxResult:
+        """Report fixed-point scores (score * 1e6) keyed by member index, and the privacy
+        spend in fixed point (ledger.privacy: micro-epsilon, delta in 1e-18)."""
+        check_fixed(epsilon, delta)
+        return self._transact("report", epoch, encode_entries(scores), epsilon, delta)
 
     def commit_and_report(
-        self, items: Sequence[Commitment], epoch: int, scores: Mapping[int, int]
+        self,
+        items: Sequence[Commitment],
+        epoch: int,
+        scores: Mapping[int, int],
+        epsilon: int = NO_PRIVACY,
+        delta: int = 0,
     ) -> TxResult:
-        """An epoch's commitments and its report (fixed scores by member index) in one tx."""
-        return self._transact("commitAndReport", _packed(items), epoch, encode_entries(scores))
+        """An epoch's commitments and its report (fixed scores by member index, fixed-point
+        privacy spend as in report_fixed) in one tx."""
+        check_fixed(epsilon, delta)
+        return self._transact(
+            "commitAndReport", _packed(items), epoch, encode_entries(scores), epsilon, delta
+        )
 
     def fixed_scores(self, scores: Mapping[str, float]) -> dict[int, int]:
         """{peer ID or address: float score} -> {member index: fixed-point score}."""
@@ -221,7 +273,7 @@ class Ledger:
         return self._constants[3]
 
     def state(self) -> LedgerState:
-        count, max_members, admins, next_epoch, reward, pool = self._call("state")
+        count, max_members, admins, next_epoch, reward, pool, max_epsilon = self._call("state")
         rounds, grace, min_reports, deployed = self._constants
         balance = transport_guard(
             self.chain.name, lambda: self.chain.w3.eth.get_balance(self.address)
@@ -240,17 +292,21 @@ class Ledger:
             grace_rounds=grace,
             min_reports=min_reports,
             deployed_at=deployed,
+            max_epsilon=epsilon_from_fixed(max_epsilon) if max_epsilon else None,
         )
 
     def member(self, address: str) -> MemberInfo | None:
         """The member at `address`, or None if it was never registered."""
         address = to_checksum_address(address)
-        known, active, index, next_round, next_epoch, owed, paid, peer_id = self._call(
+        known, active, index, next_round, next_epoch, owed, paid, peer_id, key = self._call(
             "member", address
         )
         if not known:
             return None
-        return MemberInfo(address, index, active, peer_id, next_round, next_epoch, owed, paid)
+        x25519 = bytes(key) if any(key) else None
+        return MemberInfo(
+            address, index, active, peer_id, next_round, next_epoch, owed, paid, x25519
+        )
 
     def members(self) -> list[MemberInfo]:
         """Every member ever registered (active or not), by index."""
@@ -347,12 +403,32 @@ class Ledger:
         found.sort(key=lambda e: e.position)
         return [(who, c, e) for e in found for who, c in commitments_in(e)]
 
+    def privacy_spent(self, member: str | None = None) -> list[PrivacySpend]:
+        """Every PrivacySpent event (of `member`, or of everyone), in chain order."""
+        topics: list[bytes | None] = [self.events.topic("PrivacySpent")]
+        if member is not None:  # topics: (epoch, member)
+            topics += [None, bytes(12) + bytes.fromhex(to_checksum_address(member)[2:])]
+        found = transport_guard(
+            self.chain.name,
+            lambda: read_events(
+                self.chain.w3, self.events, self.address, self.deployed_at, None, topics=topics
+            ),
+        )
+        return [privacy_spend(e) for e in found]
+
     def split_reward(self, reward: int, scores: Iterable[int]) -> list[int]:
         """The contract's own split rule, evaluated on chain (a pure call)."""
         return list(self._call("splitReward", reward, list(scores)))
 
     def median(self, values: Iterable[int]) -> int:
         return int(self._call("median", list(values)))
+
+
+def privacy_spend(event: Event) -> PrivacySpend:
+    a = event.args
+    return PrivacySpend(
+        a["epoch"], a["member"], a["epsilon"], a["delta"], event.block_number, event.tx_hash
+    )
 
 
 def _packed(items: Sequence[Commitment]) -> bytes:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from ledger.contract import Ledger
 from ledger.errors import ChainUnavailable, LedgerError, LedgerRevert, OutboxError
+from ledger.privacy import NO_PRIVACY, delta_to_fixed, epsilon_to_fixed
 from ledger.scores import to_fixed
 from ledger.tx import TxResult
 from ledger.views import Commitment
@@ -106,12 +107,23 @@ class Outbox:
         args = {"round": round, "digest": digest.hex(), "samples": samples}
         return self._enqueue("commit", args, f"commit:{round}")
 
-    def enqueue_report(self, epoch: int, scores: Mapping[str, float]) -> int:
-        """Scores keyed by peer ID or address, as floats (stored as fixed point)."""
-        if not scores:
-            raise OutboxError("a report needs at least one score")
-        fixed = {key: to_fixed(value) for key, value in scores.items()}
-        return self._enqueue("report", {"epoch": epoch, "scores": fixed}, f"report:{epoch}")
+    def enqueue_report(
+        self,
+        epoch: int,
+        scores: Mapping[str, float],
+        epsilon: float | None = None,
+        delta: float | None = None,
+    ) -> int:
+        """Scores keyed by peer ID or address, as floats (possibly none), and this member's
+        cumulative privacy spend (epsilon None: no DP); all stored as fixed point, so a value
+        the chain cannot take fails here rather than in the worker."""
+        args = {
+            "epoch": epoch,
+            "scores": {key: to_fixed(value) for key, value in scores.items()},
+            "epsilon": epsilon_to_fixed(epsilon),
+            "delta": delta_to_fixed(delta),
+        }
+        return self._enqueue("report", args, f"report:{epoch}")
 
     def enqueue_finalize(self, epoch: int) -> int:
         return self._enqueue("finalize", {"epoch": epoch}, f"finalize:{epoch}")
@@ -282,10 +294,13 @@ class Outbox:
         commits = [_commitment(i.args) for i in group if i.kind == "commit"]
         last = group[-1]
         if last.kind == "report":
-            scores = {ledger.index_of(k): int(v) for k, v in last.args["scores"].items()}
+            args = last.args
+            scores = {ledger.index_of(k): int(v) for k, v in args["scores"].items()}
+            # Rows queued before reports carried privacy have no keys: they were no-DP.
+            privacy = (int(args.get("epsilon", NO_PRIVACY)), int(args.get("delta", 0)))
             if commits:
-                return ledger.commit_and_report(commits, last.args["epoch"], scores)
-            return ledger.report_fixed(last.args["epoch"], scores)
+                return ledger.commit_and_report(commits, args["epoch"], scores, *privacy)
+            return ledger.report_fixed(args["epoch"], scores, *privacy)
         if last.kind == "finalize":
             return ledger.finalize(last.args["epoch"])
         if last.kind == "withdraw":

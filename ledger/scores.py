@@ -28,9 +28,8 @@ def from_fixed(fixed: int) -> float:
 
 
 def encode_entries(scores: Mapping[int, int]) -> bytes:
-    """{subject index: fixed score} -> packed entries, subjects ascending (as required)."""
-    if not scores:
-        raise ScoreError("a report needs at least one score")
+    """{subject index: fixed score} -> packed entries, subjects ascending (as required). No
+    scores is an empty report (it still carries the reporter's privacy spend)."""
     out = bytearray()
     for subject in sorted(scores):
         fixed = scores[subject]

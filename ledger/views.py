@@ -22,6 +22,7 @@ class MemberInfo:
     next_epoch: int  # 1 + last reported epoch; 0: none yet
     owed: int  # wei accrued, not withdrawn
     paid: int  # wei withdrawn so far
+    x25519_key: bytes | None  # its X25519 public key (32 bytes) for secure aggregation; None: none
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class LedgerState:
     grace_rounds: int
     min_reports: int
     deployed_at: int
+    max_epsilon: float | None  # the consortium's privacy budget per member; None: no maximum
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,15 @@ class Report:
     entries: bytes
     block_number: int
     log_index: int
+
+
+@dataclass(frozen=True)
+class PrivacySpend:
+    """One PrivacySpent event: a member's cumulative privacy spend, reported with `epoch`."""
+
+    epoch: int
+    member: str
+    epsilon: int  # micro-epsilon (ledger.privacy); NO_PRIVACY: trains without DP
+    delta: int  # units of 1e-18
+    block: int
+    tx_hash: str

@@ -63,20 +63,27 @@ class Membership:
         self.address = account.address
         self.rounds_per_epoch = self._reader.state().rounds_per_epoch
         self.active_peers: frozenset[str] = frozenset()
+        self.x25519_keys: dict[str, bytes] = {}  # peer ID -> key, active members with one
+        self.max_epsilon: float | None = None  # the consortium's privacy budget; None: none
         self.refresh()
         writer = Ledger(connect(section.chain), section.contract, account)
         self.outbox = Outbox(outbox_path, writer)
         self._worker, self._stop = self.outbox.start_worker(section.flush_seconds)
 
     def refresh(self) -> None:
-        """Re-read the active members; on a chain error keep the last known set."""
+        """Re-read the active members, their X25519 keys and the maximum epsilon; on a chain
+        error keep the last known ones."""
         log = logging.getLogger(__name__)
         try:
             members = self._reader.members()
+            max_epsilon = self._reader.state().max_epsilon
         except LedgerError as exc:
             log.warning("registry unreadable, keeping the last known members: %s", exc)
             return
-        self.active_peers = frozenset(m.peer_id for m in members if m.active)
+        active = [m for m in members if m.active]
+        self.active_peers = frozenset(m.peer_id for m in active)
+        self.x25519_keys = {m.peer_id: m.x25519_key for m in active if m.x25519_key is not None}
+        self.max_epsilon = max_epsilon
 
     def allows(self, peer_id: str) -> bool:
         return peer_id in self.active_peers
@@ -87,11 +94,17 @@ class Membership:
     def commit(self, round_: int, digest: bytes, samples: int) -> None:
         self.outbox.enqueue_commit(round_, digest, samples)
 
-    def report(self, epoch: int, scores: Mapping[str, float]) -> None:
-        """Queue the epoch's scores for the peers that are still members."""
+    def report(
+        self,
+        epoch: int,
+        scores: Mapping[str, float],
+        epsilon: float | None = None,
+        delta: float | None = None,
+    ) -> None:
+        """Queue the epoch's scores for the peers that are still members (possibly none) and
+        this node's cumulative privacy spend (epsilon None: no differential privacy)."""
         known = {peer: s for peer, s in scores.items() if peer in self.active_peers}
-        if known:
-            self.outbox.enqueue_report(epoch, known)
+        self.outbox.enqueue_report(epoch, known, epsilon, delta)
 
     def pending(self) -> int:
         return self.outbox.pending_count()

@@ -22,8 +22,10 @@ from ledger.backends import CHAIN_BACKENDS, Chain, connect
 from ledger.backends.served import connect_served_embedded
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import BackendError, LedgerRevert
+from ledger.privacy import delta_from_fixed, epsilon_from_fixed
 from ledger.revert import ErrorDecoder
 from ledger.tx import Sender
+from sim.errors import SimError
 
 STATE_FILE = "chain/anvil-state.json"
 KEY_FILE = "eth.key"
@@ -38,6 +40,7 @@ class ConsortiumPlan:
     reward_per_epoch_wei: int = 10**18
     pool_wei: int = 20 * 10**18
     gas_allowance_wei: int = 10**18  # sent to each hospital's fresh account for its writes
+    max_epsilon: float | None = None  # the consortium's privacy budget per member; None: none
 
 
 def open_chain(folder: Path, backend: str = "anvil") -> Chain:
@@ -55,10 +58,19 @@ def open_chain(folder: Path, backend: str = "anvil") -> Chain:
 
 
 def create_consortium(
-    chain: Chain, folder: Path, members: Mapping[str, str], plan: ConsortiumPlan
+    chain: Chain,
+    folder: Path,
+    members: Mapping[str, str],
+    plan: ConsortiumPlan,
+    x25519_keys: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Deploy, give each node (name -> peer ID) a fresh funded account and register it, fund
-    the pool. Returns what the swarm manifest keeps about the chain."""
+    """Deploy, set the maximum epsilon, give each node (name -> peer ID) a fresh funded
+    account and register it, fund the pool; then each node given a key in `x25519_keys`
+    (name -> 32-byte X25519 public key) registers it from its own account, as a member must.
+    Returns what the swarm manifest keeps about the chain."""
+    strangers = sorted(set(x25519_keys or {}) - set(members))
+    if strangers:
+        raise SimError(f"X25519 keys for nodes that are not members: {', '.join(strangers)}")
     admin_account = chain.dev_accounts[ADMIN_DEV_ACCOUNT]
     accounts = {name: Account.create() for name in members}
     # Gas money first, from a sender of its own: the Ledger below then starts from the
@@ -78,8 +90,12 @@ def create_consortium(
             reward_per_epoch=plan.reward_per_epoch_wei,
         ),
     )
+    if plan.max_epsilon is not None:
+        admin.set_max_epsilon(plan.max_epsilon)
     for name, peer_id in members.items():
         admin.register(accounts[name].address, peer_id, name)
+    for name, key in (x25519_keys or {}).items():
+        admin.as_account(accounts[name]).set_x25519_key(key)
     admin.fund(plan.pool_wei)
     return {
         "contract": admin.address,
@@ -109,8 +125,10 @@ def finalize_closed_epochs(ledger: Ledger) -> list[int]:
 
 
 def rewards_by_member(report: AuditReport) -> dict[str, dict[str, Any]]:
-    """Per member name: the sum of its combined scores over finalized epochs and its reward."""
+    """Per member name: the sum of its combined scores over finalized epochs, its reward, and
+    its privacy history (epsilon None: trained without differential privacy)."""
     rows: dict[str, dict[str, Any]] = {}
+    privacy = report.privacy_by_member()
     for m in report.members:
         scores = [s for s in report.scores if s.member == m.address]
         rows[m.name] = {
@@ -119,6 +137,14 @@ def rewards_by_member(report: AuditReport) -> dict[str, dict[str, Any]]:
             "score": sum(s.score for s in scores) / 1e6,
             "reward_wei": m.accrued,
             "epochs_scored": len(scores),
+            "privacy": [
+                {
+                    "epoch": p.epoch,
+                    "epsilon": epsilon_from_fixed(p.epsilon),
+                    "delta": delta_from_fixed(p.delta),
+                }
+                for p in privacy[m.address]
+            ],
         }
     return rows
 
@@ -157,6 +183,7 @@ def settle(folder: Path, chain: Chain, manifest: Mapping[str, Any]) -> dict[str,
         "models_checked": report.models_checked,
         "members": members,
         "pool_wei": report.pool,
+        "max_epsilon": epsilon_from_fixed(report.max_epsilon) if report.max_epsilon else None,
         "audit_command": (
             f"medswarm ledger audit --chain anvil --state {folder / STATE_FILE} "
             f"--contract {contract} --models {folder / 'models'} --out {folder / 'audit'}"

@@ -16,12 +16,24 @@ pragma solidity 0.8.37;
 /// count, in any round order. A batch is logged as one ModelsCommitted event carrying these bytes
 /// unchanged (one log instead of one per commitment: the logs were most of a batch's cost),
 /// with its smallest and largest round as indexed topics.
+///
+/// Privacy: each report carries the reporter's cumulative differential-privacy spend for the
+/// run so far, `epsilon` in micro-epsilon (epsilon * 1e6) and `delta` in units of 1e-18;
+/// epsilon NO_PRIVACY (2**64 - 1) means the member trains without differential privacy. The
+/// spend is only logged (PrivacySpent): admins set a consortium maximum (setMaxEpsilon) and
+/// the auditor flags reports above it. Refusing such a report would leave a node's outbox
+/// stuck behind it, and no later call needs the values.
+///
+/// X25519 keys: each active member registers its own masking public key (setX25519Key), the
+/// PKI of secure aggregation among nodes; one storage slot per member, read through member().
 contract Consortium {
     /// Finalize holds every report in memory and a report about all peers is ~10 bytes each:
     /// 100 members keeps a full finalize under the 128 KiB transaction-size limit of clients.
     uint256 public constant MAX_MEMBERS_LIMIT = 100;
     uint256 internal constant ENTRY_BYTES = 10;
     uint256 internal constant COMMITMENT_BYTES = 48;
+    /// A report's epsilon meaning "no differential privacy": no guarantee at all.
+    uint64 public constant NO_PRIVACY = type(uint64).max;
 
     struct Member {
         bool known; // registered at some time: `index` is valid
@@ -41,6 +53,7 @@ contract Consortium {
         uint256 owed;
         uint256 paid;
         string peerId;
+        bytes32 x25519Key; // zero: none registered
     }
 
     struct State {
@@ -79,6 +92,8 @@ contract Consortium {
     mapping(address => mapping(uint256 => uint256)) internal _committed; // round >> 8 -> bits
     mapping(uint64 => bytes32) public reportsHash;
     mapping(uint64 => EpochResult) public epochResult;
+    mapping(address => bytes32) internal _x25519Key;
+    uint64 internal _maxEpsilon; // micro-epsilon, 0: no maximum; own slot: reports never read it
 
     error NotAdmin(address caller);
     error LastAdmin(address admin);
@@ -106,6 +121,7 @@ contract Consortium {
     error NothingToWithdraw(address member);
     error TransferFailed(address to, uint256 amount);
     error Reentrancy();
+    error BadX25519Key(bytes32 key);
 
     event AdminChanged(address indexed account, bool isAdmin, address indexed by);
     event MemberRegistered(
@@ -136,6 +152,12 @@ contract Consortium {
     event PoolFunded(address indexed from, uint256 amount);
     event RewardPerEpochChanged(uint256 amount, address indexed by);
     event RewardWithdrawn(address indexed member, uint256 amount);
+    /// A member's X25519 public key; zero when registering the member under a new peer ID
+    /// cleared it (the new node must set its own).
+    event X25519KeySet(address indexed member, bytes32 key);
+    event MaxEpsilonChanged(uint64 maxEpsilon, address indexed by);
+    /// The reporter's cumulative privacy spend for the run, with its report of `epoch`.
+    event PrivacySpent(uint64 indexed epoch, address indexed member, uint64 epsilon, uint64 delta);
 
     modifier onlyAdmin() {
         if (!isAdmin[msg.sender]) revert NotAdmin(msg.sender);
@@ -204,6 +226,12 @@ contract Consortium {
         emit RewardPerEpochChanged(amount, msg.sender);
     }
 
+    /// The consortium's privacy budget per member for a run, in micro-epsilon; 0: none.
+    function setMaxEpsilon(uint64 maxEpsilon) external onlyAdmin {
+        _maxEpsilon = maxEpsilon;
+        emit MaxEpsilonChanged(maxEpsilon, msg.sender);
+    }
+
     /// Register a hospital, or reactivate a deactivated one (it keeps its index and balances).
     function register(address member, string calldata peerId, string calldata name)
         external
@@ -224,12 +252,26 @@ contract Consortium {
             memberAt[s.memberCount] = member;
             _state.memberCount = s.memberCount + 1;
         } else {
-            delete _byPeerId[keccak256(bytes(_peerIdOf[member]))];
+            bytes32 previousPeer = keccak256(bytes(_peerIdOf[member]));
+            delete _byPeerId[previousPeer];
+            // A new peer ID is a new node: the old node's masking key is not its key.
+            if (previousPeer != key && _x25519Key[member] != 0) {
+                delete _x25519Key[member];
+                emit X25519KeySet(member, 0);
+            }
         }
         m.active = true;
         _peerIdOf[member] = peerId;
         _byPeerId[key] = member;
         emit MemberRegistered(member, m.index, peerId, name, msg.sender);
+    }
+
+    /// An active member sets (or rotates) its own X25519 public key.
+    function setX25519Key(bytes32 key) external {
+        _activeMember(msg.sender);
+        if (key == 0) revert BadX25519Key(key);
+        _x25519Key[msg.sender] = key;
+        emit X25519KeySet(msg.sender, key);
     }
 
     function deactivate(address member) external onlyAdmin {
@@ -261,20 +303,30 @@ contract Consortium {
         if (next != m.nextRound) _members[msg.sender].nextRound = next;
     }
 
-    function report(uint64 epoch, bytes calldata entries) external {
+    /// `entries` may be empty: a member whose neighbours never arrived still reports its
+    /// privacy spend (`epsilon`, `delta`: see the header).
+    function report(uint64 epoch, bytes calldata entries, uint64 epsilon, uint64 delta)
+        external
+    {
         Member memory m = _activeMember(msg.sender);
         _report(m, epoch, entries);
+        emit PrivacySpent(epoch, msg.sender, epsilon, delta);
         _members[msg.sender].nextEpoch = epoch + 1;
     }
 
     /// An epoch's commitments and its report in one transaction: the cheapest way to write,
     /// one transaction per member per epoch.
-    function commitAndReport(bytes calldata items, uint64 epoch, bytes calldata entries)
-        external
-    {
+    function commitAndReport(
+        bytes calldata items,
+        uint64 epoch,
+        bytes calldata entries,
+        uint64 epsilon,
+        uint64 delta
+    ) external {
         Member memory m = _activeMember(msg.sender);
         uint64 next = _commitMany(m, items);
         _report(m, epoch, entries);
+        emit PrivacySpent(epoch, msg.sender, epsilon, delta);
         m.nextRound = next;
         m.nextEpoch = epoch + 1;
         _members[msg.sender] = m; // one write of the member's slot
@@ -370,7 +422,8 @@ contract Consortium {
             uint16 adminCount,
             uint64 nextEpoch,
             uint128 rewardPerEpoch,
-            uint256 pool
+            uint256 pool,
+            uint64 maxEpsilon
         )
     {
         State memory s = _state;
@@ -380,7 +433,8 @@ contract Consortium {
             s.adminCount,
             s.nextEpoch,
             s.rewardPerEpoch,
-            address(this).balance - totalOwed
+            address(this).balance - totalOwed,
+            _maxEpsilon
         );
     }
 
@@ -388,7 +442,7 @@ contract Consortium {
         Member memory m = _members[account];
         return MemberView(
             m.known, m.active, m.index, m.nextRound, m.nextEpoch, m.owed, paidTo[account],
-            _peerIdOf[account]
+            _peerIdOf[account], _x25519Key[account]
         );
     }
 
@@ -497,8 +551,8 @@ contract Consortium {
         emit ModelsCommitted(msg.sender, first, last, items);
     }
 
-    /// Validate `entries` (known subjects, never the reporter, ascending) and chain them into
-    /// the epoch's reports hash. The caller records nextEpoch.
+    /// Validate `entries` (known subjects, never the reporter, ascending; possibly none) and
+    /// chain them into the epoch's reports hash. The caller records nextEpoch.
     function _report(Member memory m, uint64 epoch, bytes calldata entries) internal {
         State memory s = _state;
         if (epoch < s.nextEpoch) revert EpochAlreadyFinalized(epoch);
@@ -507,7 +561,7 @@ contract Consortium {
             revert ReportOutOfOrder(msg.sender, epoch, m.nextEpoch - 1);
         }
         uint256 n = entries.length;
-        if (n == 0 || n % ENTRY_BYTES != 0) revert BadReportEncoding(n);
+        if (n % ENTRY_BYTES != 0) revert BadReportEncoding(n); // empty: no scores this epoch
         uint256 previous;
         for (uint256 off; off < n; off = _uncheckedAdd(off, ENTRY_BYTES)) {
             uint16 subject = uint16(_uintAt(entries, off, 2)); // off + 10 <= n: in bounds

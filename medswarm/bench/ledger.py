@@ -19,10 +19,17 @@ from ledger.audit import run_audit
 from ledger.backends import Chain, connect
 from ledger.backends.anvil import connect_anvil
 from ledger.contract import DeployConfig, Ledger
+from ledger.privacy import delta_to_fixed, epsilon_to_fixed
 from ledger.views import Commitment
 
 ROUNDS_PER_EPOCH = 10
 SCORE = 1_000_000
+DELTA = delta_to_fixed(1e-5)
+
+
+def _spend(epoch: int) -> tuple[int, int]:
+    """A DP member's report of `epoch`: cumulative epsilon (0.5 an epoch) and delta."""
+    return epsilon_to_fixed(0.5 * (epoch + 1)), DELTA
 
 
 def _accounts(start: int, count: int) -> list[LocalAccount]:
@@ -65,7 +72,7 @@ def _finalize_gas(chain: Chain, n: int, degree: int) -> int:
     for i, m in enumerate(members):
         scores = {j: SCORE * (1 + (i + j) % 7) for j in _neighbours(i, n, degree)}
         items = [Commitment(r, _digest(i, r), 100) for r in range(ROUNDS_PER_EPOCH + 1)]
-        m.commit_and_report(items, 0, scores)
+        m.commit_and_report(items, 0, scores, *_spend(0))
     return ledger.finalize(0).gas_used
 
 
@@ -82,8 +89,8 @@ def gas_figures(chain: Chain) -> dict[str, Any]:
     single = [members[0].commit(k, _digest(0, k), 100).gas_used for k in range(r + 1)]
     batch_first = members[1].commit_batch(_items(1, 0, r)).gas_used
     batch = members[1].commit_batch(_items(1, r, r)).gas_used
-    report_first = members[2].report_fixed(0, others[2]).gas_used
-    report = members[0].report_fixed(0, others[0]).gas_used
+    report_first = members[2].report_fixed(0, others[2], *_spend(0)).gas_used
+    report = members[0].report_fixed(0, others[0], *_spend(0)).gas_used
     # One commitAndReport per member per epoch, after a first epoch (the member's bitmap word
     # exists): the epoch's first reporter also pays for the epoch's reports-hash slot.
     combined: dict[int, tuple[int, int]] = {}
@@ -92,12 +99,14 @@ def gas_figures(chain: Chain) -> dict[str, Any]:
         for i in (first_m, later_m):
             members[i].commit_batch(_items(i, 0, rounds))
             gas.append(
-                members[i].commit_and_report(_items(i, rounds, rounds), epoch, others[i]).gas_used
+                members[i]
+                .commit_and_report(_items(i, rounds, rounds), epoch, others[i], *_spend(epoch))
+                .gas_used
             )
         combined[rounds] = (gas[0], gas[1])
     for i in (4, 5, 6, 7):
         members[i].commit_batch(_items(i, 0, 2 * r))
-    members[4].report_fixed(0, {0: SCORE, 1: 2 * SCORE})
+    members[4].report_fixed(0, {0: SCORE, 1: 2 * SCORE}, *_spend(0))
     ledger.finalize(0)
     withdraws = [m.withdraw().gas_used for m in members[:2]]
     steady_commit = sum(single[1:]) / r
@@ -169,7 +178,7 @@ def commit_and_report_breakdown() -> dict[str, Any]:
         for case, i in (("first_reporter_of_epoch", 1), ("later_reporter", 2)):
             members[i].commit_batch(_items(i, 0, r))
             scores = {j: SCORE for j in range(n) if j != i}
-            result = members[i].commit_and_report(_items(i, r, r), 1, scores)
+            result = members[i].commit_and_report(_items(i, r, r), 1, scores, *_spend(1))
             out[case] = _breakdown(chain, result.tx_hash, result.gas_used)
         return out
 
@@ -229,7 +238,7 @@ def audit_time(chain: Chain, rounds: int = 1000, n: int = 10) -> dict[str, Any]:
                 for k in range(e * ROUNDS_PER_EPOCH, (e + 1) * ROUNDS_PER_EPOCH)
             ]
             scores = {j: SCORE * (1 + (i * 7 + j + e) % 5) for j in range(n) if j != i}
-            m.commit_and_report(items, e, scores)
+            m.commit_and_report(items, e, scores, *_spend(e))
         if e >= 1:
             ledger.finalize(e - 1)
     build = time.perf_counter() - start

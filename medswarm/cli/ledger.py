@@ -32,7 +32,15 @@ from ledger.audit import AuditReport, check_models, run_audit, write_audit
 from ledger.backends import CHAIN_BACKENDS, Chain, connect
 from ledger.contract import DeployConfig, Ledger
 from ledger.errors import LedgerError, LedgerRevert
+from ledger.privacy import (
+    PrivacyError,
+    decimal_delta,
+    epsilon_to_fixed,
+    exceeds,
+    format_epsilon,
+)
 from ledger.scores import from_fixed
+from ledger.views import MemberInfo, PrivacySpend
 
 app = typer.Typer(
     help="Consortium ledger: deploy, register, fund, status, audit, withdraw.",
@@ -254,6 +262,71 @@ def set_reward(
     err.print(f"reward per epoch is now {wei} wei")
 
 
+def _parse_epsilon(text: str) -> float | None:
+    """'8', '0.5' -> the number; 'none' -> None (no maximum)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an epsilon: {text!r} (a number, or 'none')") from None
+    if not 0 < value < float("inf"):
+        raise typer.BadParameter(f"a maximum epsilon is positive and finite: {text!r}")
+    try:
+        epsilon_to_fixed(value)  # too large for the chain: fail before starting one
+    except PrivacyError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _checked_epsilon(text: str) -> str:
+    _parse_epsilon(text)
+    return text
+
+
+@app.command("set-max-epsilon")
+@_as_member
+def set_max_epsilon(
+    ledger: Ledger,
+    epsilon: Annotated[
+        str,
+        typer.Option(
+            help="Each member's privacy budget for a run (epsilon), or 'none' for no maximum.",
+            callback=_checked_epsilon,
+        ),
+    ],
+) -> None:
+    """Set the consortium's maximum epsilon; the audit flags reports above it. Admins only."""
+    value = _parse_epsilon(epsilon)
+    ledger.set_max_epsilon(value)
+    err.print("no maximum epsilon" if value is None else f"maximum epsilon is now {value:g}")
+
+
+@app.command("set-x25519-key")
+@_as_member
+def set_x25519_key(
+    ledger: Ledger,
+    x25519_key_file: Annotated[
+        Path,
+        typer.Option("--x25519-key-file", help="This node's X25519 masking key file (mode 0600)."),
+    ],
+) -> None:
+    """Register (or rotate) this member's X25519 public key, for secure aggregation. The
+    member itself sends it; only the public key leaves the file."""
+    from gossip.errors import IdentityError
+    from gossip.identity import load_x25519_key_file, x25519_public
+
+    try:
+        public = x25519_public(load_x25519_key_file(x25519_key_file))
+    except IdentityError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    result = ledger.set_x25519_key(public)
+    err.print(
+        f"X25519 key {public.hex()[:16]}... set for {ledger.sender_address} in tx {result.tx_hash}"
+    )
+
+
 @app.command()
 @_as_member
 def finalize(
@@ -285,31 +358,95 @@ def status(
     with _ledger(chain, state, contract, read_only=True) as ledger:
         st = ledger.state()
         members = ledger.members()
+        privacy = _by_member(ledger.privacy_spent(), members)
         if as_json:
-            typer.echo(
-                json.dumps({"state": asdict(st), "members": [asdict(m) for m in members]}, indent=2)
-            )
+            typer.echo(json.dumps(_status_json(st, members, privacy), indent=2))
             return
-        table = Table(title=f"Consortium {st.address} on {ledger.chain.name}")
+        max_fixed = 0 if st.max_epsilon is None else epsilon_to_fixed(st.max_epsilon)
+        limit = "no maximum" if not max_fixed else format_epsilon(max_fixed)
+        table = Table(title=f"Consortium {st.address} on {ledger.chain.name}, max epsilon {limit}")
         table.add_column("setting")
         table.add_column("value", justify="right")
         for key, value in asdict(st).items():
-            table.add_row(key, str(value))
+            table.add_row(key, limit if key == "max_epsilon" else str(value))
         out.print(table)
-        out.print(_members_table(members))
+        over = {a for a, h in privacy.items() if h and exceeds(h[-1].epsilon, max_fixed)}
+        out.print(_members_table(members, privacy, over))
 
 
-def _members_table(members: list[Any], names: dict[str, str] | None = None) -> Table:
+def _by_member(
+    spends: list[PrivacySpend], members: list[MemberInfo]
+) -> dict[str, list[PrivacySpend]]:
+    found: dict[str, list[PrivacySpend]] = {m.address: [] for m in members}
+    for spend in spends:
+        found.setdefault(spend.member, []).append(spend)
+    return found
+
+
+def _status_json(
+    st: Any, members: list[MemberInfo], privacy: dict[str, list[PrivacySpend]]
+) -> dict[str, Any]:
+    rows = []
+    for m in members:
+        row = asdict(m) | {"x25519_key": "0x" + m.x25519_key.hex() if m.x25519_key else None}
+        row["privacy"] = [
+            {"epoch": p.epoch, "epsilon": p.epsilon, "delta": p.delta}  # fixed point
+            for p in privacy.get(m.address, [])
+        ]
+        rows.append(row)
+    return {"state": asdict(st), "members": rows}
+
+
+STATUS_EPOCHS = 6  # status shows a member's last few epochs' epsilon; the audit all of them
+
+
+def _members_table(
+    members: list[Any],
+    privacy: dict[str, list[PrivacySpend]] | None = None,
+    over_max: set[str] | None = None,
+    shown: int | None = STATUS_EPOCHS,
+) -> Table:
+    """Members (MemberInfo from the views, or the audit's MemberRecord) with their X25519
+    key's first bytes and, given their privacy history, the latest epsilon (and delta) and
+    the epsilon of each of the last `shown` epochs (None: all)."""
     table = Table(title="Members")
-    for col in ("#", "address", "peer id", "name", "active", "next round", "owed", "paid"):
+    columns = ["#", "address", "peer id", "name", "active", "next round", "owed", "paid"]
+    columns += ["x25519"] + (["latest epsilon", "epsilon by epoch"] if privacy is not None else [])
+    for col in columns:
         table.add_column(col)
     for m in members:
-        table.add_row(
-            str(m.index), m.address, m.peer_id,
-            (names or {}).get(m.address, getattr(m, "name", "")),
+        row = [
+            str(m.index), m.address, m.peer_id, getattr(m, "name", ""),
             "yes" if m.active else "no", str(m.next_round), str(m.owed), str(m.paid),
-        )  # fmt: skip
+            _key_prefix(m.x25519_key),
+        ]  # fmt: skip
+        if privacy is not None:
+            history = privacy.get(m.address, [])
+            row += _budget_cells(history, m.address in (over_max or set()), shown)
+        table.add_row(*row)
     return table
+
+
+def _key_prefix(key: bytes | str | None) -> str:
+    if key is None:
+        return "-"
+    text = key.hex() if isinstance(key, bytes) else key.removeprefix("0x")
+    return text[:8] + "..."
+
+
+def _budget_cells(history: list[PrivacySpend], over: bool, shown: int | None) -> list[str]:
+    """[latest epsilon (flagged when past the maximum), 'epoch:epsilon ...']."""
+    if not history:
+        return ["-", "-"]
+    last = history[-1]
+    latest = format_epsilon(last.epsilon)
+    if last.delta:
+        latest += f" (delta {decimal_delta(last.delta)})"
+    if over:
+        latest = f"[red]{latest} OVER MAX[/red]"
+    recent = history if shown is None else history[-shown:]
+    cut = "... " if len(recent) < len(history) else ""
+    return [latest, cut + " ".join(f"{p.epoch}:{format_epsilon(p.epsilon)}" for p in recent)]
 
 
 @app.command()
@@ -338,7 +475,9 @@ def audit(
 
 
 def _print_audit(report: AuditReport) -> None:
-    out.print(_members_table(report.members))
+    over = set(report.members_over_max)
+    out.print(_members_table(report.members, report.privacy_by_member(), over, shown=None))
+    names = {m.address: m.name for m in report.members}
     per_round = report.commitments_per_round()
     summary = Table(title=f"Audit of {report.contract} up to block {report.to_block}")
     summary.add_column("item")
@@ -354,6 +493,14 @@ def _print_audit(report: AuditReport) -> None:
         "pool (wei)": report.pool,
         "balance (wei)": report.balance,
         "model files checked": report.models_checked,
+        "max epsilon": format_epsilon(report.max_epsilon) if report.max_epsilon else "none",
+        "max epsilon changes": ", ".join(
+            f"{format_epsilon(c.max_epsilon) if c.max_epsilon else 'none'} at block {c.block}"
+            for c in report.max_epsilon_history
+        )
+        or "-",
+        "members over max epsilon": ", ".join(f"{names[a]} ({a})" for a in report.members_over_max)
+        or "-",
         "findings": len(report.findings),
     }
     for key, value in rows.items():

@@ -13,6 +13,7 @@ import pytest
 from ledger.audit import check_models, run_audit, write_audit
 from ledger.contract import Ledger
 from ledger.events import Event, EventDecoder
+from ledger.privacy import delta_to_fixed, epsilon_to_fixed
 from ledger.testing import digest_of, peer_id
 from ledger.views import Commitment
 from tests.unit.ledger.support import SCORE, Ctx, close_epoch
@@ -219,3 +220,144 @@ def test_audit_checks_a_batch_round_range_against_its_records(
     assert [(f.check, f.expected, f.actual) for f in report.findings] == [
         ("event.round_range", "(3, 9)", "(4, 9)")
     ]
+
+
+# ----- privacy: keys, the maximum epsilon and each member's budget history -----------------
+
+
+def _spend(ledger: Ledger, epoch: int, subject: int, epsilon: float | None) -> None:
+    ledger.report_fixed(epoch, {subject: SCORE}, epsilon_to_fixed(epsilon), delta_to_fixed(1e-5))
+
+
+def test_a_clean_privacy_history_passes_and_is_written(ctx: Ctx, tmp_path: Path) -> None:
+    a, b = ctx.members[0], ctx.members[1]
+    ctx.admin.set_max_epsilon(8)
+    a.set_x25519_key(bytes(range(32)))
+    for epoch, eps in enumerate((1.5, 3.0, 3.0, 8.0)):  # equal is not a decrease; 8 <= 8
+        _spend(a, epoch, 1, eps)
+    _spend(b, 0, 0, 2.25)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert report.max_epsilon == 8_000_000 and report.members_over_max == []
+    assert [h.max_epsilon for h in report.max_epsilon_history] == [8_000_000]
+    history = report.privacy_by_member()
+    assert [(p.epoch, p.epsilon) for p in history[a.sender_address]] == [
+        (0, 1_500_000), (1, 3_000_000), (2, 3_000_000), (3, 8_000_000),
+    ]  # fmt: skip
+    assert history[ctx.addresses[2]] == []
+    keys = {m.address: m.x25519_key for m in report.members}
+    assert keys[a.sender_address] == "0x" + bytes(range(32)).hex()
+    assert keys[b.sender_address] is None
+
+    write_audit(report, tmp_path)
+    with (tmp_path / "privacy.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["member", "name", "epoch", "epsilon", "delta", "block", "tx_hash"]
+    first = rows[0]
+    assert (first["member"], first["name"], first["epoch"]) == (a.sender_address, "hospital 1", "0")
+    assert (first["epsilon"], first["delta"]) == ("1.5", "0.00001")
+    assert first["tx_hash"] == report.privacy[0].tx_hash and int(first["block"]) > 0
+    assert [(r["name"], r["epsilon"]) for r in rows[-2:]] == [
+        ("hospital 1", "8"),
+        ("hospital 2", "2.25"),
+    ]
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert doc["max_epsilon_history"][0]["max_epsilon"] == 8_000_000
+    assert [(p["epoch"], p["epsilon"]) for p in doc["privacy"]][:2] == [
+        (0, 1_500_000),
+        (1, 3_000_000),
+    ]
+    with (tmp_path / "members.csv").open() as f:
+        assert next(csv.DictReader(f))["x25519_key"] == "0x" + bytes(range(32)).hex()
+
+
+def test_reports_past_the_maximum_in_force_are_flagged(ctx: Ctx, tmp_path: Path) -> None:
+    over, no_dp, early = ctx.members[0], ctx.members[1], ctx.members[2]
+    _spend(early, 0, 0, 50.0)  # before any maximum: fine
+    ctx.admin.set_max_epsilon(8)
+    _spend(over, 0, 1, 7.5)
+    _spend(over, 1, 1, 9.25)
+    _spend(no_dp, 0, 0, None)  # no DP while a maximum is set
+    ctx.admin.set_max_epsilon(10)  # raising it later does not excuse epoch 1
+    _spend(over, 2, 1, 9.5)
+    ctx.admin.set_max_epsilon(None)
+    _spend(no_dp, 1, 0, None)  # no maximum any more
+    report = run_audit(ctx.admin)
+    flagged = [(f.check, f.subject, f.expected, f.actual) for f in report.findings]
+    assert flagged == [
+        ("privacy.max_epsilon", f"{over.sender_address} epoch 1", "epsilon <= 8", "9.25"),
+        ("privacy.max_epsilon", f"{no_dp.sender_address} epoch 0", "epsilon <= 8", "no DP"),
+    ]
+    assert report.members_over_max == [over.sender_address, no_dp.sender_address]
+    assert [h.max_epsilon for h in report.max_epsilon_history] == [8_000_000, 10_000_000, 0]
+    assert report.max_epsilon == 0 and not report.ok
+    write_audit(report, tmp_path)
+    with (tmp_path / "findings.csv").open() as f:
+        assert [r["check"] for r in csv.DictReader(f)] == ["privacy.max_epsilon"] * 2
+    with (tmp_path / "privacy.csv").open() as f:
+        assert [r["epsilon"] for r in csv.DictReader(f) if r["member"] == no_dp.sender_address] == [
+            "inf", "inf"
+        ]  # fmt: skip
+
+
+def test_a_decreasing_epsilon_is_flagged(ctx: Ctx) -> None:
+    m, other = ctx.members[3], ctx.members[4]
+    _spend(m, 0, 0, 2.0)
+    _spend(other, 0, 0, 5.0)  # another member's larger spend is no reference for m
+    _spend(m, 1, 0, 4.0)
+    _spend(m, 2, 0, 3.5)
+    _spend(m, 3, 0, None)  # no DP: infinite, not a decrease
+    _spend(m, 4, 0, 6.0)  # after no DP, any finite epsilon is a decrease
+    report = run_audit(ctx.admin)
+    assert [(f.check, f.subject, f.expected, f.actual) for f in report.findings] == [
+        (
+            "privacy.epsilon_decreased",
+            f"{m.sender_address} epoch 2",
+            "epsilon >= 4 (epoch 1)",
+            "3.5",
+        ),
+        (
+            "privacy.epsilon_decreased",
+            f"{m.sender_address} epoch 4",
+            "epsilon >= no DP (epoch 3)",
+            "6",
+        ),
+    ]
+
+
+def test_keys_and_maximum_are_checked_against_the_views(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = ctx.members[1]
+    m.set_x25519_key(b"\x01" * 32)
+    m.set_x25519_key(b"\x02" * 32)  # the events' last key is the one that counts
+    ctx.admin.set_max_epsilon(4)
+    assert run_audit(ctx.admin).ok
+    real_member, real_state = Ledger.member, Ledger.state
+
+    def other_key(self: Ledger, address: str):  # type: ignore[no-untyped-def]
+        info = real_member(self, address)
+        if info is not None and info.address == m.sender_address:
+            return dataclasses.replace(info, x25519_key=b"\x01" * 32)
+        return info
+
+    def other_max(self: Ledger):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(real_state(self), max_epsilon=5.0)
+
+    monkeypatch.setattr(Ledger, "member", other_key)
+    monkeypatch.setattr(Ledger, "state", other_max)
+    report = run_audit(ctx.admin)
+    assert sorted((f.check, f.subject, f.expected, f.actual) for f in report.findings) == [
+        ("member.x25519_key", m.sender_address, "0x" + "02" * 32, "0x" + "01" * 32),
+        ("state.max_epsilon", "contract", "4.0", "5.0"),
+    ]
+
+
+def test_a_key_cleared_by_registering_a_new_peer_id_is_replayed(ctx: Ctx) -> None:
+    m = ctx.members[4]
+    m.set_x25519_key(b"\x07" * 32)
+    ctx.admin.deactivate(m.sender_address)
+    ctx.admin.register(m.sender_address, "12D3KooWanothermachine", "hospital 5 moved")
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert {r.address: r.x25519_key for r in report.members}[m.sender_address] is None

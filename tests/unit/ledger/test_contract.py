@@ -11,8 +11,9 @@ from eth_utils import function_signature_to_4byte_selector
 from ledger.artifacts import load_artifact
 from ledger.commitments import decode_commitments, encode_commitments, round_range, round_topic
 from ledger.contract import DeployConfig, Ledger
-from ledger.errors import LedgerRevert
+from ledger.errors import LedgerError, LedgerRevert
 from ledger.events import Event, iter_logs
+from ledger.privacy import NO_PRIVACY, delta_to_fixed, epsilon_to_fixed
 from ledger.revert import ErrorDecoder
 from ledger.scores import encode_entries
 from ledger.testing import digest_of, peer_id
@@ -249,9 +250,9 @@ def test_batch_encoding_errors(ctx: Ctx) -> None:
         with raises_revert("BadCommitmentEncoding", length=len(bad)):
             m._transact("commitBatch", bad)
         with raises_revert("BadCommitmentEncoding", length=len(bad)):
-            m._transact("commitAndReport", bad, 0, encode_entries({0: SCORE}))
+            m._transact("commitAndReport", bad, 0, encode_entries({0: SCORE}), NO_PRIVACY, 0)
     with raises_revert("EmptyBatch"):
-        m._transact("commitAndReport", b"", 0, encode_entries({0: SCORE}))
+        m._transact("commitAndReport", b"", 0, encode_entries({0: SCORE}), NO_PRIVACY, 0)
     info = m.member(m.sender_address)
     assert info is not None and (info.next_round, info.next_epoch) == (0, 0)
     assert not m.committed(m.sender_address, 0)
@@ -267,16 +268,15 @@ def test_report_errors(ctx: Ctx) -> None:
         m.report_fixed(0, {0: SCORE, 1: SCORE})
     with raises_revert("UnknownSubject", subject=5, memberCount=5):
         m.report_fixed(0, {5: SCORE})
-    with raises_revert("BadReportEncoding", length=9):
-        m._transact("report", 0, b"\x00" * 9)
-    with raises_revert("BadReportEncoding", length=0):
-        m._transact("report", 0, b"")
+    for length in (9, 11, 1):
+        with raises_revert("BadReportEncoding", length=length):
+            m._transact("report", 0, b"\x00" * length, NO_PRIVACY, 0)
     unsorted = encode_entries({2: SCORE}) + encode_entries({1: SCORE})
     with raises_revert("SubjectsNotAscending", previous=2, subject=1):
-        m._transact("report", 0, unsorted)
+        m._transact("report", 0, unsorted, NO_PRIVACY, 0)
     twice = encode_entries({2: SCORE}) * 2
     with raises_revert("SubjectsNotAscending", previous=2, subject=2):
-        m._transact("report", 0, twice)
+        m._transact("report", 0, twice, NO_PRIVACY, 0)
     m.report_fixed(1, {1: SCORE})
     with raises_revert("AlreadyReported", member=me, epoch=1):
         m.report_fixed(1, {2: SCORE})
@@ -300,6 +300,132 @@ def test_commit_and_report_in_one_transaction(ctx: Ctx) -> None:
     with raises_revert("AlreadyReported", epoch=0):
         m.commit_and_report([Commitment(2, digest_of("2"), 9)], 0, {0: SCORE})
     assert not m.committed(m.sender_address, 2)
+
+
+# ----- privacy: X25519 keys, the maximum epsilon, the spend with each report -----------------
+
+KEY_A, KEY_B = bytes(range(32)), bytes(range(100, 132))
+
+
+def _privacy_events(ledger: Ledger, tx_hash: str) -> list[Event]:
+    logs = ledger.chain.w3.eth.get_transaction_receipt(tx_hash)["logs"]  # type: ignore[arg-type]
+    return [
+        e for e in map(ledger.events.decode, logs) if e is not None and e.name == "PrivacySpent"
+    ]
+
+
+def test_members_set_and_rotate_their_own_x25519_key(ctx: Ctx) -> None:
+    m = ctx.members[1]
+    assert m.member(m.sender_address).x25519_key is None  # type: ignore[union-attr]
+    result = m.set_x25519_key(KEY_A)
+    logs = m.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
+    (event,) = [m.events.decode(log) for log in logs]
+    assert event is not None and event.name == "X25519KeySet"
+    assert event.args == {"member": m.sender_address, "key": KEY_A}
+    m.set_x25519_key(KEY_B)  # rotation, any time
+    keys = {info.address: info.x25519_key for info in ctx.admin.members()}
+    assert keys[m.sender_address] == KEY_B
+    assert all(key is None for address, key in keys.items() if address != m.sender_address)
+
+
+def test_x25519_key_errors(ctx: Ctx) -> None:
+    who = ctx.outsider.sender_address
+    with raises_revert("NotMember", account=who):
+        ctx.outsider.set_x25519_key(KEY_A)
+    with raises_revert("BadX25519Key", key=bytes(32)):
+        ctx.members[0].set_x25519_key(bytes(32))
+    gone = ctx.members[2]
+    ctx.admin.deactivate(gone.sender_address)
+    with raises_revert("MemberInactive", member=gone.sender_address):
+        gone.set_x25519_key(KEY_A)
+    with pytest.raises(LedgerError, match="32 raw bytes, got 31"):
+        ctx.members[0].set_x25519_key(KEY_A[:31])
+
+
+def test_reregistering_under_a_new_peer_id_clears_the_key(ctx: Ctx) -> None:
+    same, moved = ctx.members[0], ctx.members[1]
+    for m in (same, moved):
+        m.set_x25519_key(KEY_A)
+        ctx.admin.deactivate(m.sender_address)
+    ctx.admin.register(same.sender_address, peer_id(1), "same node back")
+    ctx.admin.register(moved.sender_address, "12D3KooWnewmachine", "a new node")
+    assert ctx.admin.member(same.sender_address).x25519_key == KEY_A  # type: ignore[union-attr]
+    assert ctx.admin.member(moved.sender_address).x25519_key is None  # type: ignore[union-attr]
+
+
+def test_max_epsilon_is_admin_only_and_can_be_cleared(ctx: Ctx) -> None:
+    assert ctx.admin.state().max_epsilon is None
+    with raises_revert("NotAdmin", caller=ctx.addresses[0]):
+        ctx.members[0].set_max_epsilon(8)
+    result = ctx.admin.set_max_epsilon(8.5)
+    assert ctx.admin.state().max_epsilon == 8.5
+    logs = ctx.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
+    event = ctx.admin.events.decode(logs[0])
+    assert event is not None and event.name == "MaxEpsilonChanged"
+    assert event.args == {"maxEpsilon": 8_500_000, "by": ctx.admin.sender_address}
+    ctx.admin.set_max_epsilon(None)
+    assert ctx.admin.state().max_epsilon is None
+    for bad in (0, float("inf"), -1.0):
+        with pytest.raises(LedgerError):
+            ctx.admin.set_max_epsilon(bad)
+
+
+def test_report_logs_the_privacy_spend(ctx: Ctx) -> None:
+    m = ctx.members[0]
+    result = m.report(0, {peer_id(2): 0.5}, epsilon=2.25, delta=1e-5)
+    (spent,) = _privacy_events(m, result.tx_hash)
+    assert spent.args == {
+        "epoch": 0,
+        "member": m.sender_address,
+        "epsilon": 2_250_000,
+        "delta": 10**13,
+    }
+    no_dp = m.report_fixed(1, {1: SCORE})  # the default: trains without DP
+    (spent,) = _privacy_events(m, no_dp.tx_hash)
+    assert (spent.args["epsilon"], spent.args["delta"]) == (NO_PRIVACY, 0)
+    assert [(p.epoch, p.epsilon, p.delta) for p in m.privacy_spent(m.sender_address)] == [
+        (0, 2_250_000, 10**13),
+        (1, NO_PRIVACY, 0),
+    ]
+    assert m.privacy_spent(ctx.addresses[1]) == []
+    with pytest.raises(LedgerError, match="fixed epsilon"):
+        m.report_fixed(2, {1: SCORE}, 2.5, 0)  # type: ignore[arg-type]  # a float by mistake
+
+
+def test_a_report_may_carry_no_scores(ctx: Ctx) -> None:
+    """A member whose neighbours never arrived still reports its spend; finalize takes the
+    empty report back like any other."""
+    ctx.members[0].report_fixed(0, {1: SCORE, 2: SCORE})
+    ctx.members[3].report_fixed(0, {1: 3 * SCORE, 2: SCORE})
+    empty = ctx.members[4].report(0, {}, epsilon=1.0)
+    (spent,) = _privacy_events(ctx.admin, empty.tx_hash)
+    assert spent.args["epsilon"] == 1_000_000
+    info = ctx.admin.member(ctx.addresses[4])
+    assert info is not None and info.next_epoch == 1
+    assert [r.entries for r in ctx.admin.reports(0)] == [
+        encode_entries({1: SCORE, 2: SCORE}),
+        encode_entries({1: 3 * SCORE, 2: SCORE}),
+        b"",
+    ]
+    with raises_revert("AlreadyReported", epoch=0):
+        ctx.members[4].report(0, {}, epsilon=1.0)
+    close_epoch(ctx, 0)
+    ctx.admin.finalize(0)
+    assert ctx.admin.epoch_result(0).finalized
+
+
+def test_commit_and_report_logs_the_privacy_spend(ctx: Ctx) -> None:
+    m = ctx.members[3]
+    eps, delta = epsilon_to_fixed(7.125), delta_to_fixed(1e-6)
+    items = [Commitment(r, digest_of(f"p{r}"), 3) for r in (0, 1)]
+    result = m.commit_and_report(items, 0, {0: SCORE}, eps, delta)
+    (spent,) = _privacy_events(m, result.tx_hash)
+    assert spent.args == {"epoch": 0, "member": m.sender_address, "epsilon": eps, "delta": delta}
+    nothing = m.commit_and_report([Commitment(2, digest_of("p2"), 3)], 1, {}, eps + 1, delta)
+    (spent,) = _privacy_events(m, nothing.tx_hash)
+    assert (spent.args["epoch"], spent.args["epsilon"]) == (1, eps + 1)
+    info = m.member(m.sender_address)
+    assert info is not None and (info.next_round, info.next_epoch) == (3, 2)
 
 
 # ----- finalization -------------------------------------------------------------------------

@@ -3,7 +3,9 @@ that is down, permanent rejections, and the worker thread."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,9 @@ import pytest
 
 from ledger.backends.rpc import connect_rpc
 from ledger.contract import Ledger
-from ledger.outbox import Outbox
+from ledger.outbox import SCHEMA, Outbox
+from ledger.privacy import NO_PRIVACY, PrivacyError
+from ledger.scores import encode_entries
 from ledger.testing import digest_of, peer_id
 from tests.unit.ledger.support import Ctx
 
@@ -35,6 +39,55 @@ def test_commits_and_report_go_out_as_one_transaction(ctx: Ctx, tmp_path: Path) 
     assert info is not None and info.next_epoch == 1
     assert {i.status for i in box.items()} == {"done"}
     assert box.flush().sent == 0  # nothing left
+
+
+def _spends(ledger: Ledger) -> list[tuple[int, int, int]]:
+    return [(p.epoch, p.epsilon, p.delta) for p in ledger.privacy_spent(ledger.sender_address)]
+
+
+def test_reports_carry_the_privacy_spend(ctx: Ctx, tmp_path: Path) -> None:
+    """Alone (report) and after commitments (commitAndReport), and with no scores at all."""
+    member = ctx.members[0]
+    box = Outbox(tmp_path / "outbox.db", member)
+    box.enqueue_report(0, {peer_id(2): 1.0}, epsilon=1.5, delta=1e-5)
+    box.enqueue_commit(0, digest_of("c0"), 10)
+    box.enqueue_report(1, {}, epsilon=2.75, delta=1e-5)  # no neighbour arrived
+    box.enqueue_report(2, {peer_id(3): 0.5})  # no DP
+    stored = [(i.args["epsilon"], i.args["delta"]) for i in box.items() if i.kind == "report"]
+    assert stored == [(1_500_000, 10**13), (2_750_000, 10**13), (NO_PRIVACY, 0)]
+    result = box.flush()
+    assert (result.sent, result.failed, len(result.tx_hashes)) == (4, 0, 3)
+    assert _spends(member) == [(0, 1_500_000, 10**13), (1, 2_750_000, 10**13), (2, NO_PRIVACY, 0)]
+    assert [r.entries for r in member.reports(1)] == [b""]
+
+
+def test_a_report_queued_before_privacy_still_sends(ctx: Ctx, tmp_path: Path) -> None:
+    """A row from an older outbox file (no epsilon, no delta) goes out as a no-DP report, and
+    once only."""
+    member = ctx.members[1]
+    db = tmp_path / "outbox.db"
+    with sqlite3.connect(db) as old:
+        old.executescript(SCHEMA)
+        old.execute(
+            "INSERT INTO writes (kind, args, dedup_key, created_at, updated_at)"
+            " VALUES ('report', ?, 'report:0', 0, 0)",
+            (json.dumps({"epoch": 0, "scores": {peer_id(1): 2_000_000}}),),
+        )
+    box = Outbox(db, member)
+    assert box.flush().sent == 1
+    assert _spends(member) == [(0, NO_PRIVACY, 0)]
+    assert member.reports(0)[0].entries == encode_entries({0: 2_000_000})
+    box.retry_failed()
+    assert box.flush().sent == 0 and box.items()[0].outcome == "sent"
+
+
+def test_enqueue_rejects_a_spend_the_chain_cannot_take(ctx: Ctx, tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", ctx.members[0])
+    with pytest.raises(PrivacyError, match="negative"):
+        box.enqueue_report(0, {peer_id(2): 1.0}, epsilon=-1.0)
+    with pytest.raises(PrivacyError, match="above 1"):
+        box.enqueue_report(0, {peer_id(2): 1.0}, epsilon=1.0, delta=2.0)
+    assert box.pending_count() == 0
 
 
 def test_enqueue_is_idempotent_per_round_and_epoch(ctx: Ctx, tmp_path: Path) -> None:
