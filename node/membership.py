@@ -85,6 +85,21 @@ class Membership:
         self.x25519_keys = {m.peer_id: m.x25519_key for m in active if m.x25519_key is not None}
         self.max_epsilon = max_epsilon
 
+    def ensure_x25519_key(self, public: bytes) -> None:
+        """Register this node's X25519 public key on chain unless it is there already (a new
+        node, or a rotated key file): the other members find it in the registry. One
+        transaction, sent at once (the secure sums need it before the first round)."""
+        if self.x25519_keys.get(self.peer_id) == public:
+            return
+        try:
+            self._reader.set_x25519_key(public)
+        except LedgerError as exc:
+            raise MembershipError(
+                f"cannot register this node's X25519 key in contract {self.section.contract}: "
+                f"{exc}"
+            ) from exc
+        self.refresh()
+
     def allows(self, peer_id: str) -> bool:
         return peer_id in self.active_peers
 

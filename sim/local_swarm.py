@@ -94,11 +94,12 @@ def init_swarm(
     consortium = None
     if ledger is not None:
         members = dict(zip(names, peer_ids, strict=True))
+        keys = {name: masking_keys[peer] for name, peer in members.items()}
         if chain is None:
             with open_chain(folder) as anvil:
-                consortium = create_consortium(anvil, folder, members, ledger)
+                consortium = create_consortium(anvil, folder, members, ledger, keys)
         else:
-            consortium = create_consortium(chain, folder, members, ledger)
+            consortium = create_consortium(chain, folder, members, ledger, keys)
     configs = []
     for i, name in enumerate(names):
         node_dir = folder / "nodes" / name

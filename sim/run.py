@@ -156,6 +156,7 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         rounds_per_epoch=scenario.chain.rounds_per_epoch,
         reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
         pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
+        max_epsilon=scenario.chain.max_epsilon,
     )
     if scenario.backend == "docker":
         wall, settled = run_in_docker(folder, scenario, plan, console, set_up, chain_plan)
