@@ -232,6 +232,27 @@ def test_calibrated_noise_spends_the_target_over_the_rounds(
     assert ours.spent() == pytest.approx(library, rel=1e-12)
 
 
+def test_a_restarted_node_resumes_its_budget_exactly():
+    section = PrivacySection(target_epsilon=3.0, delta=1e-5)
+    shape = {"n_train": 32, "batch_size": 32, "epochs": 4, "rounds": 6}
+    plan = plan_privacy(section, **shape)
+    uninterrupted = PrivacyAccountant.for_plan(plan)
+    resumed = PrivacyAccountant.for_plan(plan)
+    for _ in range(2):
+        uninterrupted.record_round(plan)
+        resumed.record_round(plan)
+    saved = json.dumps(resumed.to_state())
+    # The restarted process plans again from the same config and data, and loads the state.
+    replanned = plan_privacy(section, **shape)
+    assert replanned == plan
+    resumed = PrivacyAccountant.from_state(json.loads(saved))
+    while resumed.can_afford(replanned):
+        resumed.record_round(replanned)
+        uninterrupted.record_round(plan)
+    assert resumed.history == uninterrupted.history == ((plan.noise_multiplier, 1.0, 24),)
+    assert resumed.spent() == uninterrupted.spent() <= 3.0
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_a_budget_for_k_rounds_affords_exactly_k(k):
     noise, n, batch = 1.3, 400, 40
