@@ -153,8 +153,9 @@ def _delta(given: float | None, n_train: int) -> float:
         raise PrivacyConfigError(
             f"privacy.delta = {given} is not below 1/n = 1/{n_train} = {1.0 / n_train:.4g} "
             f"(n = this node's training records): a delta that large allows leaking a whole "
-            f"record outright; leave privacy.delta unset for the default 1/(10 n) = "
-            f"{default:.4g}, or set one well below 1/n"
+            f"record outright (publishing one random record in full meets delta = 1/n); leave "
+            f"privacy.delta unset for the default 1/(10 n) = {default:.4g}, or set one well "
+            "below 1/n"
         )
     return given
 
@@ -196,6 +197,7 @@ class PrivacyAccountant:
 
     Its history holds one ``(noise_multiplier, sample_rate, steps)`` entry per run of rounds
     with the same noise and sample rate (a round merges into the last entry when they match).
+    One thread at a time: computing `after_round` briefly swaps the Opacus accountant's history.
     """
 
     def __init__(self, accountant: AccountantName, delta: float) -> None:
@@ -306,6 +308,7 @@ def _history_entry(entry: Any) -> tuple[float, float, int]:
         isinstance(noise, float | int)
         and isinstance(rate, float | int)
         and isinstance(steps, int)
+        and not isinstance(steps, bool)
         and math.isfinite(noise)
         and noise > 0
         and 0 < rate <= 1

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _plan(noise: float, q: float, steps: int, **changes: object) -> DPPlan:
+def _plan(noise: float, q: float, steps: int, **changes: Any) -> DPPlan:
     """A plan for the accountant alone (its data shape is not consulted there)."""
     base = DPPlan(
         noise_multiplier=noise,
@@ -52,7 +53,7 @@ def _plan(noise: float, q: float, steps: int, **changes: object) -> DPPlan:
         epochs=1,
         rounds=10,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 def _library_epsilon(
@@ -164,6 +165,7 @@ def test_a_plan_at_another_delta_or_accountant_is_refused():
         {"accountant": "rdp", "delta": 1e-5, "history": [[-1.0, 0.1, 3]]},
         {"accountant": "rdp", "delta": 1e-5, "history": [[1.0, 1.5, 3]]},
         {"accountant": "rdp", "delta": 1e-5, "history": [[1.0, 0.1, 2.5]]},
+        {"accountant": "rdp", "delta": 1e-5, "history": [[1.0, 0.1, True]]},
         {"accountant": "gdp", "delta": 1e-5, "history": [[1.0, 0.1, 2], [2.0, 0.1, 2]]},
     ],
 )
@@ -368,8 +370,8 @@ def test_the_config_file_reports_a_dp_setting_without_dp(tmp_path):
 # -- one private round -------------------------------------------------------------------------
 
 
-def _settings_for(plan: DPPlan, **changes: object) -> TrainSettings:
-    return TrainSettings(epochs=plan.epochs, batch_size=plan.batch_size, **changes)  # type: ignore[arg-type]
+def _settings_for(plan: DPPlan, **changes: Any) -> TrainSettings:
+    return TrainSettings(epochs=plan.epochs, batch_size=plan.batch_size, **changes)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
