@@ -280,6 +280,20 @@ class PrivacySection(_Section):
         """Whether DP-SGD is on."""
         return self.target_epsilon is not None or self.noise_multiplier is not None
 
+    @model_validator(mode="after")
+    def _dp_keys_need_dp(self) -> Self:
+        # A DP setting without DP-SGD on would be silently ignored: the node would train
+        # without the privacy its operator thinks they configured.
+        given = sorted({"delta", "max_grad_norm", "accountant"} & self.model_fields_set)
+        if given and not self.dp:
+            keys = ", ".join(f"privacy.{key} = {getattr(self, key)!r}" for key in given)
+            raise ValueError(
+                f"{keys} {'is' if len(given) == 1 else 'are'} set but DP-SGD is off: set "
+                "privacy.target_epsilon or privacy.noise_multiplier to turn it on, or remove "
+                "the DP setting"
+            )
+        return self
+
 
 class NodeConfig(_Section):
     source: Path = Field(exclude=True)
