@@ -264,6 +264,11 @@ class PrivacySection(_Section):
     )
     max_grad_norm: PositiveFloat = Field(1.0, description="Per-record gradient clipping norm.")
     accountant: Literal["rdp", "prv", "gdp"] = Field("rdp", description="Opacus accountant.")
+    seeded_noise: bool = Field(
+        False,
+        description="Simulation only: DP-SGD's batches and noise from training.seed, so runs "
+        "repeat. Whoever knows the seed can take the noise back out: never in production.",
+    )
     secure_aggregation: bool = Field(
         False, description="Neighbours learn only the weighted sum of the models they merge."
     )

@@ -95,8 +95,7 @@ class Membership:
             self._reader.set_x25519_key(public)
         except LedgerError as exc:
             raise MembershipError(
-                f"cannot register this node's X25519 key in contract {self.section.contract}: "
-                f"{exc}"
+                f"cannot register this node's X25519 key in contract {self.section.contract}: {exc}"
             ) from exc
         self.refresh()
 

@@ -442,7 +442,9 @@ class NodeRunner:
             if private is None:
                 loss = await run.training.run(train_local, *args)
             else:
-                loss = await run.training.run(train_private, *args[:4], private.plan, seed)
+                # The noise must be secret: unless simulating, it is drawn from the OS.
+                secret = seed if self.cfg.privacy.seeded_noise else None
+                loss = await run.training.run(train_private, *args[:4], private.plan, secret)
                 private.accountant.record_round(private.plan)
         else:  # a simulated free rider: publishes without training
             mode, std = adversary.mode, adversary.noise_std

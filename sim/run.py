@@ -264,8 +264,10 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
             plan.faults.append(f"partition {groups} in rounds {span[0]}-{span[1]}")
             plan.fault_windows.append({"label": "partition", "from": span[0], "to": span[1]})
     if scenario.privacy is not None:
+        # A simulation repeats with its seed, DP-SGD's noise too (never so in production).
+        seeded = {"privacy.seeded_noise": True} if scenario.privacy.dp else {}
         for n in private_nodes(scenario, list(plan.files)):
-            plan.settings.setdefault(n, {}).update(scenario.privacy.node_settings())
+            plan.settings.setdefault(n, {}).update({**scenario.privacy.node_settings(), **seeded})
     plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
     return plan
 

@@ -117,3 +117,29 @@ def bench_sim_one(
     from medswarm.bench.sim import run_one
 
     run_one(scenario, run_dir, out_json)
+
+
+@app.command("privacy")
+def bench_privacy(
+    json_out: JsonOut = Path("bench-privacy.json"),
+    epsilons: Annotated[
+        str, typer.Option(help="Comma-separated epsilons; none = DP-SGD off.")
+    ] = "none,1,3,8",
+    neighbours: Annotated[
+        str, typer.Option(help="Comma-separated neighbour counts for secure aggregation.")
+    ] = "4,8,16",
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds of the DP runs (default: the scenario's).")
+    ] = None,
+    secure_rounds: Annotated[int, typer.Option(help="Rounds of each secure-aggregation run.")] = 10,
+) -> None:
+    """Differential privacy (accuracy, AUC, membership-inference AUC, training time by epsilon)
+    and secure aggregation (error, round time and bytes by neighbour count)."""
+    from medswarm.bench.privacy import run_privacy_bench
+
+    try:
+        eps = [None if e.strip() == "none" else float(e) for e in epsilons.split(",")]
+        counts = [int(k) for k in neighbours.split(",")]
+    except ValueError as exc:
+        raise fail(f"--epsilons / --neighbours: {exc}") from None
+    write_json(json_out, run_privacy_bench(console, eps, counts, rounds, secure_rounds))

@@ -86,7 +86,7 @@ def test_unregistered_peer_is_refused_and_a_deactivated_member_is_dropped(tmp_pa
     with open_chain(swarm) as chain:
         procs = {}
         for name, cfg in configs.items():
-            overrides: dict = {"ledger.chain": chain.url, "swarm.scaling_rounds": 5}
+            overrides: dict = {"ledger.chain": chain.url}
             if name == "a":
                 rogue = f"/ip4/127.0.0.1/tcp/{rogue_port}/p2p/{rogue_id}"
                 overrides["node.neighbours"] = [*cfg.node.neighbours, rogue]

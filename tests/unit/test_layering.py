@@ -31,6 +31,8 @@ PURE_NODE_MODULES = [
     "contribution",
     "adversary",
     "params",
+    "privacy",
+    "privacy_audit",
 ]
 NETWORK = {"trio", "libp2p", "multiaddr", "gossip", "ledger", "web3"}
 # What the simulator may use of a node: its config, init and the public data/baseline API.
@@ -43,6 +45,7 @@ SIM_MAY_USE = {
     "node.errors",
     "node.runner",  # NodeRunner is `node run`'s entry point; the inproc backend calls it
     "node.offload",  # the FedAvg baseline's clients run training as the nodes do
+    "node.privacy_audit",  # the privacy audit attacks what a node published, as a neighbour
 }
 
 
