@@ -12,10 +12,12 @@ import trio
 from gossip import wire
 from gossip.exchange import TrafficCounters
 from gossip.identity import create_key_file, peer_id_of
+from node.checkpoint import load_checkpoint
 from node.config import load_config
 from node.init import init_node
 from node.metrics import read_records
 from node.params import Neighbour, Params, model_params
+from node.privacy import PrivacyAccountant
 from node.runner import NodeRunner
 from node.scaling import Scaler, local_stats
 
@@ -26,6 +28,7 @@ STEPS = ("_local_update", "_gather", "_score", "_combine", "_record")
 class FakeStore:
     def __init__(self) -> None:
         self.published: list[wire.Snapshot] = []
+        self.retired: set[str] = set()
 
     async def publish(self, snapshot: wire.Snapshot) -> None:
         self.published.append(snapshot)
@@ -132,3 +135,43 @@ def assert_same(a: Params, b: Params) -> None:
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_private_rounds_spend_the_budget_then_stop_publishing(tmp_path):
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
+        [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
+    )  # fmt: skip
+    # A budget the noise pays for two rounds of the planned five, no more.
+    settings = ["node.fsync=false", "swarm.rounds=5", "privacy.noise_multiplier=1.0",
+                "privacy.seeded_noise=true"]  # fmt: skip
+    probe = NodeRunner(load_config(path, settings))
+    probe.out.mkdir(parents=True)
+    probe.membership = None
+    split = probe._load_data()
+    probe.samples = len(split.train_y)
+    scaler = Scaler.from_stats(local_stats(split.train_x))
+    plan = probe._start(split, scaler, None).privacy.plan  # type: ignore[union-attr]
+    accountant = PrivacyAccountant.for_plan(plan)
+    accountant.record_round(plan)
+    accountant.record_round(plan)
+    budget = accountant.spent() + 1e-9
+    runner = NodeRunner(load_config(path, [*settings, f"privacy.target_epsilon={budget}"]))
+    runner.membership = None
+    runner.samples = probe.samples
+    run = runner._start(split, scaler, None)
+    runner.exchange = FakeExchange({p: run.initial for p in peers})
+
+    records = [trio.run(runner._round, run, r) for r in (1, 2, 3, 4)]
+
+    spent = [r["privacy"]["epsilon"] for r in records]
+    assert spent[0] < spent[1] == spent[2] == spent[3] == pytest.approx(budget, abs=1e-6)
+    assert [r["privacy"]["retired_at"] for r in records] == [None, None, 3, 3]
+    assert [r["train_loss"] is None for r in records] == [False, False, True, True]
+    assert runner.exchange.store.retired == {"params"}  # neighbours are told "gone" at once
+    assert [s.round for s in runner.exchange.store.published] == [1, 2]  # nothing new after
+    state = load_checkpoint(runner.out / "checkpoint").state  # type: ignore[union-attr]
+    assert state["retired_at"] == 3
+    assert PrivacyAccountant.from_state(state["privacy"]).spent() == pytest.approx(spent[-1])
