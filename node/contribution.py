@@ -494,8 +494,12 @@ def _orthogonal_part(basis: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 def _cone_residual(y: np.ndarray, basis: np.ndarray) -> float:
     """min over w >= 0 of ||y - basis @ w|| (Lawson-Hanson non-negative least squares)."""
-    lengths = np.linalg.norm(basis, axis=0)
-    basis = basis[:, lengths > 0] / lengths[lengths > 0]  # the cone ignores column scale
+    # The cone ignores column scale. Scaled by the largest entry first: the norm of a column
+    # of tiny (subnormal) values underflows to 0 otherwise, and a direction would be lost.
+    peaks = np.abs(basis).max(axis=0)
+    kept = peaks > 0
+    basis = basis[:, kept] / peaks[kept]
+    basis = basis / np.linalg.norm(basis, axis=0)
     m = basis.shape[1]
     w = np.zeros(m)
     active = np.zeros(m, dtype=bool)  # the coefficients free to be positive

@@ -55,7 +55,7 @@ def test_the_run_without_dp_keeps_the_audit_and_drops_dp_and_the_maximum(tmp_pat
             '\n[chain]\nbackend = "anvil"\n[privacy]\nsecure_aggregation = true\n',
             r"privacy.secure_aggregation: with a chain \(contribution scoring\) needs DP-SGD",
         ),
-        ('\n[chain]\nmax_epsilon = 3.0\n', r"chain.max_epsilon: needs a \[privacy\] section"),
+        ("\n[chain]\nmax_epsilon = 3.0\n", r"chain.max_epsilon: needs a \[privacy\] section"),
         (
             '\n[chain]\nmax_epsilon = 3.0\n[privacy]\ntarget_epsilon = 3.0\nnodes = ["va"]\n',
             r"chain.max_epsilon: needs DP-SGD on every node",

@@ -39,7 +39,9 @@ def test_the_privacy_section_shows_budgets_attacks_and_the_run_without_dp(tmp_pa
     write_report(tmp_path, private_summary(True), PER_NODE, CONSENSUS)
     md = (tmp_path / "report.md").read_text()
     assert "## Privacy" in md
-    assert "| va | 4.50 (spent at round 7) | 1.0e-05 | 0.750 | 0.530 | 0.500 | 0.790 | 0.610 |" in md
+    assert (
+        "| va | 4.50 (spent at round 7) | 1.0e-05 | 0.750 | 0.530 | 0.500 | 0.790 | 0.610 |" in md
+    )
     assert "| mean |  |  | 0.750 | 0.520 | 0.500 | 0.790 | 0.610 | 0.660 |" in md
     assert "an upper bound" in md  # secure aggregation: a real neighbour saw only sums
     assert "| epsilon |" in md.split("## Privacy")[0]  # the hospitals table has the budget
@@ -52,4 +54,6 @@ def test_no_privacy_section_without_a_privacy_scenario(tmp_path):
 
 def test_the_terminal_says_the_attack_auc_with_and_without_dp():
     lines = [x for x in console_summary(private_summary(True)) if isinstance(x, str)]
-    assert any("attack AUC 0.520" in x and "without DP-SGD 0.610, accuracy 0.790" in x for x in lines)
+    assert any(
+        "attack AUC 0.520" in x and "without DP-SGD 0.610, accuracy 0.790" in x for x in lines
+    )
