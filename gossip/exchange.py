@@ -163,11 +163,11 @@ class ParamExchange:
                 with trio.move_on_after(self.io_timeout):  # say why, then hang up
                     await stream.write(wire.encode_status("refused"))
                 return
-            kind = wire.request_kind(body, peer)
-            if kind in self.handlers:
-                await self._answer_other(stream, peer, kind, body)
+            request = wire.unpack_map(body, "request", peer)
+            if request.get("kind") in self.handlers:
+                await self._answer_other(stream, peer, request)
             else:
-                await self._answer(stream, peer, *wire.decode_request(body, peer))
+                await self._answer(stream, peer, *wire.request_fields(request, peer))
             wait_for_request = IDLE_STREAM_SECONDS
 
     async def _answer(
@@ -195,8 +195,8 @@ class ParamExchange:
         if kind == "params":
             self.counters.served[peer] = max(self.counters.served.get(peer, -1), found.round)
 
-    async def _answer_other(self, stream: INetStream, peer: str, kind: str, body: bytes) -> None:
-        parts = await self.handlers[kind](peer, wire.unpack_map(body, "request", peer))
+    async def _answer_other(self, stream: INetStream, peer: str, request: dict[str, Any]) -> None:
+        parts = await self.handlers[request["kind"]](peer, request)
         with trio.fail_after(self.io_timeout):
             await stream.write(b"".join(parts))
         self.counters.bytes_sent += sum(map(len, parts))

@@ -148,7 +148,8 @@ class SecAggMember:
         self._offers: dict[int, _Offer] = {}
         self._holdings: dict[tuple[str, int], _Holding] = {}
         self._offered = trio.Condition()
-        self.served: dict[str, int] = {}  # per aggregator, the newest round it unmasked with us
+        self.served: dict[str, int] = {}  # per aggregator, the newest round we masked for it
+        self.last_request = 0.0  # trio time of the last request answered
         self.retired: str | None = None  # why this node masks no new models, once it stops
 
     async def offer(self, round_: int, flat: np.ndarray, samples: int, degree: int) -> None:
@@ -163,6 +164,7 @@ class SecAggMember:
 
     async def handle(self, aggregator: str, msg: dict[str, Any]) -> list[bytes]:
         """Answer one request of `aggregator` (the authenticated peer): the frames to send."""
+        self.last_request = trio.current_time()
         try:
             op, round_, users = _common_fields(msg)
             if op == "masked":
@@ -210,6 +212,7 @@ class SecAggMember:
             return [wire.frame({"v": wire.WIRE_VERSION, "status": "not_ready"})]
         answer = self._mask(aggregator, round_, users, threshold, offer, samples, degree)
         self._holdings[(aggregator, round_)] = _Holding(users, threshold, answer)
+        self.served[aggregator] = max(self.served.get(aggregator, -1), round_)
         return answer
 
     async def _wait_for(self, round_: int, wait: float) -> _Offer | None:
@@ -315,7 +318,6 @@ class SecAggMember:
                 bad[owner] = f"share of {owner}'s self-mask for {self.me}: {exc}"
                 continue
             holding.shares_revealed.add(owner)
-        self.served[aggregator] = max(self.served.get(aggregator, -1), round_)
         reply = {"v": wire.WIRE_VERSION, "status": "ok", "op": "unmask", "shares": shares}
         return wire.frame({**reply, "bad": bad})
 
@@ -549,9 +551,17 @@ async def _unmask(
             shares[owner].append(share)
         bad.extend(refused)
 
-    async with trio.open_nursery() as nursery:
-        for holder in survivors:
-            nursery.start_soon(ask, holder)
+    # t + 1 holders give every survivor t shares of its self-mask (no holder holds its own);
+    # the rest are asked only if some of those do not answer. Who goes first rotates.
+    start = agg.round % len(survivors)
+    queue = survivors[start:] + survivors[:start]
+    first, rest = queue[: agg.threshold + 1], queue[agg.threshold + 1 :]
+    for holders in (first, rest):
+        async with trio.open_nursery() as nursery:
+            for holder in holders:
+                nursery.start_soon(ask, holder)
+        if all(len(shares[o]) >= agg.threshold for o in survivors):
+            break
     seeds = {}
     for owner in survivors:
         try:

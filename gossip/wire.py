@@ -99,7 +99,11 @@ def encode_request(kind: str, round_: int, wait: float) -> bytes:
 
 
 def decode_request(body: bytes, peer: str) -> tuple[str, int, float]:
-    msg = unpack_map(body, "request", peer)
+    return request_fields(unpack_map(body, "request", peer), peer)
+
+
+def request_fields(msg: dict[str, Any], peer: str) -> tuple[str, int, float]:
+    """(kind, round, wait) of a parameter request, checked."""
     kind, round_, wait = msg.get("kind"), msg.get("round"), msg.get("wait")
     if (
         msg.get("v") != WIRE_VERSION
@@ -110,11 +114,6 @@ def decode_request(body: bytes, peer: str) -> tuple[str, int, float]:
     ):
         raise PeerMessageError(peer, "schema", f"malformed request {msg!r}")
     return kind, round_, wait
-
-
-def request_kind(body: bytes, peer: str) -> Any:
-    """The `kind` a request names (its fields are checked by whoever handles that kind)."""
-    return unpack_map(body, "request", peer).get("kind")
 
 
 def encode_status(status: str) -> bytes:

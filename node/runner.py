@@ -63,6 +63,7 @@ from node.training import TrainSettings, evaluate, train_local, training_seed
 log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
+QUIET_SECONDS = 1.0  # after the last round: no secure-aggregation request for this long
 
 
 PublishTransform = Callable[[Params], Params]
@@ -679,10 +680,13 @@ class NodeRunner:
         """Keep serving the final round until every partner took it, or the linger time ends."""
         final = self.cfg.swarm.rounds
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
-        # Under secure aggregation a partner is done with us once it unmasked its final sum.
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
+                await trio.sleep(0.1)
+            # Under secure aggregation a partner that has our masked model may still ask for
+            # seeds or shares: done once none has asked anything for a moment.
+            while self.secagg and trio.current_time() - self.secagg.last_request < QUIET_SECONDS:
                 await trio.sleep(0.1)
 
     # -- metrics file -----------------------------------------------------------------------

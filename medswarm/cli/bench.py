@@ -131,7 +131,7 @@ def bench_privacy(
     rounds: Annotated[
         int | None, typer.Option(help="Rounds of the DP runs (default: the scenario's).")
     ] = None,
-    secure_rounds: Annotated[int, typer.Option(help="Rounds of each secure-aggregation run.")] = 10,
+    secure_rounds: Annotated[int, typer.Option(help="Rounds of each secure-aggregation run.")] = 30,
 ) -> None:
     """Differential privacy (accuracy, AUC, membership-inference AUC, training time by epsilon)
     and secure aggregation (error, round time and bytes by neighbour count)."""

@@ -3,6 +3,7 @@ what a masked model (or colluders short of the threshold) can tell about the mod
 
 import numpy as np
 import pytest
+import shamirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -177,3 +178,19 @@ def test_colluders_short_of_the_threshold_learn_nothing_more():
         np.abs(MODEL_RING.decode(masking.unmask_pairs(MODEL_RING, unmasked, others)) - x).max()
         < 1e-8
     )
+
+
+@settings(max_examples=30, deadline=None)
+@given(holders=st.integers(2, 20), data=st.data())
+def test_combining_rebuilds_what_shamirs_interpolation_rebuilds(holders, data):
+    """The cached Lagrange weights give `shamirs.interpolate`'s value for any share subset."""
+    threshold = data.draw(st.integers(2, holders))
+    shares = data.draw(
+        st.permutations(masking.split_secret(masking.new_secret(), threshold, holders))
+    )
+    chosen = sorted(shares[:threshold])
+    points = [
+        shamirs.share(s[0], int.from_bytes(s[1:], "big"), masking.SHARE_PRIME) for s in chosen
+    ]
+    expected = shamirs.interpolate(points, modulus=masking.SHARE_PRIME, threshold=threshold)
+    assert masking.combine_shares(chosen, threshold) == int(expected).to_bytes(16, "big")
