@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import warnings
 import secrets
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
