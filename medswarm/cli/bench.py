@@ -132,14 +132,15 @@ def bench_privacy(
         int | None, typer.Option(help="Rounds of the DP runs (default: the scenario's).")
     ] = None,
     secure_rounds: Annotated[int, typer.Option(help="Rounds of each secure-aggregation run.")] = 30,
+    repeats: Annotated[int, typer.Option(help="Runs of each secure-aggregation setting.")] = 2,
 ) -> None:
     """Differential privacy (accuracy, AUC, membership-inference AUC, training time by epsilon)
     and secure aggregation (error, round time and bytes by neighbour count)."""
     from medswarm.bench.privacy import run_privacy_bench
 
     try:
-        eps = [None if e.strip() == "none" else float(e) for e in epsilons.split(",")]
-        counts = [int(k) for k in neighbours.split(",")]
+        eps = [None if e.strip() == "none" else float(e) for e in epsilons.split(",") if e]
+        counts = [int(k) for k in neighbours.split(",") if k]
     except ValueError as exc:
         raise fail(f"--epsilons / --neighbours: {exc}") from None
-    write_json(json_out, run_privacy_bench(console, eps, counts, rounds, secure_rounds))
+    write_json(json_out, run_privacy_bench(console, eps, counts, rounds, secure_rounds, repeats))

@@ -104,6 +104,17 @@ def test_a_peer_dropped_from_the_consortium_is_refused_on_its_kept_stream():
     trio.run(main)
 
 
+def test_a_node_that_publishes_no_more_answers_gone_at_once_for_any_round():
+    async def main() -> None:
+        async with running_pair() as pair:
+            pair.server.store.retired.add("params")  # e.g. its privacy budget is spent
+            # A round it never published: "gone" at once, not "no answer by the deadline".
+            with pytest.raises(PeerUnavailable, match="round 42: gone"):
+                await pair.fetch(42)
+
+    trio.run(main)
+
+
 def test_a_stream_closed_before_any_request_is_not_counted_as_an_attack():
     async def main() -> None:
         async with running_pair() as pair:
