@@ -266,8 +266,10 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
     if scenario.privacy is not None:
         # A simulation repeats with its seed, DP-SGD's noise too (never so in production).
         seeded = {"privacy.seeded_noise": True} if scenario.privacy.dp else {}
-        for n in private_nodes(scenario, list(plan.files)):
-            plan.settings.setdefault(n, {}).update({**scenario.privacy.node_settings(), **seeded})
+        private = set(private_nodes(scenario, list(plan.files)))
+        for n in plan.files:
+            settings = scenario.privacy.node_settings(n in private)
+            plan.settings.setdefault(n, {}).update({**settings, **(seeded if n in private else {})})
     plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
     return plan
 

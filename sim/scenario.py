@@ -105,7 +105,8 @@ class ChainSection(_Section):
 
 
 class PrivacyScenario(PrivacySection):
-    """A node config's [privacy] for `nodes` (default: all), and the privacy audit."""
+    """A node config's [privacy]: DP-SGD for `nodes` (default: all), secure aggregation for the
+    whole swarm (a protocol every node must speak), and the privacy audit."""
 
     nodes: list[str] | None = None
     # A curious neighbour's membership-inference attack on the models it receives from each
@@ -114,12 +115,15 @@ class PrivacyScenario(PrivacySection):
     # Also run the same seed without DP-SGD, for the report's "DP off" columns.
     compare_without_dp: bool = False
 
-    def node_settings(self) -> dict[str, Any]:
-        """The node config keys this section sets (those written in the scenario)."""
-        own = {"nodes", "audit", "compare_without_dp"}
-        return {
-            f"privacy.{k}": getattr(self, k) for k in sorted(self.model_fields_set) if k not in own
-        }
+    def node_settings(self, private: bool) -> dict[str, Any]:
+        """The node config keys this section sets (those written in the scenario): all of
+        them for a node with DP-SGD (`private`), the swarm-wide ones for the others."""
+        written = sorted(self.model_fields_set - {"nodes", "audit", "compare_without_dp"})
+        chosen = written if private else [k for k in written if k in SWARM_WIDE_PRIVACY]
+        return {f"privacy.{k}": getattr(self, k) for k in chosen}
+
+
+SWARM_WIDE_PRIVACY = {"secure_aggregation", "share_threshold"}
 
 
 class BaselinesSection(_Section):
@@ -658,11 +662,6 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
         problems.append("chain.max_epsilon: needs DP-SGD on every node (privacy.nodes: all)")
     if not p.secure_aggregation:
         return problems
-    if not every:
-        problems.append(
-            "privacy.secure_aggregation: must apply to every node (privacy.nodes: all); a node "
-            "without it would hand its neighbours its model in clear"
-        )
     if s.swarm.merge != "metropolis":
         problems.append(
             f"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not {s.swarm.merge!r}"
@@ -672,10 +671,11 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
             "privacy.secure_aggregation: needs topology.schedule = 'all' (one neighbour a "
             "round: a sum of one model is that model)"
         )
-    if s.chain.backend != "none" and not p.dp:
+    if s.chain.backend != "none" and not (p.dp and every):
         problems.append(
-            "privacy.secure_aggregation: with a chain (contribution scoring) needs DP-SGD "
-            "(privacy.target_epsilon or privacy.noise_multiplier): the scorer sees DP snapshots"
+            "privacy.secure_aggregation: with a chain (contribution scoring) needs DP-SGD on "
+            "every node (privacy.target_epsilon or privacy.noise_multiplier, privacy.nodes: "
+            "all): the scorer sees DP-protected snapshots"
         )
     return problems
 

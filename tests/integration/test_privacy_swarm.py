@@ -97,7 +97,9 @@ def test_every_node_scales_with_the_pooled_statistics_to_float64_rounding(inproc
     for name in summary["nodes"]:
         cfg = load_config(folder / "nodes" / name / "node.toml")
         table = load_table(cfg.data.path, schema)
-        train.append(split_validation(table, cfg.data.validation_fraction, cfg.data.split_seed).train_x)
+        train.append(
+            split_validation(table, cfg.data.validation_fraction, cfg.data.split_seed).train_x
+        )
     pooled = pd.DataFrame(np.concatenate(train))
     for name in summary["nodes"]:
         scaler = json.loads((folder / "nodes" / name / "out" / "scaler.json").read_text())
@@ -117,7 +119,7 @@ def test_budgets_are_spent_where_dp_is_on_and_nowhere_else(inproc):
             assert spent == [None] * len(spent) and node["epsilon"] is None
     privacy = summary["privacy"]
     assert privacy["secure_aggregation"] is True
-    for name, row in privacy["nodes"].items():
+    for row in privacy["nodes"].values():
         assert 0.0 <= row["mia_auc"] <= 1.0 and 0.0 <= row["mia_auc_calibrated"] <= 1.0
         assert row["mia_members"] > row["mia_non_members"] > 0
 

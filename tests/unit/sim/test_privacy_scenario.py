@@ -25,6 +25,17 @@ def test_privacy_settings_go_to_the_named_nodes_and_their_sybils(tmp_path):
     assert "privacy.nodes" not in plan.settings["va"]  # the scenario's own keys stay there
 
 
+def test_secure_aggregation_goes_to_every_node_dp_only_to_the_named(tmp_path):
+    text = FULL + ('\n[privacy]\ntarget_epsilon = 3.0\nsecure_aggregation = true\nnodes = ["va"]\n')
+    plan = make_plan(load_scenario(write(tmp_path, text)), 0, tmp_path / "data")
+    assert plan.settings["va"]["privacy.target_epsilon"] == 3.0
+    assert plan.settings["va"]["privacy.seeded_noise"] is True
+    for name in ("cleveland", "hungarian", "switzerland", "va"):
+        assert plan.settings[name]["privacy.secure_aggregation"] is True
+    assert "privacy.target_epsilon" not in plan.settings["cleveland"]
+    assert "privacy.seeded_noise" not in plan.settings["cleveland"]
+
+
 def test_the_run_without_dp_keeps_the_audit_and_drops_dp_and_the_maximum(tmp_path):
     text = FULL + (
         '\n[chain]\nbackend = "anvil"\nmax_epsilon = 8.0\n'
@@ -44,16 +55,17 @@ def test_the_run_without_dp_keeps_the_audit_and_drops_dp_and_the_maximum(tmp_pat
         ("\n[privacy]\ntarget_epsilon = -1\n", r"privacy.target_epsilon: Input should be greater"),
         ("\n[privacy]\nbogus = 1\n", r"privacy.bogus: unknown key"),
         (
-            '\n[privacy]\nsecure_aggregation = true\nnodes = ["va", "cleveland"]\n',
-            r"privacy.secure_aggregation: must apply to every node",
-        ),
-        (
             '\n[swarm]\nmerge = "median"\n[privacy]\nsecure_aggregation = true\n',
             r"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not 'median'",
         ),
         (
             '\n[chain]\nbackend = "anvil"\n[privacy]\nsecure_aggregation = true\n',
             r"privacy.secure_aggregation: with a chain \(contribution scoring\) needs DP-SGD",
+        ),
+        (
+            '\n[chain]\nbackend = "anvil"\n[privacy]\nsecure_aggregation = true\n'
+            'target_epsilon = 8.0\nnodes = ["va"]\n',
+            r"needs DP-SGD on every node",
         ),
         ("\n[chain]\nmax_epsilon = 3.0\n", r"chain.max_epsilon: needs a \[privacy\] section"),
         (
