@@ -21,6 +21,7 @@ import multiaddr
 import numpy as np
 import torch
 import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from libp2p.peer.peerinfo import PeerInfo
 
 from gossip import secure_agg, wire
@@ -207,7 +208,7 @@ class NodeRunner:
             await close_host(host)
         return summary
 
-    def _masking_key(self) -> Any:
+    def _masking_key(self) -> X25519PrivateKey:
         path = self.cfg.node.x25519_key_file
         if path is None:
             raise ConfigError(

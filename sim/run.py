@@ -171,10 +171,7 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
             settled = settle(folder, chain, load_manifest(folder))
     summary = collect(folder, scenario, plan, wall, settled)
     if scenario.privacy is not None and scenario.privacy.compare_without_dp:
-        console.rule(f"{scenario.name}: seed {seed}, the same without DP-SGD")
-        plain = run_seed(without_dp(scenario), seed, folder / "without-dp", console)
-        summary["privacy"]["without_dp"] = _without_dp_rows(plain)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+        _compare_without_dp(scenario, seed, folder, summary, console)
     _report(folder, summary, folder, None)
     console.print()  # the progress display leaves its last line open
     for part in console_summary(summary):
@@ -190,6 +187,16 @@ def without_dp(scenario: Scenario) -> Scenario:
     privacy = PrivacyScenario(audit=True)
     chain = scenario.chain.model_copy(update={"max_epsilon": None})
     return scenario.model_copy(update={"privacy": privacy, "chain": chain})
+
+
+def _compare_without_dp(
+    scenario: Scenario, seed: int, folder: Path, summary: dict[str, Any], console: Console
+) -> None:
+    """Run the seed again without DP-SGD (into `without-dp/`), for the report's "DP off"."""
+    console.rule(f"{scenario.name}: seed {seed}, the same without DP-SGD")
+    plain = run_seed(without_dp(scenario), seed, folder / "without-dp", console)
+    summary["privacy"]["without_dp"] = _without_dp_rows(plain)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 def _without_dp_rows(plain: dict[str, Any]) -> dict[str, Any]:
@@ -263,15 +270,22 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
             span = (fault.from_round, fault.to_round)
             plan.faults.append(f"partition {groups} in rounds {span[0]}-{span[1]}")
             plan.fault_windows.append({"label": "partition", "from": span[0], "to": span[1]})
-    if scenario.privacy is not None:
-        # A simulation repeats with its seed, DP-SGD's noise too (never so in production).
-        seeded = {"privacy.seeded_noise": True} if scenario.privacy.dp else {}
-        private = set(private_nodes(scenario, list(plan.files)))
-        for n in plan.files:
-            settings = scenario.privacy.node_settings(n in private)
-            plan.settings.setdefault(n, {}).update({**settings, **(seeded if n in private else {})})
+    _privacy_settings(scenario, plan)
     plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
     return plan
+
+
+def _privacy_settings(scenario: Scenario, plan: Plan) -> None:
+    """The scenario's [privacy] into the nodes' settings: DP-SGD for its nodes, the rest for
+    all. A simulation repeats with its seed, DP-SGD's noise too (never so in production)."""
+    if scenario.privacy is None:
+        return
+    private = set(private_nodes(scenario, list(plan.files)))
+    for n in plan.files:
+        settings = scenario.privacy.node_settings(n in private)
+        if n in private and scenario.privacy.dp:
+            settings["privacy.seeded_noise"] = True
+        plan.settings.setdefault(n, {}).update(settings)
 
 
 def _attack_settings(attack: Attack) -> tuple[dict[str, Any], str]:
