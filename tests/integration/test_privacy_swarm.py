@@ -19,17 +19,10 @@ from node.dataset import load_schema, load_table, split_validation
 from node.metrics import read_records
 from sim.local_swarm import HEART_DISEASE
 from sim.run import run_scenario
+from tests.integration.test_sim import SITES
 
 pytestmark = pytest.mark.integration
 
-SITES = """[data]
-schema = "{data}/schema.toml"
-[data.sites]
-cleveland = "{data}/processed.cleveland.data"
-hungarian = "{data}/processed.hungarian.data"
-switzerland = "{data}/processed.switzerland.data"
-va = "{data}/processed.va.data"
-"""
 PRIVATE = ["cleveland", "va"]
 SECURE_INPROC = f"""
 name = "private-inproc"
