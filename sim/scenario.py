@@ -360,6 +360,14 @@ backend = "anvil"                 # {chain_backends}
 rounds_per_epoch = 5              # rewards are paid per epoch of this many rounds
 reward_per_epoch_eth = 1.0
 pool_eth = 20.0
+# max_epsilon = 8.0               # the consortium's maximum epsilon per member (needs DP-SGD)
+
+# [privacy]                       # docs/privacy.md: what each guarantee covers
+# target_epsilon = 8.0            # DP-SGD: each hospital's budget for the run (delta 1/(10 n))
+# nodes = ["cleveland", "va"]     # DP-SGD only for these (default: every node)
+# secure_aggregation = true       # every node: neighbours see only sums of models
+# audit = true                    # the membership-inference audit, in the report
+# compare_without_dp = true       # and the same run without DP-SGD beside it
 
 [baselines]                       # what the swarm is compared with
 local_only = true                 # each node alone on its own data
