@@ -20,6 +20,7 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host
 from gossip.masking import MODEL_RING
 from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember, aggregate
+from gossip.wire import unpack_map
 from node.merge import metropolis_weight
 
 pytestmark = pytest.mark.integration
@@ -181,11 +182,40 @@ def test_a_member_never_reveals_both_a_seed_and_a_share_of_one_neighbour():
                 me.peer, {**request, "op": "unmask", "survivors": users,
                           "shares": {u: b"x" * 45 for u in users if u != nodes[1].peer}},
             )  # fmt: skip
-            from gossip.wire import unpack_map
-
             reply = unpack_map(answer[0][4:], "answer")
             assert victim not in reply["shares"]
             assert "declared dropped" in reply["bad"][victim]
+
+    trio.run(main)
+
+
+def test_a_member_that_revealed_a_share_refuses_that_neighbours_seed():
+    async def main() -> None:
+        async with swarm(4) as nodes:
+            xs = models(4)
+            await offer_all(nodes, xs, 1)
+            me, holder = nodes[0], nodes[1]
+            users = sorted(n.peer for n in nodes[1:])
+            request = {"v": 1, "kind": "secagg", "round": 1, "users": users}
+            masked = {**request, "op": "masked", "threshold": 1, "samples": me.samples,
+                      "degree": 3, "wait": 1.0}  # fmt: skip
+            await holder.member.handle(me.peer, masked)
+            # Real sealed shares for the holder: the other members' own masked answers.
+            sealed = {}
+            for other in nodes[2:]:
+                frames = await other.member.handle(me.peer, masked)
+                sealed[other.peer] = unpack_map(frames[0][4:], "answer")["shares"][holder.peer]
+            opened = await holder.member.handle(
+                me.peer, {**request, "op": "unmask", "survivors": users, "shares": sealed}
+            )
+            assert set(unpack_map(opened[0][4:], "answer")["shares"]) == set(sealed)
+            victim = nodes[2].peer
+            refused = await holder.member.handle(
+                me.peer, {**request, "op": "seeds", "dropped": [victim]}
+            )
+            reply = unpack_map(refused[0][4:], "answer")
+            assert reply["status"] == "refused"
+            assert f"already revealed a share of {victim}'s self-mask" in reply["reason"]
 
     trio.run(main)
 
