@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import numpy as np
+import psutil
 import torch
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -51,15 +52,18 @@ from node.contribution import (
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.errors import CheckpointError, ConfigError
 from node.keyring import Keyring
-from node.membership import Membership
 from node.merge import MergeSettings, merge_secure_sum, metropolis_weight
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
-from node.privacy import DPPlan, PrivacyAccountant, plan_privacy, train_private
 from node.scaling import Scaler
 from node.training import TrainSettings, evaluate, train_local, training_seed
+
+if TYPE_CHECKING:  # imported where used: a node without DP or ledger never pays for
+    # Opacus or web3 at start-up (seconds of imports each)
+    from node.membership import Membership
+    from node.privacy import DPPlan, PrivacyAccountant
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,8 @@ class PrivateTraining:
     """DP-SGD's plan and what the rounds spent; once the budget cannot pay for a round, the
     node stops publishing new models (`retired_at`: the first round it did not train)."""
 
-    plan: DPPlan
-    accountant: PrivacyAccountant
+    plan: "DPPlan"
+    accountant: "PrivacyAccountant"
     retired_at: int | None = None
 
     def record(self) -> dict[str, Any]:
@@ -217,9 +221,11 @@ class NodeRunner:
             )
         return load_x25519_key_file(path)
 
-    async def _join_ledger(self, masking_public: bytes) -> Membership | None:
+    async def _join_ledger(self, masking_public: bytes) -> "Membership | None":
         if not self.cfg.ledger.enabled:
             return None
+        from node.membership import Membership
+
         membership = await trio.to_thread.run_sync(
             Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
         )
@@ -236,13 +242,12 @@ class NodeRunner:
 
     def _announce(self, addrs: list[str]) -> None:
         """peer.json: where the neighbours (and the simulator) find this node."""
-        write_atomic(
-            self.out / "peer.json",
-            json.dumps(
-                {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-            ).encode(),
-        )
-        log.info("node %s listening on %s", self.cfg.node.name, addrs)
+        # Since this process started: a node's start-up, imports included (on a backend that
+        # shares processes, the time since the shared process started).
+        ready = time.time() - psutil.Process().create_time()
+        info = {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+        write_atomic(self.out / "peer.json", json.dumps({**info, "ready_seconds": ready}).encode())
+        log.info("node %s listening on %s, %.1f s after start", self.cfg.node.name, addrs, ready)
 
     async def _scaler_and_start(
         self, split: Split, checkpoint: Checkpoint | None
@@ -352,6 +357,8 @@ class NodeRunner:
         cfg = self.cfg
         if not cfg.privacy.dp:
             return None
+        from node.privacy import PrivacyAccountant, plan_privacy
+
         section = cfg.privacy
         cap = self.membership.max_epsilon if self.membership is not None else None
         if cap is not None and (section.target_epsilon is None or section.target_epsilon > cap):
@@ -445,6 +452,8 @@ class NodeRunner:
                 loss = await run.training.run(train_local, *args)
             else:
                 # The noise must be secret: unless simulating, it is drawn from the OS.
+                from node.privacy import train_private
+
                 secret = seed if self.cfg.privacy.seeded_noise else None
                 loss = await run.training.run(train_private, *args[:4], private.plan, secret)
                 private.accountant.record_round(private.plan)

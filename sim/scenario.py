@@ -230,6 +230,8 @@ class Scenario(_Section):
     name: str = Field(pattern=f"^{NAME.pattern}$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     backend: Backend = "process"
+    # inproc: the processes the nodes share (1: the simulator's own; more use more cores).
+    workers: int = Field(1, ge=1)
     rounds: int = Field(20, gt=0)
     data: DataSection
     topology: TopologySection = TopologySection()
@@ -494,6 +496,11 @@ def backend_problems(s: Scenario) -> list[str]:
             for i, fault in enumerate(s.faults)
             if isinstance(fault, PauseFault)
         ]
+    if s.workers > 1 and s.backend != "inproc":
+        problems.append(
+            f"workers: {s.workers} processes shared by the nodes is for backend = 'inproc' "
+            f"(a {s.backend} node has its own process)"
+        )
     return problems
 
 

@@ -1,0 +1,25 @@
+"""The memory a run takes: the resident memory of the simulator and every process under it,
+summed, sampled while the run goes (the kernel keeps each process's own peak, not the peak of
+the sum, and one process's peak rarely meets another's)."""
+
+import psutil
+
+
+class MemoryPeak:
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.peak_mb = 0.0
+        self.at_peak: list[float] = []  # each process's MB at the peak, this one first
+
+    def sample(self) -> float:
+        """The summed RSS now (MB), and the peak so far updated with it."""
+        sizes = []
+        for process in [self.me, *self.me.children(recursive=True)]:
+            try:
+                sizes.append(process.memory_info().rss / 2**20)
+            except psutil.Error:  # it exited meanwhile
+                continue
+        now = sum(sizes)
+        if now > self.peak_mb:
+            self.peak_mb, self.at_peak = now, sizes
+        return now
