@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossip import secure_agg
+from gossip import secure_agg, wire
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host
 from gossip.masking import MODEL_RING
@@ -93,7 +93,7 @@ def expected(nodes: list[Node], xs: list[np.ndarray], included: list[str]) -> np
     total = np.zeros(LENGTH)
     for node, x in zip(nodes[1:], xs[1:], strict=True):
         if node.peer in included:
-            total += metropolis_weight(me.samples, degree, node.samples, degree) * x
+            total += metropolis_weight(me.samples, degree, 0, node.samples, degree, 0) * x
     return total
 
 
@@ -171,9 +171,9 @@ def test_a_member_never_reveals_both_a_seed_and_a_share_of_one_neighbour():
             await offer_all(nodes, xs, 1)
             me, holder = nodes[0], nodes[1].member
             users = sorted(n.peer for n in nodes[1:])
-            request = {"v": 1, "kind": "secagg", "round": 1, "users": users}
+            request = {"v": wire.WIRE_VERSION, "kind": "secagg", "round": 1, "users": users}
             masked = {**request, "op": "masked", "threshold": 1, "samples": me.samples,
-                      "degree": 3, "wait": 1.0}  # fmt: skip
+                      "degree": 3, "mass": 0, "wait": 1.0}  # fmt: skip
             await holder.handle(me.peer, masked)
             victim = nodes[2].peer
             seeds = await holder.handle(me.peer, {**request, "op": "seeds", "dropped": [victim]})
@@ -196,9 +196,9 @@ def test_a_member_that_revealed_a_share_refuses_that_neighbours_seed():
             await offer_all(nodes, xs, 1)
             me, holder = nodes[0], nodes[1]
             users = sorted(n.peer for n in nodes[1:])
-            request = {"v": 1, "kind": "secagg", "round": 1, "users": users}
+            request = {"v": wire.WIRE_VERSION, "kind": "secagg", "round": 1, "users": users}
             masked = {**request, "op": "masked", "threshold": 1, "samples": me.samples,
-                      "degree": 3, "wait": 1.0}  # fmt: skip
+                      "degree": 3, "mass": 0, "wait": 1.0}  # fmt: skip
             await holder.member.handle(me.peer, masked)
             # Real sealed shares for the holder: the other members' own masked answers.
             sealed = {}
