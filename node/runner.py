@@ -52,7 +52,7 @@ from node.contribution import (
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.errors import CheckpointError, ConfigError
 from node.keyring import Keyring
-from node.merge import MergeSettings, merge_secure_sum, metropolis_weight
+from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
 QUIET_SECONDS = 1.0  # after the last round: no secure-aggregation request for this long
+MIX = "mix"  # the snapshot kind of a round's extra mixing steps (swarm.gossip_steps > 1)
 
 
 PublishTransform = Callable[[Params], Params]
@@ -148,6 +149,9 @@ class NodeRunner:
         self.round = 0  # the round in progress (0: before training)
         self.session = ""  # agreed by the members at start: every mask of the run is bound to it
         self.secagg: SecAggMember | None = None  # this node's part in its neighbours' aggregations
+        # Each neighbour's training rows, as its last valid message claimed: what this node's
+        # closed-neighbourhood mass is summed from (a node's count is fixed for its run).
+        self.peer_samples: dict[str, int] = {}
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -185,8 +189,8 @@ class NodeRunner:
                 scaler, start = await self._scaler_and_start(split, checkpoint)
                 if self.cfg.privacy.secure_aggregation:
                     self.secagg = SecAggMember(
-                        self.peer_id, self.session, self.masking, metropolis_weight,
-                        self.cfg.privacy.share_threshold,
+                        self.peer_id, self.session, self.masking,
+                        PAIR_WEIGHTS[self.cfg.swarm.merge], self.cfg.privacy.share_threshold,
                     )  # fmt: skip
                     self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
                 try:
@@ -382,7 +386,7 @@ class NodeRunner:
         why = f"privacy budget spent (epsilon {spent:.3g} of {budget})"
         log.warning("%s: no new models from round %s on; the neighbours carry on", why,
                     private.retired_at)  # fmt: skip
-        self.exchange.store.retired.add("params")
+        self.exchange.store.retired.update({"params", MIX})
         if self.secagg is not None:
             self.secagg.retired = why
 
@@ -404,14 +408,17 @@ class NodeRunner:
         own = self.publish_transform(model_params(run.model))
         self._commit(r, own)
         partners = self._partners(r)
+        mass = self._mass(partners)
+        mixed: list[int] = []  # how many partners arrived in each extra mixing step
         if self.secagg is None:
-            neighbours, failures = await self._gather(run, r, partners, own)
+            neighbours, failures = await self._gather(run, r, partners, own, mass)
             scores = await self._score(run, r, previous, own, neighbours)
-            merged = self._combine(own, len(partners), neighbours)
+            merged = self._combine(own, len(partners), mass, neighbours)
             reached = [n.peer for n in neighbours]
+            merged = await self._mix(run, r, partners, merged, mass, mixed)
         else:
             merged, reached, failures, scores = await self._secure_round(
-                run, r, partners, own, previous
+                run, r, partners, own, previous, mass
             )
         load_params(run.model, merged)
         run.current = merged
@@ -427,6 +434,8 @@ class NodeRunner:
             "merged": merged_eval.to_dict(),
             "neighbours_reached": reached,
             "neighbours_total": len(partners),
+            "mass": mass,
+            "mixing_reached": mixed,
             "failures": failures,
             **self._traffic(),
             "train_seconds": train_seconds,
@@ -474,12 +483,51 @@ class NodeRunner:
         return private.retired_at is None
 
     async def _gather(
-        self, run: RunState, r: int, partners: list[PeerInfo], own: Params
+        self, run: RunState, r: int, partners: list[PeerInfo], own: Params, mass: int
     ) -> tuple[list[Neighbour], dict[str, str]]:
         """Publish `own` for round `r` and fetch the partners': (who arrived, why others not)."""
         swarm = self.cfg.swarm
         expect = wire.Expectation("params", r - swarm.max_staleness, swarm.rounds, run.specs)
-        return await self._exchange_round("params", r, partners, own, self.samples, expect)
+        return await self._exchange_round("params", r, partners, own, mass, expect)
+
+    async def _mix(
+        self,
+        run: RunState,
+        r: int,
+        partners: list[PeerInfo],
+        merged: Params,
+        mass: int,
+        mixed: list[int],
+    ) -> Params:
+        """The round's extra mixing steps (swarm.gossip_steps - 1 of them): serve the merge,
+        fetch the partners' and merge again, with the round's weights. Each step has its own
+        id, r * gossip_steps + step, and takes only that step from a partner (no staleness:
+        the same matrix at every step, applied to the same step's models). Appends how many
+        arrived in each step to `mixed`; the others' failures are logged."""
+        steps = self.cfg.swarm.gossip_steps
+        for step in range(1, steps):
+            ident = r * steps + step
+            expect = wire.Expectation(MIX, ident, ident, run.specs)
+            arrived, failures = await self._exchange_round(
+                MIX, ident, partners, merged, mass, expect
+            )
+            for peer, why in failures.items():
+                log.info("round %d, mixing step %d: no %s: %s", r, step, peer, why)
+            merged = self._combine(merged, len(partners), mass, arrived)
+            mixed.append(len(arrived))
+        return merged
+
+    def _mass(self, partners: list[PeerInfo]) -> int:
+        """This node's closed-neighbourhood sample count for a round with `partners`: its own
+        rows and every partner's, once it has heard from each (0 before, and under rules that
+        do not read it). Dead partners still count: the mass bounds the weights, it is not a
+        census of who answered."""
+        if self.cfg.swarm.merge not in MASS_RULES:
+            return 0
+        counts = [self.peer_samples.get(info.peer_id.to_base58()) for info in partners]
+        if any(n is None for n in counts):
+            return 0
+        return self.samples + sum(n for n in counts if n is not None)
 
     async def _score(
         self, run: RunState, r: int, previous: Params, own: Params, neighbours: list[Neighbour]
@@ -493,7 +541,13 @@ class NodeRunner:
         return scores
 
     async def _secure_round(
-        self, run: RunState, r: int, partners: list[PeerInfo], own: Params, previous: Params
+        self,
+        run: RunState,
+        r: int,
+        partners: list[PeerInfo],
+        own: Params,
+        previous: Params,
+        mass: int,
     ) -> tuple[Params, list[str], dict[str, str], RoundScores | None]:
         """Gather, score and combine under secure aggregation: the partners' models arrive
         only as their weighted sum. In scoring rounds the scorer sees the partners'
@@ -502,22 +556,25 @@ class NodeRunner:
         assert self.secagg is not None
         degree = max(len(partners), 1)
         if self.secagg.retired is None:
-            await self.secagg.offer(r, flatten(own), self.samples, degree)
+            await self.secagg.offer(r, flatten(own), self.samples, degree, mass)
         scores = None
         if self._scoring_round(r) and run.scorer is not None:
-            snapshots, _ = await self._gather(run, r, partners, own)
+            snapshots, _ = await self._gather(run, r, partners, own, mass)
             scores = await self._score(run, r, previous, own, snapshots)
         reachable, failures = self._reachable(partners)
         t = self.cfg.timeouts
         result = await secure_agg.aggregate(
             self.exchange, self.peer_id, self.session, reachable, r, self.samples, len(partners),
-            run.size, self.cfg.privacy.share_threshold, metropolis_weight,
-            Deadlines(t.fetch_seconds, t.io_seconds, t.connect_seconds),
+            run.size, self.cfg.privacy.share_threshold, PAIR_WEIGHTS[self.cfg.swarm.merge],
+            Deadlines(t.fetch_seconds, t.io_seconds, t.connect_seconds), mass,
         )  # fmt: skip
+        self.peer_samples.update(result.samples)
         failures.update(result.failures)
         if result.total is None:
             return own, [], failures, scores
-        merged = merge_secure_sum(own, 1.0 - sum(result.weights.values()), result.total)
+        total_weight = sum(result.weights.values())
+        scale = neighbour_scale(self.samples, mass, total_weight)  # 1 unless a claim grew
+        merged = merge_secure_sum(own, 1.0 - scale * total_weight, scale * result.total)
         return merged, sorted(result.weights), failures, scores
 
     def _scoring_round(self, r: int) -> bool:
@@ -527,10 +584,11 @@ class NodeRunner:
             return self._epoch_ends(r)
         return r % self.cfg.contribution.snapshot_every == 0 or r == self.cfg.swarm.rounds
 
-    def _combine(self, own: Params, degree: int, neighbours: list[Neighbour]) -> Params:
-        """The configured merge rule over `own` (with this round's degree) and the arrivals."""
+    def _combine(self, own: Params, degree: int, mass: int, neighbours: list[Neighbour]) -> Params:
+        """The configured merge rule over `own` (with this round's degree and mass) and the
+        arrivals."""
         swarm = self.cfg.swarm
-        me = Neighbour(self.peer_id, own, self.samples, degree)
+        me = Neighbour(self.peer_id, own, self.samples, degree, mass)
         return merging.merge(swarm.merge, me, neighbours, MergeSettings(swarm.trim_fraction))
 
     def _record(
@@ -640,15 +698,18 @@ class NodeRunner:
         round_: int,
         partners: list[PeerInfo],
         own: Params,
-        samples: int,
+        mass: int,
         expect: wire.Expectation,
     ) -> tuple[list[Neighbour], dict[str, str]]:
-        """Serve our snapshot for the round and fetch the partners' concurrently."""
+        """Serve our snapshot for the round and fetch the partners' concurrently; learn each
+        arrival's sample count (for the mass of later rounds)."""
         if kind == "params" and self.cfg.faults.publish_delay_seconds:
             await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
         if kind not in self.exchange.store.retired:
             await self.exchange.store.publish(
-                wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
+                wire.Snapshot(
+                    kind, round_, self.peer_id, self.samples, max(len(partners), 1), own, mass
+                )
             )
         arrivals: list[Neighbour] = []
         reachable, failures = self._reachable(partners)
@@ -660,7 +721,10 @@ class NodeRunner:
                 header, tensors = await self.exchange.fetch(
                     info, round_, expect, timeouts.fetch_seconds, timeouts.connect_seconds
                 )
-                arrivals.append(Neighbour(peer, tensors, header.samples, header.degree))
+                arrivals.append(
+                    Neighbour(peer, tensors, header.samples, header.degree, header.mass)
+                )
+                self.peer_samples[peer] = header.samples
             except PeerMessageError as exc:
                 log.warning("round %d: dropped message: %s", round_, exc)
                 failures[peer] = f"rejected ({exc.rule}): {exc.detail}"
@@ -688,9 +752,11 @@ class NodeRunner:
 
     async def _linger(self) -> None:
         """Keep serving the final round until every partner took it, or the linger time ends."""
-        final = self.cfg.swarm.rounds
+        final, steps = self.cfg.swarm.rounds, self.cfg.swarm.gossip_steps
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
+        if steps > 1:  # the last mixing step is what partners ask for last
+            served, final = self.exchange.counters.served_of(MIX), final * steps + steps - 1
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)

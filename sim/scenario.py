@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from node.config import (
     MERGE_RULE_NAMES,
+    SECURE_AGGREGATION_RULES,
     ModelSection,
     PrivacySection,
     SwarmSection,
@@ -350,8 +351,9 @@ momentum = 0.0
 weight_decay = 0.0
 
 [swarm]                           # as in a node config; the rounds are set above
-merge = "metropolis"              # {merge_rules}
+merge = "neighbourhood"           # {merge_rules}
 trim_fraction = 0.2               # for trimmed_mean
+gossip_steps = 1                  # mixing steps per round
 
 # [timeouts]                      # as in a node config
 # connect_seconds = 5
@@ -677,9 +679,15 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
         problems.append("chain.max_epsilon: needs DP-SGD on every node (privacy.nodes: all)")
     if not p.secure_aggregation:
         return problems
-    if s.swarm.merge != "metropolis":
+    if s.swarm.merge not in SECURE_AGGREGATION_RULES:
+        rules = " or ".join(repr(r) for r in SECURE_AGGREGATION_RULES)
         problems.append(
-            f"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not {s.swarm.merge!r}"
+            f"privacy.secure_aggregation: needs swarm.merge = {rules}, not {s.swarm.merge!r}"
+        )
+    if s.swarm.gossip_steps > 1:
+        problems.append(
+            "privacy.secure_aggregation: needs swarm.gossip_steps = 1 (the extra mixing steps "
+            "exchange merged models in clear)"
         )
     if s.topology.schedule == "matchings":
         problems.append(

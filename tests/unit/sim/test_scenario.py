@@ -247,7 +247,7 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
         (append("[swarm]\nrounds = 5\n"), r"swarm.rounds: set the top-level `rounds`"),
         (append("[model]\ninit_seed = 1\n"), r"model.init_seed: each run's seed comes from"),
         (append('[model]\nname = "cnn"\n'), r"model.name: Input should be 'logreg' or 'mlp'"),
-        (append('[swarm]\nmerge = "mean"\n'), r"swarm.merge: Input should be 'metropolis'"),
+        (append('[swarm]\nmerge = "mean"\n'), r"swarm.merge: Input should be 'neighbourhood'"),
         (append('[chain]\nbackend = "geth"\n'), r"chain.backend: Input should be 'none'"),
         (append("[baselines]\ntarget_accuracy = 2\n"), r"baselines.target_accuracy: Input"),
         (replace("heart-disease/schema.toml", "nope.toml"), r"data.schema: .*file not found"),
