@@ -361,6 +361,11 @@ def execute(
 ) -> float:
     """Run every node on the scenario's backend; kill, restart and pause as the plan says."""
     overrides = {"ledger.chain": chain_url} if chain_url else {}
+    if scenario.backend == "ray":
+        from sim.ray_backend import RayNodes  # Ray is imported for this backend only
+
+        with RayNodes(folder, list(plan.files), overrides, scenario.ray) as nodes:
+            return trio.run(supervise, folder, scenario, plan, console, nodes)
 
     async def main() -> float:
         if scenario.backend == "process":
