@@ -143,3 +143,24 @@ def test_the_partition_cuts_the_halves_apart_in_its_rounds_and_they_heal(runs):
         later = range(end + 1, ROUNDS + 1)
         for other in others:
             assert any(peers[other] in reached[r] for r in later), (name, other, reached)
+
+
+def test_an_actor_that_cannot_read_its_node_folder_fails_the_run_at_placement(cluster, tmp_path):
+    from sim.errors import SimError
+    from sim.local_swarm import HEART_DISEASE, HEART_SITES, init_swarm
+    from sim.ray_backend import RayNodes
+    from sim.scenario import RaySection
+
+    sites = {n: HEART_DISEASE / f for n, f in HEART_SITES.items()}
+    init_swarm(tmp_path, sites, HEART_DISEASE / "schema.toml", rounds=2)
+    (tmp_path / "nodes" / "va" / "node.toml").unlink()  # as on a machine without the folder
+    settings = RaySection(address=cluster.address, num_cpus=0.5)
+    with (
+        pytest.raises(
+            SimError, match=r"every machine of the cluster must see the run folder"
+        ) as err,
+        RayNodes(tmp_path, list(sites), {}, settings),
+    ):
+        pass
+    assert f"va on {cluster.head_node.node_ip_address}: no file {tmp_path}" in str(err.value)
+    assert "cleveland" not in str(err.value)
