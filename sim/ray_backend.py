@@ -99,15 +99,12 @@ class NodeActor:
         except Exception as exc:  # reported to the supervisor, which fails the run
             logging.getLogger(__name__).exception("node failed")
             return f"{type(exc).__name__}: {exc}"
-        finally:
-            log.flush()
-        final = summary["final"]
-        with open(self.node_dir / "node.log", "a") as out:
-            accuracy = final["merged"]["accuracy"] if final else float("nan")
-            out.write(
-                f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
-                f"{accuracy:.3f}; outputs in {cfg.node.output_dir}\n"
-            )
+        if final := summary["final"]:  # the line `medswarm node run` ends with
+            with open(self.node_dir / "node.log", "a") as out:
+                out.write(
+                    f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
+                    f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}\n"
+                )
         return None
 
 

@@ -14,9 +14,12 @@ from tests.integration.swarm_support import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-ROUNDS = 10
-KILLED = ("n03", 2, 4)  # killed after round 2, restarted once the others have finished 4
-CUT_OFF = (["n00", "n01"], ["n02", "n03"], 6, 7)  # the halves apart in rounds 6 and 7
+# Every fault is over by round 8 or so (the restarted node takes a few rounds to start and catch
+# up): the last rounds run on every link, on both backends alike, so that how long a restart
+# takes on each does not decide the final models.
+ROUNDS = 12
+KILLED = ("n03", 2, 3)  # killed after round 2, restarted once the others have finished 3
+CUT_OFF = (["n00", "n01"], ["n02", "n03"], 5, 6)  # the halves apart in rounds 5 and 6
 SCENARIO = f"""
 name = "ray-faults"
 backend = "ray"
@@ -151,8 +154,8 @@ def test_an_actor_that_cannot_read_its_node_folder_fails_the_run_at_placement(cl
     from sim.ray_backend import RayNodes
     from sim.scenario import RaySection
 
-    sites = {n: HEART_DISEASE / f for n, f in HEART_SITES.items()}
-    init_swarm(tmp_path, sites, HEART_DISEASE / "schema.toml", rounds=2)
+    sites = {n: HEART_DISEASE / HEART_SITES[n] for n in ("cleveland", "va")}
+    init_swarm(tmp_path, sites, HEART_DISEASE / "schema.toml", rounds=2, topology="full")
     (tmp_path / "nodes" / "va" / "node.toml").unlink()  # as on a machine without the folder
     settings = RaySection(address=cluster.address, num_cpus=0.5)
     with (
