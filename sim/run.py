@@ -4,7 +4,8 @@ A run folder holds the partitioned data (`data/`), one folder per node (config, 
 written by `sim.local_swarm.init_swarm`), the consortium chain if any (`chain/`), `summary.json`
 and the report. Nodes are driven only through their CLI and config files: attacks and faults
 are settings in each node's `node.toml`, kills, restarts and pauses are done to its process (or
-its container: on the docker backend partitions are real too, see `sim.docker_backend`).
+its container: on the docker backend partitions are real too, see `sim.docker_backend`; or its
+Ray actor, see `sim.ray_backend`).
 """
 
 import json
@@ -372,6 +373,11 @@ def execute(
 ) -> float:
     """Run every node on the scenario's backend; kill, restart and pause as the plan says."""
     overrides = {"ledger.chain": chain_url} if chain_url else {}
+    if scenario.backend == "ray":
+        from sim.ray_backend import RayNodes  # Ray is imported for this backend only
+
+        with RayNodes(folder, list(plan.files), overrides, scenario.ray) as nodes:
+            return trio.run(supervise, folder, scenario, plan, console, nodes)
 
     async def main() -> float:
         if scenario.backend == "process":

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from node.config import (
     MERGE_RULE_NAMES,
@@ -222,8 +230,31 @@ KINDS = (
 )
 
 
-Backend = Literal["process", "inproc", "docker"]
+Backend = Literal["process", "inproc", "docker", "ray"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# An existing Ray cluster: "auto" (the one `ray start` runs on this machine), a Ray Client
+# address ("ray://host:port") or the head's GCS address ("host:port").
+RAY_ADDRESS = re.compile(r"(?:ray://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
+
+
+class RaySection(_Section):
+    """The ray backend (sim/ray_backend.py): which cluster, and what each node's actor takes."""
+
+    # None: a Ray instance of the run's own on this machine, shut down at the end.
+    address: str | None = None
+    # Ray CPUs each node's actor reserves: small, so that a few cores host a small swarm (the
+    # nodes wait on the network most of a round); 0 places any number of nodes.
+    num_cpus: float = Field(0.5, ge=0, allow_inf_nan=False)
+
+    @field_validator("address")
+    @classmethod
+    def _known_address_form(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        match = RAY_ADDRESS.fullmatch(value)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError('expected "auto", "ray://host:port" or "host:port"')
+        return value
 
 
 class Scenario(_Section):
@@ -242,6 +273,7 @@ class Scenario(_Section):
     timeouts: TimeoutSection = TimeoutSection()
     chain: ChainSection = ChainSection()
     privacy: PrivacyScenario | None = None
+    ray: RaySection = RaySection()
     faults: list[Fault] = []
     attacks: list[Attack] = []
     baselines: BaselinesSection = BaselinesSection()
@@ -313,6 +345,7 @@ name = "heart-disease"            # shown in the report and summary.json
 seeds = [0]                       # one run per seed; the seed drives the split into nodes, the
                                   # initial model, training and each node's validation split
 backend = "process"               # process: one `medswarm node run` per node | inproc | docker
+                                  # | ray (actors on a Ray cluster: see [ray] below)
 rounds = 20                       # gossip rounds
 
 [data]
@@ -366,6 +399,11 @@ reward_per_epoch_eth = 1.0
 pool_eth = 20.0
 # max_epsilon = 8.0               # the consortium's maximum epsilon per member (needs DP-SGD)
 
+# [ray]                           # backend = "ray" only
+# address = "auto"                # an existing cluster: "auto" | "ray://host:port" | "host:port"
+#                                 # (default: a Ray instance of the run's own on this machine)
+# num_cpus = 0.5                  # Ray CPUs each node's actor reserves (0: no limit)
+
 # [privacy]                       # docs/privacy.md: what each guarantee covers
 # target_epsilon = 8.0            # DP-SGD: each hospital's budget for the run (delta 1/(10 n))
 # nodes = ["cleveland", "va"]     # DP-SGD only for these (default: every node)
@@ -393,7 +431,7 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # to = 10
 # [[faults]]
 # kind = "pause"                  # `node` is frozen in rounds [from, to] (SIGSTOP, docker
-# node = "va"                     # pause; not on inproc): it keeps its memory and connections,
+# node = "va"                     # pause; not on inproc or ray): it keeps memory and connections,
 # from = 5                        # but answers nothing until it is thawed
 # to = 7
 # [[faults]]
@@ -485,7 +523,8 @@ def _problems(s: Scenario) -> list[str]:
 
 def backend_problems(s: Scenario) -> list[str]:
     """The docker backend's chain runs in a container too: Anvil, or none. Inproc nodes are
-    tasks of one event loop, which cannot freeze one of them."""
+    tasks of one event loop, which cannot freeze one of them; Ray has no way to freeze an
+    actor."""
     problems = []
     if s.backend == "docker" and s.chain.backend not in ("none", "anvil"):
         problems.append(
@@ -503,6 +542,13 @@ def backend_problems(s: Scenario) -> list[str]:
             f"workers: {s.workers} processes shared by the nodes is for backend = 'inproc' "
             f"(a {s.backend} node has its own process)"
         )
+    if s.backend == "ray":
+        problems += [
+            f"faults.{i}.kind: 'pause' cannot run with backend = 'ray': Ray cannot freeze an "
+            "actor, only kill it (process | docker)"
+            for i, fault in enumerate(s.faults)
+            if isinstance(fault, PauseFault)
+        ]
     return problems
 
 

@@ -36,7 +36,7 @@ def sim_run(
     ] = False,
     backend: Annotated[
         str | None,
-        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
+        typer.Option(help="process, inproc, docker or ray (default: the scenario's `backend`)."),
     ] = None,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
