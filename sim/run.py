@@ -374,7 +374,14 @@ def execute(
     """Run every node on the scenario's backend; kill, restart and pause as the plan says."""
     overrides = {"ledger.chain": chain_url} if chain_url else {}
     if scenario.backend == "ray":
-        from sim.ray_backend import RayNodes  # Ray is imported for this backend only
+        try:
+            from sim.ray_backend import RayNodes  # Ray is imported for this backend only
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise SwarmError(
+                "backend = 'ray' needs Ray: pip install -e '.[ray]' (scripts/setup.sh does)"
+            ) from None
 
         with RayNodes(folder, list(plan.files), overrides, scenario.ray) as nodes:
             return trio.run(supervise, folder, scenario, plan, console, nodes)
