@@ -346,6 +346,8 @@ seeds = [0]                       # one run per seed; the seed drives the split 
                                   # initial model, training and each node's validation split
 backend = "process"               # process: one `medswarm node run` per node | inproc | docker
                                   # | ray (actors on a Ray cluster: see [ray] below)
+# workers = 2                     # inproc: the processes the nodes share, this one included
+                                  # (1: all in this one; one per core uses every core)
 rounds = 20                       # gossip rounds
 
 [data]
