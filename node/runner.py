@@ -134,8 +134,12 @@ class NodeRunner:
         cfg: NodeConfig,
         on_round: RoundCallback | None = None,
         publish_transform: PublishTransform = unchanged,
+        cpu: trio.CapacityLimiter | None = None,
     ) -> None:
         self.cfg = cfg
+        # Nodes that share a process share its GIL: their training and scoring threads take
+        # turns through this limiter (one at a time) instead of thrashing the GIL together.
+        self.cpu = cpu
         self.on_round = on_round or (lambda _record: None)
         # What the node publishes is this of its local update: the seam for differential-privacy
         # noise or compression. Neighbours, the ledger's commitment and the node's own merge
@@ -347,6 +351,8 @@ class NodeRunner:
             size=size_of(initial),
             train_settings=cfg.training.settings(),
             scorer=self._scorer(model, val_x, split.val_y),
+            training=Offload(limiter=self.cpu),
+            scoring=Offload(limiter=self.cpu),
             epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
             forger=np.random.default_rng(cfg.training.seed),
             resumed_from=None if checkpoint is None else checkpoint.round,

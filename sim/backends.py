@@ -96,6 +96,7 @@ class InprocNodes:
         self.exited: dict[str, trio.Event] = {}
         self.alive: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.cpu = trio.CapacityLimiter(1)  # one node's training at a time: they share a GIL
         # The libp2p dialer logs every attempt at INFO; a few hundred nodes would drown the run.
         logging.getLogger("libp2p").setLevel(logging.WARNING)
         # Each failed dial to a killed node is logged as an ERROR by the TCP transport; the node
@@ -107,7 +108,7 @@ class InprocNodes:
 
         cfg = load_config(self.folder / "nodes" / name / "node.toml", self.overrides)
         scope = trio.CancelScope()
-        runner = NodeRunner(cfg)
+        runner = NodeRunner(cfg, cpu=self.cpu)
         previous = self.exited.get(name)
         exited = self.exited[name] = trio.Event()
         self.scopes[name] = scope

@@ -2,7 +2,14 @@
 summed, sampled while the run goes (the kernel keeps each process's own peak, not the peak of
 the sum, and one process's peak rarely meets another's)."""
 
+import resource
+
 import psutil
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak resident memory (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class MemoryPeak:

@@ -33,7 +33,7 @@ from sim import partition, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.errors import AlreadyExists
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
-from sim.memory import MemoryPeak
+from sim.memory import MemoryPeak, own_peak_rss_mb
 from sim.pool import worker_pool
 from sim.scenario import (
     BACKENDS,
@@ -613,7 +613,8 @@ def collect(
         "baselines": baselines(scenario, plan, folder),
         # Sampled while the nodes ran and once after the baselines; the docker backend's
         # containers are not this process's children (docker.json has their own peaks).
-        "peak_rss_mb_total": max(plan.memory.peak_mb, plan.memory.sample()),
+        # (at least this process's own peak, which may fall between two samples).
+        "peak_rss_mb_total": max(plan.memory.peak_mb, plan.memory.sample(), own_peak_rss_mb()),
         "peak_rss_mb_by_process": plan.memory.at_peak,
         "faults": plan.faults,
         "attacks": plan.attacks,
@@ -648,6 +649,9 @@ def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float
 
 def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
     """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
+    wanted = scenario.baselines
+    if not (wanted.local_only or wanted.centralized or wanted.fedavg or wanted.fedavg_network):
+        return {}
     from node.baselines import Recipe, fedavg, local_only, pooled
     from sim.fedavg_network import run_fedavg_network
 
@@ -664,7 +668,6 @@ def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
         model_seed=plan.seed,
     )
     out: dict[str, Any] = {}
-    wanted = scenario.baselines
     if wanted.local_only:
         out["local_only"] = _described(local_only(tables, recipe))
     if wanted.centralized:
