@@ -391,7 +391,9 @@ def execute(
             return await supervise(folder, scenario, plan, console, ProcessNodes(folder, overrides))
         if scenario.workers > 1:
             workers = min(scenario.workers, len(plan.files))
-            async with worker_pool(folder, overrides, workers) as pool:
+            # Spread by data size (bytes of each node's file): training time follows it.
+            loads = {n: float(path.stat().st_size) for n, path in plan.files.items()}
+            async with worker_pool(folder, overrides, workers, loads) as pool:
                 return await supervise(folder, scenario, plan, console, pool)
         async with trio.open_nursery() as nursery:
             return await supervise(
@@ -610,7 +612,7 @@ def collect(
             "auc": _mean([v["auc"] for v in honest]),
         },
         "rounds_wall_seconds": rounds_wall(per_node, scenario.rounds),
-        "baselines": baselines(scenario, plan, folder),
+        "baselines": cached_baselines(scenario, plan, folder),
         # Sampled while the nodes ran and once after the baselines; the docker backend's
         # containers are not this process's children (docker.json has their own peaks).
         # (at least this process's own peak, which may fall between two samples).
@@ -645,6 +647,24 @@ def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float
     if rounds < 2 or 1 not in finished or rounds not in finished:
         return None
     return finished[rounds] - finished[1]
+
+
+def cached_baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
+    """`baselines`, from the cache when this scenario, seed and data have been run before."""
+    if not scenario.baselines.cache:
+        return baselines(scenario, plan, folder)
+    from sim.baseline_cache import baseline_key, cached
+
+    settings = {
+        "seed": plan.seed,
+        "rounds": scenario.rounds,
+        "data": scenario.data.model_dump(mode="json"),
+        "model": scenario.model.model_dump(mode="json"),
+        "training": scenario.training.model_dump(mode="json"),
+        "baselines": scenario.baselines.model_dump(mode="json", exclude={"cache"}),
+    }
+    key = baseline_key(settings, plan.files, plan.honest, scenario.data.schema_file)
+    return cached(key, lambda: baselines(scenario, plan, folder))
 
 
 def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
