@@ -30,4 +30,4 @@ def test_init_refuses_an_existing_scenario_and_leaves_no_invalid_one(tmp_path):
 
 def test_without_baselines_trains_none(tmp_path):
     scenario = without_baselines(load_scenario(init_swarm_scenario(tmp_path)))
-    assert not any(scenario.baselines.model_dump(exclude={"target_accuracy"}).values())
+    assert not any(scenario.baselines.model_dump(exclude={"target_accuracy", "cache"}).values())
