@@ -304,7 +304,9 @@ def _read_csv(path: Path, schema: DataSchema) -> _RawTable:
         raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
     if names is None:
         raise DataError(f"{path}: empty file (no header line)")
-    cells: list[list[str | None]] = [[row[j] for row in rows] for j in range(len(names))]
+    cells: list[list[str | None] | np.ndarray] = [
+        [row[j] for row in rows] for j in range(len(names))
+    ]
     return _RawTable(names, cells, np.asarray(lines, dtype=np.int64))
 
 
