@@ -209,7 +209,11 @@ def measure(run_dir: Path, child: dict[str, Any], started_at: float) -> dict[str
         "swarm_seconds": timing.get("swarm_seconds"),
         "data_seconds": timing.get("data_seconds"),
         "driver_peak_rss_mb": driver,
-        "node_peak_rss_mb_sum": float(np.sum(node_peaks)) if node_peaks else None,
+        # Process backend: each node's own process. Inproc nodes would each report the one
+        # process they share, so there is nothing to add up.
+        "node_peak_rss_mb_sum": float(np.sum(node_peaks))
+        if node_peaks and summary["backend"] == "process"
+        else None,
         "child_seconds": child.get("child_seconds"),
         "fedavg_seconds": (summary["baselines"].get("fedavg") or {}).get("wall_seconds"),
     }
@@ -345,7 +349,8 @@ def run_scale_bench(
             results["runs"].append(row)
     results["total_seconds"] = time.perf_counter() - began
     console.print(runs_table(results["runs"]))
-    console.print(targets_table(results["runs"]))
+    if any(r["targets"] or "error" in r for r in results["runs"]):
+        console.print(targets_table(results["runs"]))
     console.print(f"bench took {results['total_seconds']:.0f}s")
     return results
 
