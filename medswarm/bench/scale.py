@@ -302,8 +302,10 @@ def run_scale_bench(
     backends: Sequence[str] | None = None,
     topologies: Sequence[str] | None = None,
     timeout: float = RUN_TIMEOUT,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every (workload, backend, topology); print the tables, return the results."""
+    """Run every (workload, backend, topology); print the tables, return the results. The run
+    folders go to a temporary folder, or stay in `keep` (which must not hold them yet)."""
     from sim.scenario import BACKENDS
 
     for b in backends or ():
@@ -326,7 +328,8 @@ def run_scale_bench(
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="medswarm-bench-scale-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if keep is None else keep
+        work.mkdir(parents=True, exist_ok=True)
         for w, backend, topology in runs:
             name = f"scale-{w.name}-{backend}-{topology}"
             path = work / f"{name}.toml"
@@ -376,31 +379,27 @@ def _pct(share: float | None) -> float | None:
 def runs_table(runs: Sequence[dict[str, Any]]) -> Table:
     table = bench_table(
         "medswarm bench scale",
-        ("workload", "backend", "graph", "nodes", "whole s", "rounds 2..N s", "peak MB",
-         "acc mean", "acc min", "acc max", "FedAvg acc", "arrived", "kB/node/round"),
-        caption="whole: child start to the last node's last round (data generation and split, "
-        "set-up, all rounds). peak: summed over all processes. acc: final round on the common "
-        "test set, over the nodes. arrived: neighbour models that arrived in time. kB: sent + "
-        "received per node per round.",
-        left=("workload", "backend", "graph"),
+        ("run", "whole s", "rounds s", "peak MB", "acc mean", "acc min", "FedAvg", "arrived",
+         "kB/node/rd"),
+        caption="run: workload, backend, graph. whole: child start to the last node's last "
+        "round (data generation and split, set-up, all rounds); rounds: 2 to N. peak: summed "
+        "over all processes. acc: final round on the common test set, mean and min over the "
+        "nodes; FedAvg: its global model on the same rows. arrived: neighbour models that "
+        "arrived in time. kB: sent + received per node per round.",
+        left=("run",),
     )  # fmt: skip
     for r in runs:
-        graph = TOPOLOGY_NAMES.get(r["topology"], r["topology"])
         if "error" in r:
-            table.add_row(r["workload"], r["backend"], graph, str(r["nodes"]), "[red]failed[/red]")
+            table.add_row(_label(r), "[red]failed[/red]")
             continue
         kb = r["bytes_per_node_round"]
         table.add_row(
-            r["workload"],
-            r["backend"],
-            graph,
-            str(r["nodes"]),
+            _label(r),
             _f(r["whole_seconds"], ".1f"),
             _f(r["rounds_seconds"], ".1f"),
             _f(r["peak_rss_mb"], ".0f"),
             _f(r["accuracy_mean"]),
             _f(r["accuracy_min"]),
-            _f(r["accuracy_max"]),
             _f(r["fedavg_accuracy"]),
             "-" if r["arrival_rate"] is None else f"{100 * r['arrival_rate']:.1f}%",
             _f(None if kb is None else kb / 1000, ".0f"),
@@ -408,11 +407,16 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def _label(r: dict[str, Any]) -> str:
+    graph = TOPOLOGY_NAMES.get(r["topology"], r["topology"])
+    return f"{r['workload']} ({r['nodes']} nodes) {r['backend']} {graph}"
+
+
 def targets_table(runs: Sequence[dict[str, Any]]) -> Table:
     columns = ("run", "target", "measured", "met")
     table = bench_table("targets", columns, left=("run", "target"))
     for r in runs:
-        label = f"{r['workload']} {r['backend']} {TOPOLOGY_NAMES.get(r['topology'], '')}"
+        label = _label(r)
         if "error" in r:
             table.add_row(label, "the run", f"[red]{r['error']}[/red]", "[red]no[/red]")
             continue

@@ -128,6 +128,9 @@ def bench_scale(
         int | None, typer.Option(help="Rounds per run (default: 20 sites 20, 1,000 nodes 5).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a run may take.")] = 1800,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the run folders (scenarios, nodes, logs) here.")
+    ] = None,
 ) -> None:
     """The simulator comparison workload (synthetic 200,000 x 64, 20 sites, Dirichlet 0.3,
     MLP 64-64, 20 rounds, one held-out test set) and 1,000 nodes: whole-run and per-round
@@ -142,7 +145,7 @@ def bench_scale(
         if rounds is not None and rounds < 2:
             raise ValueError("--rounds must be at least 2 to time rounds 2..N")
         chosen = workloads_named(names(workloads) or [], rounds)
-        results = run_scale_bench(console, chosen, names(backend), names(topology), timeout)
+        results = run_scale_bench(console, chosen, names(backend), names(topology), timeout, keep)
     except ValueError as exc:
         raise fail(str(exc)) from None
     write_json(json_out, results)

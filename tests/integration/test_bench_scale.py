@@ -20,9 +20,9 @@ KEYS = {
 }  # fmt: skip
 
 
-def test_a_tiny_run_reports_every_number():
+def test_a_tiny_run_reports_every_number(tmp_path):
     console = Console(record=True, width=200)
-    results = run_scale_bench(console, [TINY], ["inproc"])
+    results = run_scale_bench(console, [TINY], ["inproc"], keep=tmp_path)
     results = json.loads(json.dumps(results))  # what --json writes
     (run,) = results["runs"]
     assert "error" not in run, run
@@ -42,4 +42,6 @@ def test_a_tiny_run_reports_every_number():
     assert run["bytes_per_node_round"] > run["bytes_sent_per_node_round"] > 0
     assert run["targets"] == {}  # a workload the issue sets no targets for
     text = console.export_text()
-    assert "medswarm bench scale" in text and "tiny" in text
+    assert "medswarm bench scale" in text and "tiny (4 nodes) inproc complete" in text
+    kept = tmp_path / "scale-tiny-inproc-full"
+    assert (kept / "summary.json").exists() and (kept / "data" / "test-set").is_dir()
