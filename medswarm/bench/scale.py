@@ -164,9 +164,12 @@ def measure(run_dir: Path, child: dict[str, Any], started_at: float) -> dict[str
     reached = expected = 0
     traffic, sent = [], []
     completed = []
+    last_round_at = None  # epoch seconds when the last node recorded its last round
     for name in summary["nodes"]:
         records = read_records(run_dir / "nodes" / name / "out" / "metrics.jsonl")
         completed.append(len({int(r["round"]) for r in records}))
+        if records:
+            last_round_at = max(last_round_at or 0.0, max(float(r["time"]) for r in records))
         for r in records:
             reached += len(r["neighbours_reached"])
             expected += r["neighbours_total"]
@@ -189,7 +192,9 @@ def measure(run_dir: Path, child: dict[str, Any], started_at: float) -> dict[str
     return {
         "nodes": len(summary["nodes"]),
         "rounds": rounds,
-        "whole_seconds": finished - started_at if finished is not None else None,
+        "whole_seconds": last_round_at - started_at if last_round_at is not None else None,
+        # Also the nodes' linger (they serve the last round to slower neighbours) and exit.
+        "until_exit_seconds": finished - started_at if finished is not None else None,
         "rounds_seconds": summary.get("rounds_wall_seconds"),
         "peak_rss_mb": peak,
         "peak_rss_how": how,

@@ -30,7 +30,8 @@ def test_a_tiny_run_reports_every_number(tmp_path):
     assert (run["workload"], run["backend"], run["topology"], run["nodes"]) == (
         "tiny", "inproc", "full", 4,
     )  # fmt: skip
-    assert 0 < run["rounds_seconds"] < run["whole_seconds"] < run["child_seconds"]
+    assert 0 < run["rounds_seconds"] < run["whole_seconds"] < run["until_exit_seconds"]
+    assert run["until_exit_seconds"] < run["child_seconds"]
     assert run["peak_rss_mb"] == run["driver_peak_rss_mb"] > 100  # inproc: the one process
     assert [r["round"] for r in run["accuracy_per_round"]] == [1, 2, 3]
     assert len(run["fedavg_accuracy_per_round"]) == 3
