@@ -56,9 +56,14 @@ class TrafficCounters:
     rejected: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     served: dict[str, int] = field(default_factory=dict)  # newest "params" round sent, per peer
+    # Per kind, the newest round sent, per peer ("params" is `served`).
+    served_kinds: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.bytes_sent = self.bytes_received = 0
+
+    def served_of(self, kind: str) -> dict[str, int]:
+        return self.served if kind == "params" else self.served_kinds.setdefault(kind, {})
 
 
 @dataclass
@@ -192,8 +197,8 @@ class ParamExchange:
                 for buf in found.buffers:
                     await stream.write(buf)  # the muxer cuts it into frames
         self.counters.bytes_sent += len(found.header) + sum(map(len, found.buffers))
-        if kind == "params":
-            self.counters.served[peer] = max(self.counters.served.get(peer, -1), found.round)
+        served = self.counters.served_of(kind)
+        served[peer] = max(served.get(peer, -1), found.round)
 
     async def _answer_other(self, stream: INetStream, peer: str, request: dict[str, Any]) -> None:
         parts = await self.handlers[request["kind"]](peer, request)

@@ -5,12 +5,13 @@ One aggregation is node A (the aggregator) and its partners U for round r; each 
 also the aggregator of its own neighbourhood, so every node plays both roles every round.
 Bonawitz et al. (2017)'s double masking, with the consortium's registry as the PKI:
 
-1. masked: A asks each j in U for its masked model, telling it U, A's sample count and degree
-   and the share threshold t. j answers
+1. masked: A asks each j in U for its masked model, telling it U, A's sample count, degree and
+   mass (closed-neighbourhood sample count, 0 if unknown) and the share threshold t. j answers
 
        y_j = enc(w_Aj x_j) + PRG(b_j) + sum_{k in U, k != j} +-PRG(s_jk)    (mod 2**64)
 
-   where w_Aj is the merge weight (Metropolis: from both ends' sample counts and degrees),
+   where w_Aj is the merge weight (node.merge.PAIR_WEIGHTS: from both ends' sample counts,
+   degrees and masses; A computes the same from j's answer, for its own self weight),
    s_jk a seed from the X25519 agreement of j's and k's registered keys bound to (A, r, j, k),
    and b_j a fresh secret whose Shamir shares (any t of U's other members rebuild it) go with
    y_j, each sealed (ChaCha20-Poly1305) for its holder. The pairwise masks cancel in the sum.
@@ -53,9 +54,9 @@ KIND = "secagg"
 KEEP_ROUNDS = 8  # aggregations a member remembers (to answer steps 2 and 3, and to keep its word)
 MAX_REASON = 300  # characters of a peer's refusal reason that we repeat
 
-# (aggregator's samples, aggregator's degree, member's samples, member's degree) -> the weight
-# the aggregator gives the member's model: the same function at both ends.
-WeightRule = Callable[[int, int, int, int], float]
+# (aggregator's samples, degree, mass, member's samples, degree, mass) -> the weight the
+# aggregator gives the member's model: the same function at both ends.
+WeightRule = Callable[[int, int, int, int, int, int], float]
 
 
 class SecAggError(GossipError):
@@ -115,6 +116,7 @@ class _Offer:
     flat: np.ndarray  # this round's published parameters, flattened in wire order
     samples: int
     degree: int
+    mass: int
 
 
 @dataclass
@@ -152,9 +154,12 @@ class SecAggMember:
         self.last_request = 0.0  # trio time of the last request answered
         self.retired: str | None = None  # why this node masks no new models, once it stops
 
-    async def offer(self, round_: int, flat: np.ndarray, samples: int, degree: int) -> None:
-        """This round's parameters (as published), for the aggregators that will ask."""
-        self._offers[round_] = _Offer(np.asarray(flat, np.float64), samples, degree)
+    async def offer(
+        self, round_: int, flat: np.ndarray, samples: int, degree: int, mass: int = 0
+    ) -> None:
+        """This round's parameters (as published) and the facts weighed with them (`mass`: this
+        node's closed-neighbourhood sample count, 0 if unknown), for the aggregators that ask."""
+        self._offers[round_] = _Offer(np.asarray(flat, np.float64), samples, degree, mass)
         for old in [r for r in self._offers if r <= round_ - KEEP_ROUNDS]:
             del self._offers[old]
         for key in [k for k in self._holdings if k[1] <= round_ - KEEP_ROUNDS]:
@@ -188,10 +193,11 @@ class SecAggMember:
             raise _Refusal(self.retired)
         if self.me not in users or aggregator in users:
             raise _Refusal("the members must include this node and not the aggregator")
-        threshold, samples, degree, wait = (
+        threshold, samples, degree, mass, wait = (
             _int(msg, "threshold"),
             _int(msg, "samples"),
             _int(msg, "degree"),
+            _int(msg, "mass"),
             msg.get("wait"),
         )
         least = share_threshold(self.min_fraction, len(users))
@@ -202,6 +208,8 @@ class SecAggMember:
             )
         if samples < 1 or degree < len(users) or not isinstance(wait, float):
             raise _Refusal("samples must be >= 1, degree >= the members, wait a float")
+        if mass != 0 and mass < samples:
+            raise _Refusal(f"mass {mass} below the aggregator's own {samples} samples (0: unknown)")
         held = self._holdings.get((aggregator, round_))
         if held is not None:
             if held.users != users or held.threshold != threshold:
@@ -210,7 +218,7 @@ class SecAggMember:
         offer = await self._wait_for(round_, wait)
         if offer is None:
             return [wire.frame({"v": wire.WIRE_VERSION, "status": "not_ready"})]
-        answer = self._mask(aggregator, round_, users, threshold, offer, samples, degree)
+        answer = self._mask(aggregator, round_, users, threshold, offer, (samples, degree, mass))
         self._holdings[(aggregator, round_)] = _Holding(users, threshold, answer)
         self.served[aggregator] = max(self.served.get(aggregator, -1), round_)
         return answer
@@ -232,12 +240,12 @@ class SecAggMember:
         users: tuple[str, ...],
         threshold: int,
         offer: _Offer,
-        samples: int,
-        degree: int,
+        claims: tuple[int, int, int],
     ) -> list[bytes]:
+        """`claims`: the aggregator's (samples, degree, mass)."""
         others = [u for u in users if u != self.me]
         keys = {u: self.keys.require(u) for u in others}
-        w = self.weight(samples, degree, offer.samples, offer.degree)
+        w = self.weight(*claims, offer.samples, offer.degree, offer.mass)
         secret = masking.new_secret()
         seeds = {
             u: masking.pair_seed(
@@ -269,6 +277,7 @@ class SecAggMember:
             "sender": self.me,
             "samples": offer.samples,
             "degree": offer.degree,
+            "mass": offer.mass,
             "length": int(y.size),
             "shares": sealed,
         }
@@ -355,6 +364,7 @@ class MaskedModel:
     sender: str
     samples: int
     degree: int
+    mass: int
     masked: np.ndarray
     sealed: dict[str, bytes]  # holder -> its sealed share of the sender's self-mask
 
@@ -424,11 +434,13 @@ class Aggregation:
 @dataclass
 class SecureSum:
     """What an aggregation gives the merge: the weighted sum of the survivors' models (None if
-    it could not be completed), each survivor's weight, and why others are not in it."""
+    it could not be completed), each survivor's weight, why others are not in it, and the
+    sample count each member that sent a masked model claimed."""
 
     total: np.ndarray | None
     weights: dict[str, float]
     failures: dict[str, str]
+    samples: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -450,8 +462,10 @@ async def aggregate(
     threshold_fraction: float,
     weight: WeightRule,
     deadlines: Deadlines,
+    mass: int = 0,
 ) -> SecureSum:
-    """Run one aggregation with `partners` for `round_`: steps 1 to 3 of the module's doc."""
+    """Run one aggregation with `partners` for `round_`: steps 1 to 3 of the module's doc.
+    `mass`: this node's closed-neighbourhood sample count (0 if unknown)."""
     by_peer = {p.peer_id.to_base58(): p for p in partners}
     users = tuple(sorted(by_peer))
     threshold = share_threshold(threshold_fraction, len(users))
@@ -464,7 +478,13 @@ async def aggregate(
         return SecureSum(None, {}, failures)
 
     async def ask_masked(peer: str) -> None:
-        request = {"op": "masked", "threshold": threshold, "samples": samples, "degree": degree}
+        request = {
+            "op": "masked",
+            "threshold": threshold,
+            "samples": samples,
+            "degree": degree,
+            "mass": mass,
+        }
         try:
             model = await _call(exchange, by_peer[peer], agg, request, deadlines.fetch, deadlines)
             agg.accept(model)
@@ -479,20 +499,21 @@ async def aggregate(
     newly = agg.close_inputs()
     while newly and len(agg.survivors) >= agg.enough:
         newly = await _reveal_seeds(exchange, by_peer, agg, newly, deadlines, failures)
+    claimed = {p: m.samples for p, m in agg.inputs.items()}
     if len(agg.survivors) < agg.enough:
         why = f"secure aggregation aborted: {len(agg.survivors)} of {len(users)} neighbours "
         why += f"answered, {agg.enough} needed"
         failures.update({u: failures.get(u, why) for u in users})
-        return SecureSum(None, {}, failures)
+        return SecureSum(None, {}, failures, claimed)
     self_seeds, problem = await _unmask(exchange, by_peer, agg, deadlines, failures)
     if problem is not None:
         failures.update({u: failures.get(u, problem) for u in users})
-        return SecureSum(None, {}, failures)
-    weights = {
-        p: weight(samples, degree, agg.inputs[p].samples, agg.inputs[p].degree)
-        for p in agg.survivors
-    }
-    return SecureSum(agg.total(self_seeds), weights, failures)
+        return SecureSum(None, {}, failures, claimed)
+    weights = {}
+    for p in agg.survivors:
+        them = agg.inputs[p]
+        weights[p] = weight(samples, degree, mass, them.samples, them.degree, them.mass)
+    return SecureSum(agg.total(self_seeds), weights, failures, claimed)
 
 
 async def _reveal_seeds(
@@ -601,6 +622,7 @@ async def _call(
             body["wait"] = exchange.server_wait(deadline)
         raw = await exchange.exchange_frames(stream, peer, wire.frame(body), wire.MAX_HEADER_BYTES)
         header = wire.unpack_map(raw, "secure aggregation answer", peer)
+        wire.check_version(header, peer)
         status = header.get("status")
         if status == "refused":
             reason = str(header.get("reason", ""))[:MAX_REASON]
@@ -629,6 +651,10 @@ async def _read_masked(
     samples, degree, length, round_ = (
         _positive_int(header, key, peer) for key in ("samples", "degree", "length", "round")
     )
+    mass = header.get("mass")
+    if not isinstance(mass, int) or isinstance(mass, bool):
+        raise PeerMessageError(peer, "schema", f"mass should be an int: {mass!r}")
+    wire.check_mass(mass, samples, peer)
     if round_ != agg.round:
         raise PeerMessageError(peer, "round", f"masked model of round {round_}")
     if length != agg.length:
@@ -643,7 +669,7 @@ async def _read_masked(
         raise PeerMessageError(peer, "schema", "sealed shares must be bytes")
     payload = await read_exactly(stream, agg.length * MODEL_RING.element_bytes, peer)
     masked = MODEL_RING.from_bytes(payload, agg.length)
-    return MaskedModel(peer, samples, degree, masked, sealed)
+    return MaskedModel(peer, samples, degree, mass, masked, sealed)
 
 
 def _positive_int(header: dict[str, Any], key: str, peer: str) -> int:

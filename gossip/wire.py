@@ -1,8 +1,13 @@
 """Wire format for parameter sets, and its validation. Never pickle.
 
 A response is a 4-byte big-endian header length, a msgpack header, then the raw little-endian
-bytes of each tensor in header order. The header carries round, sender, sample count, degree and,
-per tensor, name, dtype, shape, byte length and sha256 digest.
+bytes of each tensor in header order. The header carries round, sender, sample count, degree,
+mass (the sender's closed-neighbourhood sample count this round, 0 while unknown: the merge's
+weights need it) and, per tensor, name, dtype, shape, byte length and sha256 digest.
+
+Every message carries the wire version `v`, and a peer of another version is rejected (a
+`schema` error naming both): version 2 added the mass, which both ends of a link need for the
+same weight, so a swarm runs one version.
 
 Validation happens in the order docs/design.md fixes: size caps before anything is parsed, then the
 schema, sender identity, round window, tensor names/dtypes/shapes against the local model, and,
@@ -21,7 +26,7 @@ import numpy as np
 
 from gossip.errors import PeerMessageError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the header's `mass`
 LENGTH_PREFIX = struct.Struct(">I")
 # A request is small, but secure aggregation's carry peer lists and sealed shares (about 100
 # bytes per neighbour of the aggregating node).
@@ -52,6 +57,7 @@ class Snapshot:
     samples: int
     degree: int
     tensors: Mapping[str, np.ndarray]
+    mass: int = 0  # the sender's closed-neighbourhood sample count this round; 0: unknown
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Header:
     degree: int
     specs: tuple[TensorSpec, ...]
     digests: tuple[bytes, ...]
+    mass: int = 0
 
     @property
     def payload_bytes(self) -> int:
@@ -148,6 +155,7 @@ def encode_snapshot(snap: Snapshot) -> tuple[bytes, list[bytes]]:
         "sender": snap.sender,
         "samples": snap.samples,
         "degree": snap.degree,
+        "mass": snap.mass,
         "tensors": entries,
     }
     return frame(header), buffers
@@ -156,14 +164,13 @@ def encode_snapshot(snap: Snapshot) -> tuple[bytes, list[bytes]]:
 def parse_header(body: bytes, peer: str, expect: Expectation) -> Header:
     """Validate a response header against the sender's identity and the local model."""
     msg = unpack_map(body, "header", peer)
-    if msg.get("v") != WIRE_VERSION:
-        raise PeerMessageError(peer, "schema", f"wire version {msg.get('v')!r}")
+    check_version(msg, peer)
     status = msg.get("status")
     if status not in STATUSES:
         raise PeerMessageError(peer, "schema", f"status {status!r}")
     if status != "ok":
         return Header(status, expect.kind, -1, peer, 0, 0, (), ())
-    fields = {"kind": str, "round": int, "sender": str, "samples": int, "degree": int}
+    fields = {"kind": str, "round": int, "sender": str, "samples": int, "degree": int, "mass": int}
     for key, typ in fields.items():
         value = msg.get(key)
         if not (isinstance(value, typ) and not isinstance(value, bool)):
@@ -180,6 +187,7 @@ def parse_header(body: bytes, peer: str, expect: Expectation) -> Header:
         )
     if msg["samples"] < 1 or msg["degree"] < 1:
         raise PeerMessageError(peer, "schema", "samples and degree must be >= 1")
+    check_mass(msg["mass"], msg["samples"], peer)
     specs, digests = _parse_tensors(msg.get("tensors"), peer)
     if specs != expect.specs:
         want = ", ".join(f"{s.name}:{s.dtype}{list(s.shape)}" for s in expect.specs)
@@ -194,7 +202,23 @@ def parse_header(body: bytes, peer: str, expect: Expectation) -> Header:
         msg["degree"],
         specs,
         digests,
+        msg["mass"],
     )
+
+
+def check_version(msg: Mapping[str, Any], peer: str) -> None:
+    if msg.get("v") != WIRE_VERSION:
+        raise PeerMessageError(
+            peer, "schema", f"wire version {msg.get('v')!r}, this node speaks {WIRE_VERSION}"
+        )
+
+
+def check_mass(mass: int, samples: int, peer: str) -> None:
+    """A closed neighbourhood holds the sender's own samples: 0 (unknown) or >= samples."""
+    if mass != 0 and mass < samples:
+        raise PeerMessageError(
+            peer, "schema", f"mass {mass} below the sender's own {samples} samples (0: unknown)"
+        )
 
 
 def decode_payload(header: Header, payload: bytes | bytearray, peer: str) -> dict[str, np.ndarray]:

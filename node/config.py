@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 PositiveFloat = Annotated[float, Field(gt=0)]
 # node.merge.MERGE_RULES by name (static for pydantic and mypy, and no numpy to read a config; a
 # unit test keeps the two equal).
-MergeRuleName = Literal["metropolis", "median", "trimmed_mean"]
+MergeRuleName = Literal["neighbourhood", "metropolis", "median", "trimmed_mean"]
 MERGE_RULE_NAMES: tuple[str, ...] = get_args(MergeRuleName)
+# node.merge.PAIR_WEIGHTS by name: the rules secure aggregation can run (a weighted sum whose
+# weights both ends of a link compute alike; the same unit test keeps them equal).
+SECURE_AGGREGATION_RULES: tuple[str, ...] = ("neighbourhood", "metropolis")
 
 
 class _Section(BaseModel):
@@ -145,7 +148,7 @@ class TrainingSection(_Section):
 
 class SwarmSection(_Section):
     rounds: int = Field(20, gt=0)
-    merge: MergeRuleName = "metropolis"
+    merge: MergeRuleName = "neighbourhood"
     trim_fraction: float = Field(0.2, ge=0, lt=0.5)
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
     rotation: int = Field(
@@ -153,6 +156,14 @@ class SwarmSection(_Section):
         ge=1,
         description="Gossip with each neighbour once every this many rounds (a matching "
         "schedule, see node.neighbour_phases); 1 = with every neighbour every round.",
+    )
+    gossip_steps: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Mixing steps per round: after the merge, exchange and merge the result "
+        "with the same partners this many times in all (docs/consensus.md). More than 1 "
+        "helps sparse graphs reach consensus in fewer rounds, at that many times the messages.",
     )
 
 
@@ -354,10 +365,16 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
     if not cfg.privacy.secure_aggregation:
         return []
     problems = []
-    if cfg.swarm.merge != "metropolis":
+    if cfg.swarm.merge not in SECURE_AGGREGATION_RULES:
+        rules = " or ".join(repr(r) for r in SECURE_AGGREGATION_RULES)
         problems.append(
-            f"privacy.secure_aggregation needs swarm.merge = 'metropolis': {cfg.swarm.merge!r} "
+            f"privacy.secure_aggregation needs swarm.merge = {rules}: {cfg.swarm.merge!r} "
             "needs every neighbour's model, which secure aggregation hides"
+        )
+    if cfg.swarm.gossip_steps > 1:
+        problems.append(
+            "privacy.secure_aggregation needs swarm.gossip_steps = 1: the extra mixing steps "
+            "exchange merged models in clear"
         )
     if cfg.swarm.rotation > 1:
         problems.append(

@@ -57,11 +57,13 @@ threads = 1                           # torch threads
 
 [swarm]
 rounds = {rounds}
-# The merge rule; the default, metropolis, reaches consensus on the sample-weighted average.
-merge = "metropolis"                  # {merge_rules}
+# The merge rule; the default, neighbourhood, reaches consensus on the sample-weighted average
+# (in one round on a complete graph: docs/consensus.md).
+merge = "neighbourhood"               # {merge_rules}
 trim_fraction = 0.2                   # for trimmed_mean
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
 rotation = 1                          # gossip with each neighbour every this many rounds
+gossip_steps = 1                      # mixing steps per round (more: faster consensus)
 
 [timeouts]
 startup_seconds = 60                  # wait for neighbours to come up

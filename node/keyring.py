@@ -8,11 +8,14 @@ JSON file `node.peer_keys` of peer ID -> hex key that the consortium hands out.
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from node.errors import ConfigError, NodeError
-from node.membership import Membership
+
+if TYPE_CHECKING:  # web3 is imported only by a node with the ledger on
+    from node.membership import Membership
 
 log = logging.getLogger(__name__)
 KEY_HEX = 64
@@ -44,7 +47,7 @@ def load_peer_keys(path: Path) -> dict[str, bytes]:
 class Keyring:
     """Who the members are and their keys, from the ledger or a file."""
 
-    def __init__(self, membership: Membership | None, peer_keys: Path | None) -> None:
+    def __init__(self, membership: "Membership | None", peer_keys: Path | None) -> None:
         if membership is None and peer_keys is None:
             raise ConfigError(
                 "the members' X25519 keys are needed (the scaling agreement is a secure sum): "

@@ -22,3 +22,26 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
+
+
+def last_record(path: Path, tail_bytes: int = 65536) -> dict[str, Any] | None:
+    """The newest whole record, reading only the end of the file (the simulator asks for it
+    for every node several times a second)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
+        return None
+    if size > tail_bytes:
+        lines = lines[1:]  # the first may be the end of a longer line
+    for line in reversed(lines):
+        try:
+            return dict(json.loads(line))
+        except ValueError:
+            continue  # being written now, or torn by a crash
+    if size <= tail_bytes:
+        return None
+    records = read_records(path)  # one record longer than the tail: read it all
+    return records[-1] if records else None

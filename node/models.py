@@ -41,10 +41,19 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
+def _linear(n_in: int, n_out: int) -> nn.Linear:
+    """An nn.Linear whose values `build_model` then draws from its own generator. Its default
+    initialisation draws from the global RNG, whose state fork_rng puts back. (Not
+    nn.utils.skip_init: its first use loads torch's Python reference ops, about 2 s of every
+    node's start-up.)"""
+    with torch.random.fork_rng(devices=[]):
+        return nn.Linear(n_in, n_out)
+
+
 class LogisticRegression(nn.Module):
     def __init__(self, n_features: int) -> None:
         super().__init__()
-        self.linear = nn.utils.skip_init(nn.Linear, n_features, 1)
+        self.linear = _linear(n_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x).squeeze(-1)
@@ -59,9 +68,9 @@ class MLP(nn.Module):
         width = n_features
         for h in hidden:
             # Dropout is always present (identity at p = 0) so names do not depend on it.
-            layers += [nn.utils.skip_init(nn.Linear, width, h), nn.ReLU(), SeededDropout(dropout)]
+            layers += [_linear(width, h), nn.ReLU(), SeededDropout(dropout)]
             width = h
-        layers.append(nn.utils.skip_init(nn.Linear, width, 1))
+        layers.append(_linear(width, 1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,13 @@ INLINE_BELOW_SECONDS = 0.01
 class Offload:
     """One kind of job (its durations decide where the next run goes)."""
 
-    def __init__(self, inline_below: float = INLINE_BELOW_SECONDS) -> None:
+    def __init__(
+        self,
+        inline_below: float = INLINE_BELOW_SECONDS,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
         self.inline_below = inline_below
+        self.limiter = limiter  # shared by jobs that should not run at once (None: trio's)
         self.last_seconds: float | None = None  # the job's CPU time in its last run
 
     @property
@@ -34,7 +39,7 @@ class Offload:
             result = self._timed(fn, *args)
             await trio.lowlevel.checkpoint()  # still a point where the loop may switch or cancel
             return result
-        return await trio.to_thread.run_sync(self._timed, fn, *args)
+        return await trio.to_thread.run_sync(self._timed, fn, *args, limiter=self.limiter)
 
     def _timed(self, fn: Callable[..., T], *args: object) -> T:
         # CPU time, not wall-clock: on a busy machine a short job is often preempted midway,

@@ -19,7 +19,10 @@ class Neighbour:
     peer: str
     params: Params
     samples: int  # its training rows (the merge and the scorer weigh by them)
-    degree: int  # its configured neighbour count (the Metropolis weights need it)
+    degree: int  # its configured neighbour count this round (the weights need it)
+    # Its closed neighbourhood's sample count this round, n_j + its partners' n (the
+    # `neighbourhood` weights need it); 0 while it does not know all its partners' counts yet.
+    mass: int = 0
 
 
 def model_params(model: torch.nn.Module) -> Params:

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import numpy as np
+import psutil
 import torch
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -51,20 +52,24 @@ from node.contribution import (
 from node.dataset import Split, load_schema, load_table, split_validation
 from node.errors import CheckpointError, ConfigError
 from node.keyring import Keyring
-from node.membership import Membership
-from node.merge import MergeSettings, merge_secure_sum, metropolis_weight
+from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
 from node.metrics import append_record, read_records
 from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
-from node.privacy import DPPlan, PrivacyAccountant, plan_privacy, train_private
 from node.scaling import Scaler
 from node.training import TrainSettings, evaluate, train_local, training_seed
+
+if TYPE_CHECKING:  # imported where used: a node without DP or ledger never pays for
+    # Opacus or web3 at start-up (seconds of imports each)
+    from node.membership import Membership
+    from node.privacy import DPPlan, PrivacyAccountant
 
 log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
 QUIET_SECONDS = 1.0  # after the last round: no secure-aggregation request for this long
+MIX = "mix"  # the snapshot kind of a round's extra mixing steps (swarm.gossip_steps > 1)
 
 
 PublishTransform = Callable[[Params], Params]
@@ -105,8 +110,8 @@ class PrivateTraining:
     """DP-SGD's plan and what the rounds spent; once the budget cannot pay for a round, the
     node stops publishing new models (`retired_at`: the first round it did not train)."""
 
-    plan: DPPlan
-    accountant: PrivacyAccountant
+    plan: "DPPlan"
+    accountant: "PrivacyAccountant"
     retired_at: int | None = None
 
     def record(self) -> dict[str, Any]:
@@ -152,8 +157,12 @@ class NodeRunner:
         cfg: NodeConfig,
         on_round: RoundCallback | None = None,
         publish_transform: PublishTransform = unchanged,
+        cpu: trio.CapacityLimiter | None = None,
     ) -> None:
         self.cfg = cfg
+        # Nodes that share a process share its GIL: their training and scoring threads take
+        # turns through this limiter (one at a time) instead of thrashing the GIL together.
+        self.cpu = cpu
         self.on_round = on_round or (lambda _record: None)
         # What the node publishes is this of its local update: the seam for differential-privacy
         # noise or compression. Neighbours, the ledger's commitment and the node's own merge
@@ -167,6 +176,9 @@ class NodeRunner:
         self.round = 0  # the round in progress (0: before training)
         self.session = ""  # agreed by the members at start: every mask of the run is bound to it
         self.secagg: SecAggMember | None = None  # this node's part in its neighbours' aggregations
+        # Each neighbour's training rows, as its last valid message claimed: what this node's
+        # closed-neighbourhood mass is summed from (a node's count is fixed for its run).
+        self.peer_samples: dict[str, int] = {}
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -204,8 +216,8 @@ class NodeRunner:
                 scaler, start = await self._scaler_and_start(split, checkpoint)
                 if self.cfg.privacy.secure_aggregation:
                     self.secagg = SecAggMember(
-                        self.peer_id, self.session, self.masking, metropolis_weight,
-                        self.cfg.privacy.share_threshold,
+                        self.peer_id, self.session, self.masking,
+                        PAIR_WEIGHTS[self.cfg.swarm.merge], self.cfg.privacy.share_threshold,
                     )  # fmt: skip
                     self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
                 try:
@@ -240,9 +252,11 @@ class NodeRunner:
             )
         return load_x25519_key_file(path)
 
-    async def _join_ledger(self, masking_public: bytes) -> Membership | None:
+    async def _join_ledger(self, masking_public: bytes) -> "Membership | None":
         if not self.cfg.ledger.enabled:
             return None
+        from node.membership import Membership
+
         membership = await trio.to_thread.run_sync(
             Membership, self.cfg.ledger, self.peer_id, self.out / "outbox.sqlite"
         )
@@ -259,13 +273,12 @@ class NodeRunner:
 
     def _announce(self, addrs: list[str]) -> None:
         """peer.json: where the neighbours (and the simulator) find this node."""
-        write_atomic(
-            self.out / "peer.json",
-            json.dumps(
-                {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-            ).encode(),
-        )
-        log.info("node %s listening on %s", self.cfg.node.name, addrs)
+        # Since this process started: a node's start-up, imports included (on a backend that
+        # shares processes, the time since the shared process started).
+        ready = time.time() - psutil.Process().create_time()
+        info = {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
+        write_atomic(self.out / "peer.json", json.dumps({**info, "ready_seconds": ready}).encode())
+        log.info("node %s listening on %s, %.1f s after start", self.cfg.node.name, addrs, ready)
 
     async def _scaler_and_start(
         self, split: Split, checkpoint: Checkpoint | None
@@ -364,6 +377,8 @@ class NodeRunner:
             size=size_of(initial),
             train_settings=cfg.training.settings(),
             scorer=self._scorer(model, val_x, split.val_y),
+            training=Offload(limiter=self.cpu),
+            scoring=Offload(limiter=self.cpu),
             epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
             forger=np.random.default_rng(cfg.training.seed),
             resumed_from=None if checkpoint is None else checkpoint.round,
@@ -380,6 +395,8 @@ class NodeRunner:
         cfg = self.cfg
         if not cfg.privacy.dp:
             return None
+        from node.privacy import PrivacyAccountant, plan_privacy
+
         section = cfg.privacy
         cap = self.membership.max_epsilon if self.membership is not None else None
         if cap is not None and (section.target_epsilon is None or section.target_epsilon > cap):
@@ -403,7 +420,7 @@ class NodeRunner:
         why = f"privacy budget spent (epsilon {spent:.3g} of {budget})"
         log.warning("%s: no new models from round %s on; the neighbours carry on", why,
                     private.retired_at)  # fmt: skip
-        self.exchange.store.retired.add("params")
+        self.exchange.store.retired.update({"params", MIX})
         if self.secagg is not None:
             self.secagg.retired = why
 
@@ -425,14 +442,17 @@ class NodeRunner:
         own = self.publish_transform(model_params(run.model))
         self._commit(r, own)
         partners = self._partners(r)
+        mass = self._mass(partners)
+        mixed: list[int] = []  # how many partners arrived in each extra mixing step
         if self.secagg is None:
-            neighbours, failures = await self._gather(run, r, partners, own)
+            neighbours, failures = await self._gather(run, r, partners, own, mass)
             scores = await self._score(run, r, previous, own, neighbours)
-            merged = self._combine(own, len(partners), neighbours)
+            merged = self._combine(own, len(partners), mass, neighbours)
             reached = [n.peer for n in neighbours]
+            merged = await self._mix(run, r, partners, merged, mass, mixed)
         else:
             merged, reached, failures, scores = await self._secure_round(
-                run, r, partners, own, previous
+                run, r, partners, own, previous, mass
             )
         load_params(run.model, merged)
         run.current = merged
@@ -449,6 +469,8 @@ class NodeRunner:
             **self._test(run),
             "neighbours_reached": reached,
             "neighbours_total": len(partners),
+            "mass": mass,
+            "mixing_reached": mixed,
             "failures": failures,
             **self._traffic(),
             "train_seconds": train_seconds,
@@ -474,6 +496,8 @@ class NodeRunner:
                 loss = await run.training.run(train_local, *args)
             else:
                 # The noise must be secret: unless simulating, it is drawn from the OS.
+                from node.privacy import train_private
+
                 secret = seed if self.cfg.privacy.seeded_noise else None
                 loss = await run.training.run(train_private, *args[:4], private.plan, secret)
                 private.accountant.record_round(private.plan)
@@ -494,12 +518,51 @@ class NodeRunner:
         return private.retired_at is None
 
     async def _gather(
-        self, run: RunState, r: int, partners: list[PeerInfo], own: Params
+        self, run: RunState, r: int, partners: list[PeerInfo], own: Params, mass: int
     ) -> tuple[list[Neighbour], dict[str, str]]:
         """Publish `own` for round `r` and fetch the partners': (who arrived, why others not)."""
         swarm = self.cfg.swarm
         expect = wire.Expectation("params", r - swarm.max_staleness, swarm.rounds, run.specs)
-        return await self._exchange_round("params", r, partners, own, self.samples, expect)
+        return await self._exchange_round("params", r, partners, own, mass, expect)
+
+    async def _mix(
+        self,
+        run: RunState,
+        r: int,
+        partners: list[PeerInfo],
+        merged: Params,
+        mass: int,
+        mixed: list[int],
+    ) -> Params:
+        """The round's extra mixing steps (swarm.gossip_steps - 1 of them): serve the merge,
+        fetch the partners' and merge again, with the round's weights. Each step has its own
+        id, r * gossip_steps + step, and takes only that step from a partner (no staleness:
+        the same matrix at every step, applied to the same step's models). Appends how many
+        arrived in each step to `mixed`; the others' failures are logged."""
+        steps = self.cfg.swarm.gossip_steps
+        for step in range(1, steps):
+            ident = r * steps + step
+            expect = wire.Expectation(MIX, ident, ident, run.specs)
+            arrived, failures = await self._exchange_round(
+                MIX, ident, partners, merged, mass, expect
+            )
+            for peer, why in failures.items():
+                log.info("round %d, mixing step %d: no %s: %s", r, step, peer, why)
+            merged = self._combine(merged, len(partners), mass, arrived)
+            mixed.append(len(arrived))
+        return merged
+
+    def _mass(self, partners: list[PeerInfo]) -> int:
+        """This node's closed-neighbourhood sample count for a round with `partners`: its own
+        rows and every partner's, once it has heard from each (0 before, and under rules that
+        do not read it). Dead partners still count: the mass bounds the weights, it is not a
+        census of who answered."""
+        if self.cfg.swarm.merge not in MASS_RULES:
+            return 0
+        counts = [self.peer_samples.get(info.peer_id.to_base58()) for info in partners]
+        if any(n is None for n in counts):
+            return 0
+        return self.samples + sum(n for n in counts if n is not None)
 
     async def _score(
         self, run: RunState, r: int, previous: Params, own: Params, neighbours: list[Neighbour]
@@ -513,7 +576,13 @@ class NodeRunner:
         return scores
 
     async def _secure_round(
-        self, run: RunState, r: int, partners: list[PeerInfo], own: Params, previous: Params
+        self,
+        run: RunState,
+        r: int,
+        partners: list[PeerInfo],
+        own: Params,
+        previous: Params,
+        mass: int,
     ) -> tuple[Params, list[str], dict[str, str], RoundScores | None]:
         """Gather, score and combine under secure aggregation: the partners' models arrive
         only as their weighted sum. In scoring rounds the scorer sees the partners'
@@ -522,22 +591,25 @@ class NodeRunner:
         assert self.secagg is not None
         degree = max(len(partners), 1)
         if self.secagg.retired is None:
-            await self.secagg.offer(r, flatten(own), self.samples, degree)
+            await self.secagg.offer(r, flatten(own), self.samples, degree, mass)
         scores = None
         if self._scoring_round(r) and run.scorer is not None:
-            snapshots, _ = await self._gather(run, r, partners, own)
+            snapshots, _ = await self._gather(run, r, partners, own, mass)
             scores = await self._score(run, r, previous, own, snapshots)
         reachable, failures = self._reachable(partners)
         t = self.cfg.timeouts
         result = await secure_agg.aggregate(
             self.exchange, self.peer_id, self.session, reachable, r, self.samples, len(partners),
-            run.size, self.cfg.privacy.share_threshold, metropolis_weight,
-            Deadlines(t.fetch_seconds, t.io_seconds, t.connect_seconds),
+            run.size, self.cfg.privacy.share_threshold, PAIR_WEIGHTS[self.cfg.swarm.merge],
+            Deadlines(t.fetch_seconds, t.io_seconds, t.connect_seconds), mass,
         )  # fmt: skip
+        self.peer_samples.update(result.samples)
         failures.update(result.failures)
         if result.total is None:
             return own, [], failures, scores
-        merged = merge_secure_sum(own, 1.0 - sum(result.weights.values()), result.total)
+        total_weight = sum(result.weights.values())
+        scale = neighbour_scale(self.samples, mass, total_weight)  # 1 unless a claim grew
+        merged = merge_secure_sum(own, 1.0 - scale * total_weight, scale * result.total)
         return merged, sorted(result.weights), failures, scores
 
     def _scoring_round(self, r: int) -> bool:
@@ -547,10 +619,11 @@ class NodeRunner:
             return self._epoch_ends(r)
         return r % self.cfg.contribution.snapshot_every == 0 or r == self.cfg.swarm.rounds
 
-    def _combine(self, own: Params, degree: int, neighbours: list[Neighbour]) -> Params:
-        """The configured merge rule over `own` (with this round's degree) and the arrivals."""
+    def _combine(self, own: Params, degree: int, mass: int, neighbours: list[Neighbour]) -> Params:
+        """The configured merge rule over `own` (with this round's degree and mass) and the
+        arrivals."""
         swarm = self.cfg.swarm
-        me = Neighbour(self.peer_id, own, self.samples, degree)
+        me = Neighbour(self.peer_id, own, self.samples, degree, mass)
         return merging.merge(swarm.merge, me, neighbours, MergeSettings(swarm.trim_fraction))
 
     def _record(
@@ -667,15 +740,18 @@ class NodeRunner:
         round_: int,
         partners: list[PeerInfo],
         own: Params,
-        samples: int,
+        mass: int,
         expect: wire.Expectation,
     ) -> tuple[list[Neighbour], dict[str, str]]:
-        """Serve our snapshot for the round and fetch the partners' concurrently."""
+        """Serve our snapshot for the round and fetch the partners' concurrently; learn each
+        arrival's sample count (for the mass of later rounds)."""
         if kind == "params" and self.cfg.faults.publish_delay_seconds:
             await trio.sleep(self.cfg.faults.publish_delay_seconds)  # a simulated slow node
         if kind not in self.exchange.store.retired:
             await self.exchange.store.publish(
-                wire.Snapshot(kind, round_, self.peer_id, samples, max(len(partners), 1), own)
+                wire.Snapshot(
+                    kind, round_, self.peer_id, self.samples, max(len(partners), 1), own, mass
+                )
             )
         arrivals: list[Neighbour] = []
         reachable, failures = self._reachable(partners)
@@ -687,7 +763,10 @@ class NodeRunner:
                 header, tensors = await self.exchange.fetch(
                     info, round_, expect, timeouts.fetch_seconds, timeouts.connect_seconds
                 )
-                arrivals.append(Neighbour(peer, tensors, header.samples, header.degree))
+                arrivals.append(
+                    Neighbour(peer, tensors, header.samples, header.degree, header.mass)
+                )
+                self.peer_samples[peer] = header.samples
             except PeerMessageError as exc:
                 log.warning("round %d: dropped message: %s", round_, exc)
                 failures[peer] = f"rejected ({exc.rule}): {exc.detail}"
@@ -715,9 +794,11 @@ class NodeRunner:
 
     async def _linger(self) -> None:
         """Keep serving the final round until every partner took it, or the linger time ends."""
-        final = self.cfg.swarm.rounds
+        final, steps = self.cfg.swarm.rounds, self.cfg.swarm.gossip_steps
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
+        if steps > 1:  # the last mixing step is what partners ask for last
+            served, final = self.exchange.counters.served_of(MIX), final * steps + steps - 1
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)

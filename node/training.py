@@ -81,6 +81,39 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimiz
     )
 
 
+class PlainSGD:
+    """torch.optim.SGD's update (weight decay, then momentum without dampening or Nesterov)
+    for `train_local`. Why not torch.optim: its first use imports torch._dynamo and sympy,
+    about 80 MB and most of a second in every process that trains, which is most of a node's
+    start-up and of a shared simulation process's memory. A unit test holds it equal to
+    torch.optim.SGD; Adam, and DP-SGD's optimizer (Opacus wraps a torch.optim one), still
+    use torch.optim."""
+
+    def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lr, self.momentum, self.decay = settings.lr, settings.momentum, settings.weight_decay
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            grad = p.grad.add(p, alpha=self.decay) if self.decay else p.grad
+            if self.momentum:
+                buffer = self.buffers[i]
+                if buffer is None:
+                    buffer = self.buffers[i] = grad.clone()
+                else:
+                    buffer.mul_(self.momentum).add_(grad)
+                grad = buffer
+            p.add_(grad, alpha=-self.lr)
+
+
 def _mean_loss(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor) -> float:
     was_training = model.training
     model.eval()
@@ -106,7 +139,9 @@ def train_local(
         return _mean_loss(model, xt, yt)
     generator = torch.Generator().manual_seed(seed)
     dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
-    optimizer = _optimizer(model, settings)
+    optimizer: PlainSGD | torch.optim.Optimizer = (
+        PlainSGD(model, settings) if settings.optimizer == "sgd" else _optimizer(model, settings)
+    )
     loss_fn = nn.BCEWithLogitsLoss()
     n = xt.shape[0]
     total, seen = 0.0, 0

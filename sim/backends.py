@@ -14,14 +14,13 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
 from node.config import load_config
-from sim.local_swarm import start_node, stop_processes
 
 
 class Nodes(Protocol):
@@ -42,6 +41,8 @@ class ProcessNodes:
         self.paused: set[str] = set()
 
     def start(self, name: str) -> None:
+        from sim.local_swarm import start_node
+
         self.procs[name] = start_node(self.folder, name, self.overrides)
         self.killed.discard(name)
 
@@ -74,19 +75,28 @@ class ProcessNodes:
         for name in list(self.paused):
             if self.running(name):
                 self.resume(name)
+        from sim.local_swarm import stop_processes
+
         stop_processes(self.procs.values())
 
 
 class InprocNodes:
     """Nodes as tasks of one trio nursery."""
 
-    def __init__(self, folder: Path, overrides: Mapping[str, Any], nursery: trio.Nursery) -> None:
-        self.folder, self.nursery = folder, nursery
+    def __init__(
+        self,
+        folder: Path,
+        overrides: Mapping[str, Any],
+        nursery: trio.Nursery,
+        on_exit: Callable[[str, str | None], None] = lambda name, error: None,
+    ) -> None:
+        self.folder, self.nursery, self.on_exit = folder, nursery, on_exit
         self.overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # as the CLI
         self.scopes: dict[str, trio.CancelScope] = {}
         self.exited: dict[str, trio.Event] = {}
         self.alive: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.cpu = trio.CapacityLimiter(1)  # one node's training at a time: they share a GIL
         # The libp2p dialer logs every attempt at INFO; a few hundred nodes would drown the run.
         logging.getLogger("libp2p").setLevel(logging.WARNING)
         # Each failed dial to a killed node is logged as an ERROR by the TCP transport; the node
@@ -98,7 +108,7 @@ class InprocNodes:
 
         cfg = load_config(self.folder / "nodes" / name / "node.toml", self.overrides)
         scope = trio.CancelScope()
-        runner = NodeRunner(cfg)
+        runner = NodeRunner(cfg, cpu=self.cpu)
         previous = self.exited.get(name)
         exited = self.exited[name] = trio.Event()
         self.scopes[name] = scope
@@ -113,9 +123,10 @@ class InprocNodes:
             except Exception as exc:  # one node failing must not stop the others
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
             finally:
-                if self.scopes[name] is scope:
-                    self.alive.discard(name)
                 exited.set()
+                if self.scopes[name] is scope:  # not a killed run whose restart is under way
+                    self.alive.discard(name)
+                    self.on_exit(name, self.errors.get(name))
 
         self.nursery.start_soon(run)
 

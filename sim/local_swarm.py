@@ -12,20 +12,17 @@ import subprocess
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gossip.identity import create_key_file, create_x25519_key_file, peer_id_of
-from ledger.backends import Chain
 from node.init import PEER_KEYS_FILE, render_config, with_settings, write_peer_keys
-from sim.consortium import (
-    KEY_FILE,
-    ConsortiumPlan,
-    create_consortium,
-    open_chain,
-)
 from sim.errors import AlreadyExists, SimError
 from sim.topology import matchings
 from sim.topology import neighbours as neighbour_sets
+
+if TYPE_CHECKING:  # web3 is imported only for a run with a chain
+    from ledger.backends import Chain
+    from sim.consortium import ConsortiumPlan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEART_DISEASE = REPO_ROOT / "data" / "heart-disease"
@@ -72,8 +69,8 @@ def init_swarm(
     topology: str | Sequence[set[int]] = "ring",
     model: str = "mlp",
     extra: Mapping[str, Mapping[str, Any]] | None = None,
-    ledger: ConsortiumPlan | None = None,
-    chain: Chain | None = None,
+    ledger: "ConsortiumPlan | None" = None,
+    chain: "Chain | None" = None,
 ) -> list[Path]:
     """Write one config and identity per site; `extra` sets per-node config keys (dotted).
     With `ledger`, also a consortium whose members are these nodes, on `chain` (default: an
@@ -91,8 +88,11 @@ def init_swarm(
         masking_keys[peer_ids[-1]] = create_x25519_key_file(node_dir / "x25519.key")
     if ledger is None:  # the consortium's key file; with a ledger the registry holds them
         write_peer_keys(folder / PEER_KEYS_FILE, masking_keys)
-    consortium = None
+    consortium, ledger_key_file = None, ""
     if ledger is not None:
+        from sim.consortium import KEY_FILE, create_consortium, open_chain
+
+        ledger_key_file = KEY_FILE
         members = dict(zip(names, peer_ids, strict=True))
         keys = {name: masking_keys[peer] for name, peer in members.items()}
         if chain is None:
@@ -115,7 +115,7 @@ def init_swarm(
             model=model,
             rounds=rounds,
             ledger_contract=consortium["contract"] if consortium else "",
-            ledger_key_file=KEY_FILE if consortium else "",
+            ledger_key_file=ledger_key_file,
             peer_keys="" if consortium else f"../../{PEER_KEYS_FILE}",
         )
         (node_dir / "node.toml").write_text(with_settings(text, (extra or {}).get(name, {})))

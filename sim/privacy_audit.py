@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from node.config import NodeConfig, load_config
-from node.privacy_audit import audit_node
 
 
 def spent(records: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -35,6 +34,8 @@ def _first_honest_neighbour(
 
 def audit(folder: Path, honest: list[str]) -> dict[str, dict[str, Any]]:
     """Per honest node, the attacks on its last published model by its first honest neighbour."""
+    from node.privacy_audit import audit_node  # torch: only when there is an audit to run
+
     configs = {n: load_config(folder / "nodes" / n / "node.toml") for n in honest}
     names_by_peer = {}
     for name, cfg in configs.items():

@@ -4,7 +4,8 @@ A run folder holds the partitioned data (`data/`), one folder per node (config, 
 written by `sim.local_swarm.init_swarm`), the consortium chain if any (`chain/`), `summary.json`
 and the report. Nodes are driven only through their CLI and config files: attacks and faults
 are settings in each node's `node.toml`, kills, restarts and pauses are done to its process (or
-its container: on the docker backend partitions are real too, see `sim.docker_backend`).
+its container: on the docker backend partitions are real too, see `sim.docker_backend`; or its
+Ray actor, see `sim.ray_backend`).
 """
 
 import json
@@ -24,20 +25,16 @@ from rich.table import Table
 from safetensors.numpy import load_file
 
 from gossip.identity import load_key_file, peer_id_of
-from ledger.backends import Chain
-from node.baselines import Recipe, fedavg, local_only, pooled
 from node.config import load_config
 from node.dataset import PARQUET_SUFFIXES, DataSchema, load_schema, load_table
 from node.init import with_settings
-from node.metrics import read_records
+from node.metrics import last_record, read_records
 from sim import partition, synthetic, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
-from sim.consortium import STATE_FILE, ConsortiumPlan, open_chain, settle
 from sim.errors import AlreadyExists
-from sim.fedavg_network import run_fedavg_network
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
-from sim.privacy_audit import privacy_summary, spent
-from sim.report import console_summary, write_report
+from sim.memory import MemoryPeak, own_peak_rss_mb
+from sim.pool import worker_pool
 from sim.scenario import (
     BACKENDS,
     Attack,
@@ -55,9 +52,13 @@ from sim.scenario import (
     private_nodes,
 )
 
+# Imported where used (torch, web3, matplotlib: hundreds of MB): the simulator stays small
+# while the nodes run, which matters when they share its machine.
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ledger.backends import Chain
+    from sim.consortium import ConsortiumPlan
     from sim.docker_backend import Cut, Links
 
 WEI_PER_ETH = 10**18
@@ -79,6 +80,7 @@ class Plan:
     fault_windows: list[dict[str, Any]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
+    memory: MemoryPeak = field(default_factory=MemoryPeak)  # this process and all under it
 
 
 def run_scenario(
@@ -106,6 +108,17 @@ def run_scenario(
         (out / "seeds.json").write_text(json.dumps(summaries, indent=1))
         _report(out, summaries[-1], out / f"seed-{scenario.seeds[-1]}", summaries)
     return summaries
+
+
+def _chain_plan(scenario: Scenario) -> "ConsortiumPlan":
+    from sim.consortium import ConsortiumPlan
+
+    return ConsortiumPlan(
+        rounds_per_epoch=scenario.chain.rounds_per_epoch,
+        reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
+        pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
+        max_epsilon=scenario.chain.max_epsilon,
+    )
 
 
 def with_backend(scenario: Scenario, backend: str) -> Scenario:
@@ -142,7 +155,7 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         for name, settings in rotation_settings(nbrs, names, seed).items():
             plan.settings[name].update(settings)
 
-    def set_up(chain: Chain | None = None, ledger: ConsortiumPlan | None = None) -> None:
+    def set_up(chain: "Chain | None" = None, ledger: "ConsortiumPlan | None" = None) -> None:
         init_swarm(
             folder,
             plan.files,
@@ -158,21 +171,18 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
             _apply_partitions(scenario, folder, names)
 
     settled = None
-    chain_plan = ConsortiumPlan(
-        rounds_per_epoch=scenario.chain.rounds_per_epoch,
-        reward_per_epoch_wei=int(scenario.chain.reward_per_epoch_eth * WEI_PER_ETH),
-        pool_wei=int(scenario.chain.pool_eth * WEI_PER_ETH),
-        max_epsilon=scenario.chain.max_epsilon,
-    )
     if scenario.backend == "docker":
+        chain_plan = _chain_plan(scenario)
         wall, settled = run_in_docker(folder, scenario, plan, console, set_up, chain_plan)
     elif scenario.chain.backend == "none":
         set_up()
         wall = execute(folder, scenario, plan, console, None)
     else:
+        from sim.consortium import open_chain, settle
+
         # One live chain from deployment to settlement: only Anvil could be saved and reopened.
         with open_chain(folder, scenario.chain.backend) as chain:
-            set_up(chain, chain_plan)
+            set_up(chain, _chain_plan(scenario))
             wall = execute(folder, scenario, plan, console, chain.url)
             settled = settle(folder, chain, load_manifest(folder))
     # The whole run up to here: data (generation, split), set-up, chain and every round; not the
@@ -187,6 +197,8 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
     if scenario.privacy is not None and scenario.privacy.compare_without_dp:
         _compare_without_dp(scenario, seed, folder, summary, console)
     _report(folder, summary, folder, None)
+    from sim.report import console_summary
+
     console.print()  # the progress display leaves its last line open
     for part in console_summary(summary):
         console.print(part)
@@ -440,10 +452,26 @@ def execute(
 ) -> float:
     """Run every node on the scenario's backend; kill, restart and pause as the plan says."""
     overrides = {"ledger.chain": chain_url} if chain_url else {}
+    if scenario.backend == "ray":
+        try:
+            from sim.ray_backend import RayNodes  # Ray is imported for this backend only
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise SwarmError(
+                "backend = 'ray' needs Ray: pip install -e '.[ray]' (scripts/setup.sh does)"
+            ) from None
+
+        with RayNodes(folder, list(plan.files), overrides, scenario.ray) as nodes:
+            return trio.run(supervise, folder, scenario, plan, console, nodes)
 
     async def main() -> float:
         if scenario.backend == "process":
             return await supervise(folder, scenario, plan, console, ProcessNodes(folder, overrides))
+        if scenario.workers > 1:
+            workers = min(scenario.workers, len(plan.files))
+            async with worker_pool(folder, overrides, workers) as pool:
+                return await supervise(folder, scenario, plan, console, pool)
         async with trio.open_nursery() as nursery:
             return await supervise(
                 folder, scenario, plan, console, InprocNodes(folder, overrides, nursery)
@@ -457,11 +485,12 @@ def run_in_docker(
     scenario: Scenario,
     plan: Plan,
     console: Console,
-    set_up: Callable[[Chain | None, ConsortiumPlan | None], None],
-    chain_plan: ConsortiumPlan,
+    set_up: Callable[["Chain | None", "ConsortiumPlan | None"], None],
+    chain_plan: "ConsortiumPlan",
 ) -> tuple[float, dict[str, Any] | None]:
     """The run in containers: network, chain, nodes; every one of them removed at the end,
     also on failure or Ctrl-C."""
+    from sim.consortium import STATE_FILE, settle
     from sim.docker_backend import DockerNodes, cuts_of, write_record
     from sim.docker_env import DockerSwarm, engine, ensure_images
 
@@ -504,6 +533,7 @@ async def supervise(
     """
     names = list(plan.files)
     began = time.perf_counter()
+    plan.memory.sample()
     killed: dict[str, int] = {}  # node -> the last round it had finished
     restarted: set[str] = set()
     frozen: dict[int, str] = {}  # pause index -> node, while it lasts
@@ -567,6 +597,7 @@ async def supervise(
                         healed.add(i)
                         console.print(f"{', '.join(cut.nodes)} connected after round {at}")
                 live.update(_progress(scenario, plan, latest, done, down, set(frozen.values())))
+                plan.memory.sample()
                 await trio.sleep(0.3)
     finally:
         nodes.stop_all()
@@ -576,8 +607,7 @@ async def supervise(
 
 
 def _latest_record(folder: Path, name: str) -> dict[str, Any] | None:
-    records = read_records(folder / "nodes" / name / "out" / "metrics.jsonl")
-    return records[-1] if records else None
+    return last_record(folder / "nodes" / name / "out" / "metrics.jsonl")
 
 
 def _progress(
@@ -622,6 +652,8 @@ def collect(
     settled: dict[str, Any] | None,
     timing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    from sim.privacy_audit import privacy_summary, spent
+
     names = list(plan.files)
     target = scenario.baselines.target_accuracy
     per_node = {n: read_records(folder / "nodes" / n / "out" / "metrics.jsonl") for n in names}
@@ -660,6 +692,11 @@ def collect(
         "rounds_wall_seconds": rounds_wall(per_node, scenario.rounds),
         "timing": timing,
         "baselines": baselines(scenario, plan, folder),
+        # Sampled while the nodes ran and once after the baselines; the docker backend's
+        # containers are not this process's children (docker.json has their own peaks).
+        # (at least this process's own peak, which may fall between two samples).
+        "peak_rss_mb_total": max(plan.memory.peak_mb, plan.memory.sample(), own_peak_rss_mb()),
+        "peak_rss_mb_by_process": plan.memory.at_peak,
         "faults": plan.faults,
         "attacks": plan.attacks,
         "fault_windows": plan.fault_windows,
@@ -727,6 +764,12 @@ def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float
 
 def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
     """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
+    wanted = scenario.baselines
+    if not (wanted.local_only or wanted.centralized or wanted.fedavg or wanted.fedavg_network):
+        return {}
+    from node.baselines import Recipe, fedavg, local_only, pooled
+    from sim.fedavg_network import run_fedavg_network
+
     schema = load_schema(plan.schema)
     tables = {n: load_table(plan.files[n], schema) for n in plan.honest}
     t = scenario.training
@@ -740,7 +783,6 @@ def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
         model_seed=plan.seed,
     )
     out: dict[str, Any] = {}
-    wanted = scenario.baselines
     if wanted.local_only:
         out["local_only"] = _described(local_only(tables, recipe))
     if wanted.centralized:
@@ -811,4 +853,6 @@ def _report(
     names = list(summary["nodes"])
     per_node = {n: read_records(folder / "nodes" / n / "out" / "metrics.jsonl") for n in names}
     consensus = json.loads((folder / "consensus.json").read_text())
+    from sim.report import write_report
+
     write_report(out, summary, per_node, consensus, seeds)

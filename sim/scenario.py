@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from node.config import (
     MERGE_RULE_NAMES,
+    SECURE_AGGREGATION_RULES,
     ModelSection,
     PrivacySection,
     SwarmSection,
@@ -227,8 +236,31 @@ KINDS = (
 )
 
 
-Backend = Literal["process", "inproc", "docker"]
+Backend = Literal["process", "inproc", "docker", "ray"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# An existing Ray cluster: "auto" (the one `ray start` runs on this machine), a Ray Client
+# address ("ray://host:port") or the head's GCS address ("host:port").
+RAY_ADDRESS = re.compile(r"(?:ray://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
+
+
+class RaySection(_Section):
+    """The ray backend (sim/ray_backend.py): which cluster, and what each node's actor takes."""
+
+    # None: a Ray instance of the run's own on this machine, shut down at the end.
+    address: str | None = None
+    # Ray CPUs each node's actor reserves: small, so that a few cores host a small swarm (the
+    # nodes wait on the network most of a round); 0 places any number of nodes.
+    num_cpus: float = Field(0.5, ge=0, allow_inf_nan=False)
+
+    @field_validator("address")
+    @classmethod
+    def _known_address_form(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        match = RAY_ADDRESS.fullmatch(value)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError('expected "auto", "ray://host:port" or "host:port"')
+        return value
 
 
 class Scenario(_Section):
@@ -236,6 +268,8 @@ class Scenario(_Section):
     name: str = Field(pattern=f"^{NAME.pattern}$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     backend: Backend = "process"
+    # inproc: the processes the nodes share (1: the simulator's own; more use more cores).
+    workers: int = Field(1, ge=1)
     rounds: int = Field(20, gt=0)
     data: DataSection
     topology: TopologySection = TopologySection()
@@ -245,6 +279,7 @@ class Scenario(_Section):
     timeouts: TimeoutSection = TimeoutSection()
     chain: ChainSection = ChainSection()
     privacy: PrivacyScenario | None = None
+    ray: RaySection = RaySection()
     faults: list[Fault] = []
     attacks: list[Attack] = []
     baselines: BaselinesSection = BaselinesSection()
@@ -316,6 +351,9 @@ name = "heart-disease"            # shown in the report and summary.json
 seeds = [0]                       # one run per seed; the seed drives the split into nodes, the
                                   # initial model, training and each node's validation split
 backend = "process"               # process: one `medswarm node run` per node | inproc | docker
+                                  # | ray (actors on a Ray cluster: see [ray] below)
+# workers = 2                     # inproc: the processes the nodes share, this one included
+                                  # (1: all in this one; one per core uses every core)
 rounds = 20                       # gossip rounds
 
 [data]
@@ -361,8 +399,9 @@ momentum = 0.0
 weight_decay = 0.0
 
 [swarm]                           # as in a node config; the rounds are set above
-merge = "metropolis"              # {merge_rules}
+merge = "neighbourhood"           # {merge_rules}
 trim_fraction = 0.2               # for trimmed_mean
+gossip_steps = 1                  # mixing steps per round
 
 # [timeouts]                      # as in a node config
 # connect_seconds = 5
@@ -374,6 +413,11 @@ rounds_per_epoch = 5              # rewards are paid per epoch of this many roun
 reward_per_epoch_eth = 1.0
 pool_eth = 20.0
 # max_epsilon = 8.0               # the consortium's maximum epsilon per member (needs DP-SGD)
+
+# [ray]                           # backend = "ray" only
+# address = "auto"                # an existing cluster: "auto" | "ray://host:port" | "host:port"
+#                                 # (default: a Ray instance of the run's own on this machine)
+# num_cpus = 0.5                  # Ray CPUs each node's actor reserves (0: no limit)
 
 # [privacy]                       # docs/privacy.md: what each guarantee covers
 # target_epsilon = 8.0            # DP-SGD: each hospital's budget for the run (delta 1/(10 n))
@@ -402,7 +446,7 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # to = 10
 # [[faults]]
 # kind = "pause"                  # `node` is frozen in rounds [from, to] (SIGSTOP, docker
-# node = "va"                     # pause; not on inproc): it keeps its memory and connections,
+# node = "va"                     # pause; not on inproc or ray): it keeps memory and connections,
 # from = 5                        # but answers nothing until it is thawed
 # to = 7
 # [[faults]]
@@ -494,7 +538,8 @@ def _problems(s: Scenario) -> list[str]:
 
 def backend_problems(s: Scenario) -> list[str]:
     """The docker backend's chain runs in a container too: Anvil, or none. Inproc nodes are
-    tasks of one event loop, which cannot freeze one of them."""
+    tasks of one event loop, which cannot freeze one of them; Ray has no way to freeze an
+    actor."""
     problems = []
     if s.backend == "docker" and s.chain.backend not in ("none", "anvil"):
         problems.append(
@@ -504,6 +549,18 @@ def backend_problems(s: Scenario) -> list[str]:
         problems += [
             f"faults.{i}.kind: 'pause' cannot run with backend = 'inproc': its nodes are tasks "
             "of one event loop, which cannot freeze one of them (process | docker)"
+            for i, fault in enumerate(s.faults)
+            if isinstance(fault, PauseFault)
+        ]
+    if s.workers > 1 and s.backend != "inproc":
+        problems.append(
+            f"workers: {s.workers} processes shared by the nodes is for backend = 'inproc' "
+            f"(a {s.backend} node has its own process)"
+        )
+    if s.backend == "ray":
+        problems += [
+            f"faults.{i}.kind: 'pause' cannot run with backend = 'ray': Ray cannot freeze an "
+            "actor, only kill it (process | docker)"
             for i, fault in enumerate(s.faults)
             if isinstance(fault, PauseFault)
         ]
@@ -713,9 +770,15 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
         problems.append("chain.max_epsilon: needs DP-SGD on every node (privacy.nodes: all)")
     if not p.secure_aggregation:
         return problems
-    if s.swarm.merge != "metropolis":
+    if s.swarm.merge not in SECURE_AGGREGATION_RULES:
+        rules = " or ".join(repr(r) for r in SECURE_AGGREGATION_RULES)
         problems.append(
-            f"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not {s.swarm.merge!r}"
+            f"privacy.secure_aggregation: needs swarm.merge = {rules}, not {s.swarm.merge!r}"
+        )
+    if s.swarm.gossip_steps > 1:
+        problems.append(
+            "privacy.secure_aggregation: needs swarm.gossip_steps = 1 (the extra mixing steps "
+            "exchange merged models in clear)"
         )
     if s.topology.schedule == "matchings":
         problems.append(

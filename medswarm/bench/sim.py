@@ -46,7 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
 SHIPPED = REPO_ROOT / "sim" / "scenarios" / "breast-cancer.toml"
 ALL = ("inproc", "process")  # `--backend all`: docker only when asked for (it needs an engine)
-DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12]}
+# ray: a local instance, whose actors take half a CPU each (the scenario's [ray] default).
+DEFAULT_SIZES = {"inproc": [10, 50, 200], "process": [10, 20], "docker": [4, 12], "ray": [4]}
 ALPHA = 0.3
 MIN_ROWS = 2  # 569 rows over 200 nodes: at most 2 rows guaranteed per node
 DEGREE = 4
@@ -246,7 +247,7 @@ def run_sim_bench(
 ) -> dict[str, Any]:
     """Run the scaling runs and the shipped breast-cancer scenario; print tables, return all."""
     if backend not in (*BACKENDS, "all"):
-        raise ValueError(f"unknown backend {backend!r}: expected process, inproc, docker or all")
+        raise ValueError(f"unknown backend {backend!r}: expected {' | '.join(BACKENDS)} | all")
     if rounds < 2:
         raise ValueError("rounds must be at least 2 to time a round")
     if sizes is not None and any(n < 2 for n in sizes):

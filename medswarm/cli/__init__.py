@@ -1,20 +1,44 @@
 """The `medswarm` command line: node, swarm, sim, bench and ledger sub-commands.
 
-Heavy imports (torch, libp2p) happen inside the commands so `--help` stays quick.
+Each group's module is imported only when its command runs (and for the top-level help), so
+`medswarm node run` does not pay for web3 and the ledger CLI: a node's start-up is mostly
+imports. Heavy imports (torch, libp2p) happen inside the commands so `--help` stays quick.
 """
 
-import typer
+import importlib
+from typing import Any
 
-from medswarm.cli import bench, ledger, node, sim, swarm
+import typer
+from typer.core import TyperGroup
+
+GROUPS = ("node", "swarm", "sim", "bench", "ledger")
+
+
+class LazyGroups(TyperGroup):
+    """The command groups, each built from `medswarm.cli.<name>.app` when first asked for."""
+
+    # Typer's own (vendored) click types: Any keeps this independent of where they live.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *GROUPS]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in GROUPS:
+            return super().get_command(ctx, name)
+        group = typer.main.get_command(importlib.import_module(f"medswarm.cli.{name}").app)
+        group.name = name
+        return group
+
 
 app = typer.Typer(
+    cls=LazyGroups,
     help="medswarm: hospitals train one model together, with no central server.",
     no_args_is_help=True,
 )
-app.add_typer(node.app, name="node")
-app.add_typer(swarm.app, name="swarm")
-app.add_typer(sim.app, name="sim")
-app.add_typer(bench.app, name="bench")
-app.add_typer(ledger.app, name="ledger")
+
+
+@app.callback()
+def main() -> None:
+    """medswarm: hospitals train one model together, with no central server."""
+
 
 __all__ = ["app"]

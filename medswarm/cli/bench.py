@@ -75,7 +75,7 @@ def bench_contribution(
 def bench_sim(
     json_out: JsonOut = Path("bench-sim.json"),
     backend: Annotated[
-        str, typer.Option(help="process, inproc, docker or all (process and inproc).")
+        str, typer.Option(help="process, inproc, docker, ray or all (process and inproc).")
     ] = "all",
     sizes: Annotated[
         str | None,

@@ -36,7 +36,7 @@ def sim_run(
     ] = False,
     backend: Annotated[
         str | None,
-        typer.Option(help="process, inproc or docker (default: the scenario's `backend`)."),
+        typer.Option(help="process, inproc, docker or ray (default: the scenario's `backend`)."),
     ] = None,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
@@ -66,3 +66,27 @@ def sim_fedavg_process(
     # Skip tearing down the ~2000 modules torch loads lazily (sympy, dynamo): one to several
     # seconds per process that every run would wait for. Results and logs are written by now.
     os._exit(code)
+
+
+@app.command("worker", hidden=True)
+def sim_worker(
+    folder: Annotated[Path, typer.Argument(help="The run folder (nodes/<name>/node.toml).")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key=JSON, as `node run --set`.")
+    ] = None,
+) -> None:
+    """One worker process of the inproc backend: runs the nodes the simulator names on stdin
+    (see sim/pool.py)."""
+    import json
+    import logging
+    import os
+
+    from sim.pool import serve_worker
+
+    settings = {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
+    serve_worker(folder, settings)
+    logging.shutdown()
+    os._exit(0)  # as fedavg-process: skip tearing down torch's lazily loaded modules

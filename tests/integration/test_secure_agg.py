@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossip import secure_agg
+from gossip import secure_agg, wire
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host
 from gossip.masking import MODEL_RING
 from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember, aggregate
 from gossip.wire import unpack_map
-from node.merge import metropolis_weight
+from node.merge import metropolis_weight, neighbourhood_weight
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,9 @@ class Node:
 
 
 @asynccontextmanager
-async def swarm(n: int, fraction: float = 0.5) -> AsyncIterator[list[Node]]:
+async def swarm(
+    n: int, fraction: float = 0.5, weight: secure_agg.WeightRule = metropolis_weight
+) -> AsyncIterator[list[Node]]:
     """n hosts; node 0 aggregates, 1..n-1 are its neighbours (and know every key)."""
     keys = [X25519PrivateKey.generate() for _ in range(n)]
     exchanges = [
@@ -54,9 +56,7 @@ async def swarm(n: int, fraction: float = 0.5) -> AsyncIterator[list[Node]]:
     registry = {p: k.public_key().public_bytes_raw() for p, k in zip(peers, keys, strict=True)}
     nodes = []
     for i, (exchange, key) in enumerate(zip(exchanges, keys, strict=True)):
-        member = SecAggMember(
-            peers[i], SESSION, MaskingKeys(key, registry.get), metropolis_weight, fraction
-        )
+        member = SecAggMember(peers[i], SESSION, MaskingKeys(key, registry.get), weight, fraction)
         exchange.handlers[secure_agg.KIND] = member.handle
         nodes.append(Node(exchange, member, peers[i], samples=10 * (i + 1)))
     async with AsyncExitStack() as stack:
@@ -93,7 +93,7 @@ def expected(nodes: list[Node], xs: list[np.ndarray], included: list[str]) -> np
     total = np.zeros(LENGTH)
     for node, x in zip(nodes[1:], xs[1:], strict=True):
         if node.peer in included:
-            total += metropolis_weight(me.samples, degree, node.samples, degree) * x
+            total += metropolis_weight(me.samples, degree, 0, node.samples, degree, 0) * x
     return total
 
 
@@ -171,9 +171,9 @@ def test_a_member_never_reveals_both_a_seed_and_a_share_of_one_neighbour():
             await offer_all(nodes, xs, 1)
             me, holder = nodes[0], nodes[1].member
             users = sorted(n.peer for n in nodes[1:])
-            request = {"v": 1, "kind": "secagg", "round": 1, "users": users}
+            request = {"v": wire.WIRE_VERSION, "kind": "secagg", "round": 1, "users": users}
             masked = {**request, "op": "masked", "threshold": 1, "samples": me.samples,
-                      "degree": 3, "wait": 1.0}  # fmt: skip
+                      "degree": 3, "mass": 0, "wait": 1.0}  # fmt: skip
             await holder.handle(me.peer, masked)
             victim = nodes[2].peer
             seeds = await holder.handle(me.peer, {**request, "op": "seeds", "dropped": [victim]})
@@ -196,9 +196,9 @@ def test_a_member_that_revealed_a_share_refuses_that_neighbours_seed():
             await offer_all(nodes, xs, 1)
             me, holder = nodes[0], nodes[1]
             users = sorted(n.peer for n in nodes[1:])
-            request = {"v": 1, "kind": "secagg", "round": 1, "users": users}
+            request = {"v": wire.WIRE_VERSION, "kind": "secagg", "round": 1, "users": users}
             masked = {**request, "op": "masked", "threshold": 1, "samples": me.samples,
-                      "degree": 3, "wait": 1.0}  # fmt: skip
+                      "degree": 3, "mass": 0, "wait": 1.0}  # fmt: skip
             await holder.member.handle(me.peer, masked)
             # Real sealed shares for the holder: the other members' own masked answers.
             sealed = {}
@@ -220,10 +220,38 @@ def test_a_member_that_revealed_a_share_refuses_that_neighbours_seed():
     trio.run(main)
 
 
+def test_the_neighbourhood_weights_with_masses_come_out_as_the_plain_merge_s():
+    """Both ends weigh with (samples, degree, mass): the aggregator's mass travels in the
+    request, each member's in its answer; one member's mass is still unknown (0)."""
+
+    async def main() -> None:
+        async with swarm(4, weight=neighbourhood_weight) as nodes:
+            xs = models(4)
+            degree = len(nodes) - 1
+            masses = [100, 0, 90, 120]  # node 0 aggregates; node 1 does not know its mass yet
+            for node, x, mass in zip(nodes[1:], xs[1:], masses[1:], strict=True):
+                await node.member.offer(1, x, node.samples, degree, mass)
+            me = nodes[0]
+            result = await aggregate(
+                me.exchange, me.peer, SESSION, [n.info for n in nodes[1:]], 1, me.samples,
+                degree, LENGTH, 0.5, neighbourhood_weight, DEADLINES, masses[0],
+            )  # fmt: skip
+            assert result.total is not None and result.failures == {}
+            want = np.zeros(LENGTH)
+            for node, x, mass in zip(nodes[1:], xs[1:], masses[1:], strict=True):
+                w = neighbourhood_weight(me.samples, degree, masses[0], node.samples, degree, mass)
+                assert result.weights[node.peer] == pytest.approx(w)
+                want += w * x
+            assert np.abs(result.total - want).max() < 1e-8
+            assert result.samples == {n.peer: n.samples for n in nodes[1:]}
+
+    trio.run(main)
+
+
 def test_a_late_model_from_a_dropped_neighbour_is_refused():
     agg = secure_agg.Aggregation("A", SESSION, 3, ("b", "c", "d"), threshold=1, length=4)
-    model = secure_agg.MaskedModel("c", 10, 3, MODEL_RING.zeros(4), {})
-    agg.accept(secure_agg.MaskedModel("b", 10, 3, MODEL_RING.zeros(4), {}))
+    model = secure_agg.MaskedModel("c", 10, 3, 0, MODEL_RING.zeros(4), {})
+    agg.accept(secure_agg.MaskedModel("b", 10, 3, 0, MODEL_RING.zeros(4), {}))
     assert agg.close_inputs() == ["c", "d"]
     with pytest.raises(secure_agg.LateInput, match="c after it was declared dropped"):
         agg.accept(model)

@@ -316,3 +316,39 @@ def test_inproc_kills_and_restarts_a_node_on_a_ganache_chain(tmp_path):
 def test_process_nodes_use_the_embedded_chain_the_simulator_serves(tmp_path):
     _, summary = run_chained(tmp_path, "process", "embedded", rounds=4)
     assert set(summary["ledger"]["members"]) == {"cleveland", "hungarian", "switzerland", "va"}
+
+
+def test_nodes_shared_among_processes_train_exactly_as_in_one(tmp_path):
+    """workers = 2: half the nodes in a worker process, each with its own host; the same
+    models as when they all share the simulator's process."""
+    from sim.local_swarm import HEART_DISEASE
+
+    text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 4")
+    runs = {}
+    for workers in (1, 2):
+        scenario = tmp_path / f"workers-{workers}.toml"
+        scenario.write_text(text.replace("rounds = 4", f"rounds = 4\nworkers = {workers}"))
+        [runs[workers]] = run_scenario(scenario, tmp_path / f"run{workers}", Console(quiet=True))
+    assert len(runs[2]["peak_rss_mb_by_process"]) == 2  # the simulator and one worker
+    assert (tmp_path / "run2" / "workers" / "worker-1.log").exists()
+    for name in runs[1]["nodes"]:
+        a = final_params(tmp_path / "run1", name)
+        b = final_params(tmp_path / "run2", name)
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+
+
+def test_a_node_in_a_worker_process_is_killed_and_resumes(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 7")
+    scenario = tmp_path / "scenario.toml"
+    # Round-robin in start order: cleveland and switzerland here, hungarian and va in the worker.
+    scenario.write_text(text.replace("rounds = 7", "rounds = 7\nworkers = 2") + KILL_VA)
+    [summary] = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    records = metrics(tmp_path / "out", "va")
+    assert [r["round"] for r in records] == list(range(1, 8))
+    assert [r["resumed_from"] for r in records if "resumed_from" in r] in ([2], [1])
+    for name in ("cleveland", "switzerland"):  # va's ring neighbours lost it, then had it back
+        reached = [r["neighbours_reached"] for r in metrics(tmp_path / "out", name)]
+        assert any(len(n) == 1 for n in reached) and len(reached[-1]) == 2, name
+    assert summary["mean"]["accuracy"] > 0.6

@@ -94,7 +94,12 @@ EXPECT = wire.Expectation("params", 1, 5, (wire.TensorSpec("w", "float32", (2, 2
         ({"round": 0}, "round"),
         ({"round": "3"}, "schema"),
         ({"samples": 0}, "schema"),
-        ({"v": 2}, "schema"),
+        ({"v": wire.WIRE_VERSION - 1}, "schema"),
+        ({"mass": 5}, "schema"),  # below the sender's own 10 samples
+        ({"mass": -1}, "schema"),
+        ({"mass": 12.0}, "schema"),
+        ({"mass": True}, "schema"),
+        ({"mass": None}, "schema"),  # a version-1 header has none
         ({"status": "maybe"}, "schema"),
         ({"kind": "stats"}, "schema"),
         ({"tensors": "nope"}, "schema"),
@@ -106,6 +111,12 @@ def test_header_rules_name_what_failed(changes, rule):
         wire.parse_header(body, PEER, EXPECT)
     assert err.value.rule == rule
     assert err.value.peer == PEER
+
+
+def test_the_mass_travels_and_zero_means_unknown():
+    for mass in (0, 10, 10**9):
+        frame, _ = wire.encode_snapshot(snapshot({"w": np.ones((2, 2), np.float32)}, mass=mass))
+        assert wire.parse_header(frame[4:], PEER, EXPECT).mass == mass
 
 
 def test_wrong_shape_and_wrong_dtype_are_rejected_before_any_payload():
@@ -170,5 +181,6 @@ def test_request_roundtrip_and_rejection():
     )
     with pytest.raises(PeerMessageError):
         wire.decode_request(
-            msgpack.packb({"v": 1, "kind": "params", "round": True, "wait": 1.0}), PEER
+            msgpack.packb({"v": wire.WIRE_VERSION, "kind": "params", "round": True, "wait": 1.0}),
+            PEER,
         )

@@ -32,7 +32,7 @@ def test_node_init_writes_a_valid_commented_config_and_a_private_key(config_path
     assert cfg.node.name == "cleveland"
     assert cfg.node.key_file == config_path.parent / "identity.key"
     assert cfg.node.output_dir == config_path.parent / "out"
-    assert cfg.swarm.merge == "metropolis"
+    assert cfg.swarm.merge == "neighbourhood"
     # The key itself never appears in the config.
     assert (config_path.parent / "identity.key").read_bytes().hex() not in text
 
@@ -90,6 +90,20 @@ def test_a_rotation_needs_a_phase_below_it_for_every_neighbour(config_path):
         load_config(config_path, [two, "node.neighbour_phases=[2, 0]", "swarm.rotation=2"])
     with pytest.raises(ConfigError, match="one phase per neighbour"):
         load_config(config_path, [two, "swarm.rotation=2"])
+
+
+def test_secure_aggregation_takes_the_weighted_rules_and_one_mixing_step(config_path):
+    two = 'node.neighbours=["/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b"]'
+    on = [two, "privacy.secure_aggregation=true"]
+    for rule in ("neighbourhood", "metropolis"):
+        assert load_config(config_path, [*on, f"swarm.merge={rule}"]).swarm.merge == rule
+    with pytest.raises(ConfigError, match=r"swarm.merge = 'neighbourhood' or 'metropolis'"):
+        load_config(config_path, [*on, "swarm.merge=median"])
+    with pytest.raises(ConfigError, match=r"needs swarm.gossip_steps = 1: the extra mixing"):
+        load_config(config_path, [*on, "swarm.gossip_steps=3"])
+    assert load_config(config_path, [two, "swarm.gossip_steps=3"]).swarm.gossip_steps == 3
+    with pytest.raises(ConfigError, match="swarm.gossip_steps"):
+        load_config(config_path, ["swarm.gossip_steps=0"])
 
 
 def test_missing_section_and_missing_file(tmp_path):

@@ -7,19 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import merge as m
-from node.config import MERGE_RULE_NAMES, SwarmSection
+from node.config import MERGE_RULE_NAMES, SECURE_AGGREGATION_RULES, SwarmSection
 from node.params import Neighbour
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULTS = m.MergeSettings()
 
 
-def contribution(value, samples, degree, peer="nb"):
-    return Neighbour(peer, {"w": np.array(value, dtype=np.float64)}, samples, degree)
+def contribution(value, samples, degree, peer="nb", mass=0):
+    return Neighbour(peer, {"w": np.array(value, dtype=np.float64)}, samples, degree, mass)
 
 
-def me(params, samples, degree):
-    return Neighbour("me", params, samples, degree)
+def me(params, samples, degree, mass=0):
+    return Neighbour("me", params, samples, degree, mass)
 
 
 @st.composite
@@ -35,17 +35,34 @@ def connected_graphs(draw):
     return g, samples, values
 
 
-def mixing_matrix(g, samples):
+def masses(g, samples, known=None):
+    """Each node's closed-neighbourhood sample count, or 0 where `known` says it has not heard
+    from every neighbour yet."""
+    known = known if known is not None else [True] * g.number_of_nodes()
+    return [samples[i] + sum(samples[j] for j in g[i]) if known[i] else 0 for i in g.nodes]
+
+
+def mixing_matrix(g, samples, rule="metropolis", known=None):
+    """The matrix one merge on every node applies, as each node's own weights give it."""
     n = g.number_of_nodes()
+    mass = masses(g, samples, known if known is not None else [rule in m.MASS_RULES] * n)
     w = np.zeros((n, n))
     for i in range(n):
         nbrs = sorted(g.neighbors(i))
-        self_w, ws = m.metropolis_weights(
-            samples[i], g.degree(i), [contribution(0.0, samples[j], g.degree(j)) for j in nbrs]
-        )
+        own = me({}, samples[i], g.degree(i), mass[i])
+        arrived = [contribution(0.0, samples[j], g.degree(j), mass=mass[j]) for j in nbrs]
+        self_w, ws = m.pair_weights(m.PAIR_WEIGHTS[rule], own, arrived)
         w[i, i] = self_w
         w[i, nbrs] = ws
     return w
+
+
+@st.composite
+def knowledge(draw):
+    """A connected graph, and which nodes know their mass yet (any mix of them)."""
+    g, samples, values = draw(connected_graphs())
+    known = draw(st.lists(st.booleans(), min_size=len(samples), max_size=len(samples)))
+    return g, samples, values, known
 
 
 @settings(max_examples=80, deadline=None)
@@ -113,6 +130,127 @@ def test_weights_keep_dtype_and_accumulate_in_float64():
     out = m.merge("metropolis", me(own, 5, 1), [Neighbour("nb", own, 5, 1)], DEFAULTS)
     assert out["w"].dtype == np.float32
     np.testing.assert_allclose(out["w"], 1e-3, rtol=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(knowledge())
+def test_neighbourhood_is_row_stochastic_with_detailed_balance_whoever_knows_its_mass(case):
+    """Nonnegative, rows summing to 1, n_i w_ij = n_j w_ji, and every self weight at least
+    n_i / S_i where the mass is known (1 / (1 + d_i)'s complement where not)."""
+    g, samples, _, known = case
+    w = mixing_matrix(g, samples, "neighbourhood", known)
+    assert (w >= -1e-12).all()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    flow = np.array(samples)[:, None] * w
+    np.testing.assert_allclose(flow, flow.T, atol=1e-9)
+    for i, mass in enumerate(masses(g, samples, known)):
+        floor = samples[i] / mass if mass else 1 / (1 + g.degree(i))
+        assert w[i, i] >= floor - 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(connected_graphs())
+def test_neighbourhood_without_any_mass_known_is_metropolis(case):
+    g, samples, _ = case
+    unknown = [False] * len(samples)
+    np.testing.assert_allclose(
+        mixing_matrix(g, samples, "neighbourhood", unknown), mixing_matrix(g, samples), atol=1e-15
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 10_000), min_size=2, max_size=20),
+    st.lists(st.floats(-100, 100, allow_nan=False), min_size=20, max_size=20),
+)
+def test_on_a_complete_graph_one_merge_gives_every_node_the_sample_weighted_average(
+    samples, values
+):
+    """FedAvg with no server: S_i is the swarm's total everywhere, so w_ij = n_j / S. Metropolis
+    does not do it with unequal counts (the last assertion: the test can tell them apart)."""
+    n = len(samples)
+    g = nx.complete_graph(n)
+    x = np.array(values[:n])
+    target = np.dot(samples, x) / sum(samples)
+    mass = masses(g, samples)
+    for i in g.nodes:
+        merged = m.merge(
+            "neighbourhood",
+            me({"w": np.array([x[i]])}, samples[i], n - 1, mass[i]),
+            [contribution([x[j]], samples[j], n - 1, f"n{j}", mass[j]) for j in g[i]],
+            DEFAULTS,
+        )["w"][0]
+        assert merged == pytest.approx(target, rel=1e-9, abs=1e-9)
+    if len(set(samples)) > 1 and np.ptp(x) > 1e-3:
+        after = mixing_matrix(g, samples) @ x
+        assert np.ptp(after) > 1e-9, "metropolis should leave the nodes apart"
+
+
+def test_a_matching_round_averages_each_pair_exactly():
+    """With a rotation of matchings a node has one partner a round: S_i = S_j = n_i + n_j, and
+    both ends land on the pair's weighted average."""
+    a, b = me({"w": np.array([1.0])}, 30, 1, 130), contribution([5.0], 100, 1, "b", 130)
+    merged = m.merge("neighbourhood", a, [b], DEFAULTS)["w"][0]
+    assert merged == pytest.approx((30 * 1.0 + 100 * 5.0) / 130)
+
+
+@settings(max_examples=60, deadline=None)
+@given(knowledge())
+def test_repeated_neighbourhood_mixing_reaches_the_sample_weighted_average(case):
+    g, samples, _, known = case
+    power = mixing_matrix(g, samples, "neighbourhood", known)
+    for _ in range(40):
+        power = power @ power
+        power /= power.sum(axis=1, keepdims=True)
+    pi = np.array(samples) / sum(samples)
+    np.testing.assert_allclose(power, np.tile(pi, (len(samples), 1)), atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(knowledge())
+def test_one_neighbourhood_merge_on_every_node_is_one_step_of_its_matrix(case):
+    g, samples, values, known = case
+    mass = masses(g, samples, known)
+    merged = [
+        m.merge(
+            "neighbourhood",
+            me({"w": np.array([values[i]])}, samples[i], g.degree(i), mass[i]),
+            [
+                contribution([values[j]], samples[j], g.degree(j), f"n{j}", mass[j])
+                for j in sorted(g[i])
+            ],
+            DEFAULTS,
+        )["w"][0]
+        for i in g.nodes
+    ]
+    expected = mixing_matrix(g, samples, "neighbourhood", known) @ np.array(values)
+    np.testing.assert_allclose(merged, expected, atol=1e-9)
+
+
+def test_a_neighbour_claiming_more_samples_than_counted_cannot_take_the_self_weight():
+    """S_i = 10 + 10 + 10 counted the neighbours at 10 each; one now claims 10**6 (and a tiny
+    mass of its own): the neighbours' total is capped at 1 - n_i / S_i."""
+    own = me({"w": np.array([0.0])}, 10, 2, 30)
+    honest = contribution([1.0], 10, 2, "a", 30)
+    liar = contribution([1.0], 10**6, 2, "b", 10**6)
+    self_w, ws = m.pair_weights(m.neighbourhood_weight, own, [honest, liar])
+    assert self_w == pytest.approx(10 / 30)
+    assert all(w >= 0 for w in ws)
+    self_w, ws = m.pair_weights(m.neighbourhood_weight, own, [honest, honest])
+    assert self_w == pytest.approx(10 / 30) and ws == pytest.approx([1 / 3, 1 / 3])  # no cap
+
+
+def test_a_missing_neighbour_s_weight_stays_on_self_under_neighbourhood():
+    own = me({"w": np.array([1.0])}, 10, 2, 60)
+    full = m.pair_weights(m.neighbourhood_weight, own, [contribution(0, 20, 2, "a", 60)] * 2)
+    partial = m.pair_weights(m.neighbourhood_weight, own, [contribution(0, 20, 2, "a", 60)])
+    assert partial[0] == pytest.approx(full[0] + full[1][1])
+
+
+def test_the_weighted_rules_are_the_ones_secure_aggregation_allows():
+    assert tuple(m.PAIR_WEIGHTS) == SECURE_AGGREGATION_RULES
+    assert set(m.PAIR_WEIGHTS) <= set(m.MERGE_RULES)
+    assert set(m.PAIR_WEIGHTS) >= m.MASS_RULES
 
 
 @settings(max_examples=60, deadline=None)

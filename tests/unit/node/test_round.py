@@ -16,6 +16,7 @@ from node.checkpoint import load_checkpoint
 from node.config import load_config
 from node.dataset import load_schema, load_table
 from node.init import init_node
+from node.merge import MergeSettings, merge
 from node.metrics import read_records
 from node.params import Neighbour, Params, model_params
 from node.privacy import PrivacyAccountant
@@ -172,11 +173,49 @@ def test_private_rounds_spend_the_budget_then_stop_publishing(tmp_path):
     assert spent[0] < spent[1] == spent[2] == spent[3] == pytest.approx(budget, abs=1e-6)
     assert [r["privacy"]["retired_at"] for r in records] == [None, None, 3, 3]
     assert [r["train_loss"] is None for r in records] == [False, False, True, True]
-    assert runner.exchange.store.retired == {"params"}  # neighbours are told "gone" at once
+    assert runner.exchange.store.retired == {"params", "mix"}  # "gone" at once
     assert [s.round for s in runner.exchange.store.published] == [1, 2]  # nothing new after
     state = load_checkpoint(runner.out / "checkpoint").state  # type: ignore[union-attr]
     assert state["retired_at"] == 3
     assert PrivacyAccountant.from_state(state["privacy"]).spent() == pytest.approx(spent[-1])
+
+
+def test_the_mass_is_advertised_once_every_partner_was_heard_and_mixing_steps_follow(tmp_path):
+    """Round 1 knows no partner's count (mass 0: unknown); round 2 has heard both (50 rows
+    each, the fake header's). With gossip_steps = 3 each round also serves its merge twice
+    more, as "mix" steps r * 3 + 1 and r * 3 + 2, and merges what the partners serve there."""
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
+        [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
+    )  # fmt: skip
+    runner = NodeRunner(load_config(path, ["node.fsync=false", "swarm.gossip_steps=3"]))
+    runner.out.mkdir(parents=True)
+    runner.membership = None
+    split = runner._load_data()
+    runner.samples = len(split.train_y)
+    run = runner._start(split, Scaler.from_stats(local_stats(split.train_x)), None)
+    runner.exchange = FakeExchange({p: shifted(run.initial, 1.0) for p in sorted(peers)})
+
+    records = [trio.run(runner._round, run, r) for r in (1, 2)]
+
+    mass = runner.samples + 2 * 50
+    assert [r["mass"] for r in records] == [0, mass]
+    assert [r["mixing_reached"] for r in records] == [[2, 2], [2, 2]]
+    published = [(s.kind, s.round, s.mass) for s in runner.exchange.store.published]
+    assert published == [
+        ("params", 1, 0), ("mix", 4, 0), ("mix", 5, 0),
+        ("params", 2, mass), ("mix", 7, mass), ("mix", 8, mass),
+    ]  # fmt: skip
+    # Step 2 of round 1 served the merge of step 1's model with what the partners served.
+    steps = runner.exchange.store.published
+    served = [Neighbour(p, runner.exchange.served[p], 50, 2) for p in sorted(peers)]
+    me = Neighbour(runner.peer_id, steps[1].tensors, runner.samples, 2, 0)
+    expected = merge("neighbourhood", me, served, MergeSettings())
+    for name, tensor in expected.items():
+        np.testing.assert_allclose(steps[2].tensors[name], tensor, rtol=1e-6)
+        assert not np.allclose(steps[1].tensors[name], tensor)
 
 
 def test_a_node_with_a_common_test_set_records_its_merged_model_on_it(tmp_path):

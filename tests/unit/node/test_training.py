@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from torch import nn
 
 from node.models import build_model
-from node.training import EvalResult, TrainSettings, evaluate, roc_auc, train_local
+from node.training import EvalResult, PlainSGD, TrainSettings, evaluate, roc_auc, train_local
 
 
 def _separable(n: int = 200, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -150,3 +151,24 @@ def test_bad_inputs_are_rejected(x, y, pattern):
 def test_settings_are_validated(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         TrainSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.0, 0.01), (0.5, 0.001)]
+)
+def test_plain_sgd_matches_torch_optim_sgd(momentum, weight_decay):
+    settings = TrainSettings(lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    ours, theirs = build_model("mlp", 4, [8], seed=3), build_model("mlp", 4, [8], seed=3)
+    plain = PlainSGD(ours, settings)
+    reference = torch.optim.SGD(
+        theirs.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
+    )
+    x, y = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)), torch.ones(16)
+    for _ in range(5):
+        for model, optimizer in ((ours, plain), (theirs, reference)):
+            optimizer.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-7)
+    assert not torch.allclose(a, build_model("mlp", 4, [8], seed=3).layers[-1].bias)

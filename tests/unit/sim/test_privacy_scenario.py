@@ -56,7 +56,11 @@ def test_the_run_without_dp_keeps_the_audit_and_drops_dp_and_the_maximum(tmp_pat
         ("\n[privacy]\nbogus = 1\n", r"privacy.bogus: unknown key"),
         (
             '\n[swarm]\nmerge = "median"\n[privacy]\nsecure_aggregation = true\n',
-            r"privacy.secure_aggregation: needs swarm.merge = 'metropolis', not 'median'",
+            r"needs swarm.merge = 'neighbourhood' or 'metropolis', not 'median'",
+        ),
+        (
+            "\n[swarm]\ngossip_steps = 2\n[privacy]\nsecure_aggregation = true\n",
+            r"privacy.secure_aggregation: needs swarm.gossip_steps = 1",
         ),
         (
             '\n[chain]\nbackend = "anvil"\n[privacy]\nsecure_aggregation = true\n',

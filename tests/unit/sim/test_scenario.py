@@ -229,6 +229,9 @@ def breast(extra: str):
 
 
 KNOWN = "known: cleveland, hungarian, switzerland, va"
+RAY_ADDRESS_EXPECTED = (
+    r"ray.address: Value error, expected \"auto\", \"ray://host:port\" or \"host:port\""
+)
 
 
 @pytest.mark.parametrize(
@@ -239,7 +242,10 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
         (replace('name = "test"', 'name = "a/b"'), r"name: String should match pattern"),
         (prepend("seeds = []\n"), r"seeds: List should have at least 1 item"),
         (prepend("seeds = [-1]\n"), r"seeds.0: Input should be greater than or equal to 0"),
-        (prepend('backend = "vm"\n'), r"backend: Input should be 'process', 'inproc' or 'docker'"),
+        (
+            prepend('backend = "vm"\n'),
+            r"backend: Input should be 'process', 'inproc', 'docker' or 'ray'",
+        ),
         (prepend('source = "x"\n'), r"source: unknown key"),
         (replace("rounds = 20", "rounds = 0"), r"rounds: Input should be greater than 0"),
         (replace("lr = 0.05", "lr = -1"), r"training.lr: Input should be greater than 0"),
@@ -247,7 +253,7 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
         (append("[swarm]\nrounds = 5\n"), r"swarm.rounds: set the top-level `rounds`"),
         (append("[model]\ninit_seed = 1\n"), r"model.init_seed: each run's seed comes from"),
         (append('[model]\nname = "cnn"\n'), r"model.name: Input should be 'logreg' or 'mlp'"),
-        (append('[swarm]\nmerge = "mean"\n'), r"swarm.merge: Input should be 'metropolis'"),
+        (append('[swarm]\nmerge = "mean"\n'), r"swarm.merge: Input should be 'neighbourhood'"),
         (append('[chain]\nbackend = "geth"\n'), r"chain.backend: Input should be 'none'"),
         (append("[baselines]\ntarget_accuracy = 2\n"), r"baselines.target_accuracy: Input"),
         (replace("heart-disease/schema.toml", "nope.toml"), r"data.schema: .*file not found"),
@@ -341,6 +347,17 @@ KNOWN = "known: cleveland, hungarian, switzerland, va"
             r"one event loop",
         ),
         (
+            prepend('backend = "ray"\n', PAUSE),
+            r"faults.0.kind: 'pause' cannot run with backend = 'ray': Ray cannot freeze an actor",
+        ),
+        (append('[ray]\naddress = "my-cluster"\n'), RAY_ADDRESS_EXPECTED),
+        (append('[ray]\naddress = "ray://head"\n'), RAY_ADDRESS_EXPECTED),
+        (append('[ray]\naddress = "10.0.0.1:70000"\n'), RAY_ADDRESS_EXPECTED),
+        (append('[ray]\naddress = "http://10.0.0.1:6379"\n'), RAY_ADDRESS_EXPECTED),
+        (append("[ray]\naddress = 6379\n"), r"ray.address: Input should be a valid string"),
+        (append("[ray]\nnum_cpus = -0.5\n"), r"ray.num_cpus: Input should be greater than or"),
+        (append("[ray]\ncpus = 1\n"), r"ray.cpus: unknown key"),
+        (
             append("[timeouts]\nconnect_seconds = 5\nfetch_seconds = 5\n"),
             r"timeouts.fetch_seconds: 5 must exceed connect_seconds \(5\)",
         ),
@@ -405,3 +422,26 @@ def test_a_pause_is_refused_when_the_backend_becomes_inproc(tmp_path):
     assert with_backend(scenario, "docker").backend == "docker"
     with pytest.raises(ScenarioError, match=r"faults.0.kind: 'pause' cannot run with backend"):
         with_backend(scenario, "inproc")
+
+
+def test_a_pause_is_refused_when_the_backend_becomes_ray(tmp_path):
+    from sim.run import with_backend
+
+    scenario = load_scenario(write(tmp_path, BASE + PAUSE))
+    with pytest.raises(ScenarioError, match=r"faults.0.kind: 'pause' cannot run with backend"):
+        with_backend(scenario, "ray")
+    assert with_backend(load_scenario(write(tmp_path, BASE + KILL)), "ray").backend == "ray"
+
+
+@pytest.mark.parametrize(
+    "address", ["auto", "10.0.0.1:6379", "head.example.org:6379", "ray://head:10001", "[::1]:6379"]
+)
+def test_the_ray_section_takes_an_existing_clusters_address(tmp_path, address):
+    text = 'backend = "ray"\n' + BASE + f'[ray]\naddress = "{address}"\nnum_cpus = 0\n'
+    scenario = load_scenario(write(tmp_path, text))
+    assert (scenario.backend, scenario.ray.address, scenario.ray.num_cpus) == ("ray", address, 0)
+
+
+def test_by_default_ray_starts_an_instance_of_the_runs_own_with_half_a_cpu_a_node(tmp_path):
+    scenario = load_scenario(write(tmp_path, 'backend = "ray"\n' + BASE))
+    assert (scenario.ray.address, scenario.ray.num_cpus) == (None, 0.5)

@@ -1,0 +1,212 @@
+"""The inproc backend over several processes: the nodes are split among `workers` processes,
+the simulator's own and `workers - 1` worker processes (`medswarm sim worker`), each running its
+share as trio tasks (`InprocNodes`), every node still with its own libp2p host and identity.
+Start-up (Python, torch, libp2p) is paid once per process, not per node, and the processes
+use all the cores, which one process cannot (training holds the GIL between torch calls).
+
+The simulator talks to each worker over its stdin and stdout, one JSON object a line:
+commands {"op": "start" | "kill", "node": name} and {"op": "stop"}; events
+{"event": "exited", "node": name, "error": text or null} and, last, {"event": "done"}. A worker
+whose stdin closes (the simulator died) stops its nodes and exits. Its log goes to
+workers/worker-<i>.log in the run folder.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from sim.backends import InprocNodes
+from sim.errors import SimError
+
+log = logging.getLogger(__name__)
+STOP_SECONDS = 30.0  # after "stop": then the worker is killed
+
+
+class WorkerError(SimError):
+    """A worker process failed or broke the protocol."""
+
+
+class _Worker:
+    def __init__(self, index: int, process: trio.Process) -> None:
+        self.index = index
+        self.process = process
+        self.commands, self.outbox = trio.open_memory_channel[dict[str, Any]](1_000_000)
+
+
+class PoolNodes:
+    """Nodes as trio tasks of this process (`local`) and of worker processes, assigned
+    round-robin in start order (a restarted node goes back to where it ran: its port is free
+    there once it has exited)."""
+
+    def __init__(self, local: InprocNodes, workers: list[_Worker]) -> None:
+        self.local = local
+        self.workers = workers
+        self.home: dict[str, _Worker | None] = {}  # None: this process
+        self.alive: set[str] = set()  # of the workers' nodes
+        self.errors: dict[str, str] = {}
+
+    def start(self, name: str) -> None:
+        if name not in self.home:
+            slot = len(self.home) % (len(self.workers) + 1)
+            self.home[name] = self.workers[slot - 1] if slot else None
+        worker = self.home[name]
+        if worker is None:
+            self.local.start(name)
+            return
+        worker.commands.send_nowait({"op": "start", "node": name})
+        self.alive.add(name)
+
+    def kill(self, name: str) -> None:
+        worker = self.home[name]
+        if worker is None:
+            self.local.kill(name)
+            return
+        worker.commands.send_nowait({"op": "kill", "node": name})
+        self.alive.discard(name)
+
+    def pause(self, name: str) -> None:
+        raise NotImplementedError("inproc nodes cannot be frozen (the scenario rejects it)")
+
+    def resume(self, name: str) -> None:
+        raise NotImplementedError("inproc nodes cannot be frozen (the scenario rejects it)")
+
+    def running(self, name: str) -> bool:
+        return name in self.alive or self.local.running(name)
+
+    def failures(self) -> dict[str, str]:
+        return {**self.local.failures(), **self.errors}
+
+    def stop_all(self) -> None:
+        self.local.stop_all()
+        for worker in self.workers:
+            worker.commands.send_nowait({"op": "stop"})
+
+    def on_event(self, worker: _Worker, event: dict[str, Any]) -> None:
+        if event.get("event") == "exited":
+            name = str(event["node"])
+            self.alive.discard(name)
+            if event.get("error"):
+                self.errors[name] = str(event["error"])
+
+
+@asynccontextmanager
+async def worker_pool(
+    folder: Path, overrides: Mapping[str, Any], count: int
+) -> AsyncIterator[PoolNodes]:
+    """This process and `count - 1` worker processes for the nodes of the run in `folder`; on
+    the way out every node is stopped and every worker has exited (killed if it does not within
+    STOP_SECONDS)."""
+    logs = folder / "workers"
+    logs.mkdir(exist_ok=True)
+    args = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    async with trio.open_nursery() as nursery:
+        workers = []
+        for i in range(1, count):
+            command = [sys.executable, "-m", "medswarm", "sim", "worker", str(folder)]
+            command += [a for arg in args for a in ("--set", arg)]
+            with open(logs / f"worker-{i}.log", "ab") as log_file:
+                process = await trio.lowlevel.open_process(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )  # fmt: skip
+            workers.append(_Worker(i, process))
+        nodes = PoolNodes(InprocNodes(folder, overrides, nursery), workers)
+        for worker in workers:
+            nursery.start_soon(_send, worker)
+            nursery.start_soon(_receive, worker, nodes)
+        try:
+            yield nodes
+        finally:
+            nodes.stop_all()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(STOP_SECONDS):
+                    for worker in workers:
+                        await worker.process.wait()
+                for worker in workers:
+                    if worker.process.returncode is None:
+                        worker.process.kill()
+                        await worker.process.wait()
+                    worker.commands.close()
+    failed = {w.index: w.process.returncode for w in workers if w.process.returncode}
+    if failed:
+        raise WorkerError(f"worker processes failed: {failed}; see {logs}/worker-<i>.log")
+
+
+async def _send(worker: _Worker) -> None:
+    stdin = worker.process.stdin
+    assert stdin is not None
+    async with worker.outbox:
+        async for command in worker.outbox:
+            try:
+                await stdin.send_all((json.dumps(command) + "\n").encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the worker is gone: _receive and the pool's exit say so
+            if command["op"] == "stop":
+                await stdin.aclose()
+                return
+
+
+async def _receive(worker: _Worker, nodes: PoolNodes) -> None:
+    stdout = worker.process.stdout
+    assert stdout is not None
+    async for line in _lines(stdout):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise WorkerError(f"worker {worker.index} wrote {line[:200]!r}") from None
+        if event.get("event") == "done":
+            return
+        nodes.on_event(worker, event)
+    # Its stdout closed before "done": it died; its nodes died with it.
+    for name, home in nodes.home.items():
+        if home is worker and name in nodes.alive:
+            nodes.alive.discard(name)
+            nodes.errors[name] = f"worker {worker.index} exited; see workers/worker-*.log"
+
+
+async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+    buffer = b""
+    while chunk := await stream.receive_some():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line.decode()
+
+
+# -- the worker's side -------------------------------------------------------------------------
+
+
+def serve_worker(folder: Path, overrides: Mapping[str, Any]) -> None:
+    """`medswarm sim worker`: run the nodes the simulator names on stdin until it says stop."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    trio.run(_serve, folder, overrides)
+
+
+async def _serve(folder: Path, overrides: Mapping[str, Any]) -> None:
+    def report(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with trio.open_nursery() as nursery:
+        nodes = InprocNodes(folder, overrides, nursery, on_exit=lambda n, e: report(
+            {"event": "exited", "node": n, "error": e}))  # fmt: skip
+        async for line in _lines(stdin):
+            command = json.loads(line)
+            if command["op"] == "start":
+                nodes.start(command["node"])
+            elif command["op"] == "kill":
+                nodes.kill(command["node"])
+            elif command["op"] == "stop":
+                break
+        nodes.stop_all()  # also when stdin closed: the simulator is gone
+    report({"event": "done"})
