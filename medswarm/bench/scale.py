@@ -104,16 +104,18 @@ TARGETS_20 = {
 TARGETS_1000 = {"arrival_rate": 0.99, "peak_rss_mb": 4096.0}
 
 
-def scenario_text(w: Workload, backend: str, topology: str) -> str:
-    """The workload as a scenario; FedAvg is the only baseline."""
+def scenario_text(w: Workload, backend: str, topology: str, workers: int = 1) -> str:
+    """The workload as a scenario (the default merge rule; inproc nodes shared by `workers`
+    processes); FedAvg is the only baseline."""
     degree = f"degree = {min(DEGREE, w.nodes - 1)}\n" if topology == "k_regular" else ""
     hidden = ", ".join(str(h) for h in w.hidden)
+    shared = f"workers = {workers}\n" if backend == "inproc" and workers > 1 else ""
     return f"""\
 # Written by `medswarm bench scale`.
 name = "scale-{w.name}-{backend}-{topology}"
 seeds = [{SEED}]
 backend = "{backend}"
-rounds = {w.rounds}
+{shared}rounds = {w.rounds}
 
 [data]
 synthetic = {{rows = {w.rows}, features = {w.features}, seed = {SEED}}}
@@ -136,9 +138,6 @@ epochs = 1
 batch_size = 32
 lr = 0.05
 optimizer = "sgd"
-
-[swarm]
-merge = "metropolis"
 
 [timeouts]
 startup_seconds = {w.startup_seconds}
@@ -308,6 +307,7 @@ def run_scale_bench(
     topologies: Sequence[str] | None = None,
     timeout: float = RUN_TIMEOUT,
     keep: Path | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every (workload, backend, topology); print the tables, return the results. The run
     folders go to a temporary folder, or stay in `keep` (which must not hold them yet)."""
@@ -326,7 +326,8 @@ def run_scale_bench(
             "workloads": {w.name: {**asdict(w), "hidden": list(w.hidden)} for w in workloads},
             "split": "dirichlet label skew",
             "training": "SGD lr 0.05, batch 32, 1 local epoch",
-            "merge": "metropolis",
+            "merge": "the nodes' default",
+            "workers": workers,
             "chain": "none",
             "baselines": "fedavg (one process) only",
         },
@@ -338,7 +339,7 @@ def run_scale_bench(
         for w, backend, topology in runs:
             name = f"scale-{w.name}-{backend}-{topology}"
             path = work / f"{name}.toml"
-            path.write_text(scenario_text(w, backend, topology))
+            path.write_text(scenario_text(w, backend, topology, workers))
             console.print(
                 f"{w.nodes} nodes ({w.name}), {backend}, {TOPOLOGY_NAMES[topology]} graph, "
                 f"{w.rounds} rounds ...",

@@ -12,6 +12,7 @@ from medswarm.bench.scale import (
     targets_for,
     workloads_named,
 )
+from node.config import SwarmSection
 from sim.scenario import load_scenario
 
 
@@ -27,6 +28,17 @@ def test_the_workloads_are_valid_scenarios(tmp_path, workload, topology):
     assert scenario.topology.kind == topology
     assert (scenario.topology.degree == 4) == (topology == "k_regular")
     assert scenario.baselines.fedavg and not scenario.baselines.local_only
+    assert scenario.swarm.merge == SwarmSection().merge  # the nodes' default rule
+    assert scenario.workers == 1
+
+
+def test_inproc_nodes_can_share_several_processes(tmp_path):
+    w = replace(WORKLOADS["20"], rows=4000, nodes=8)
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text(w, "inproc", "full", workers=2))
+    assert load_scenario(path).workers == 2
+    path.write_text(scenario_text(w, "process", "full", workers=2))
+    assert load_scenario(path).workers == 1  # one process per node already
 
 
 def test_the_issue_s_workload_is_what_it_says():
