@@ -8,7 +8,7 @@ The simulator talks to each worker over its stdin and stdout, one JSON object a 
 commands {"op": "start" | "kill", "node": name} and {"op": "stop"}; events
 {"event": "exited", "node": name, "error": text or null} and, last, {"event": "done"}. A worker
 whose stdin closes (the simulator died) stops its nodes and exits. Its log goes to
-workers/worker-<i>.log in the run folder.
+workers/worker-<i>.log in the run folder, and workers/placement.json says where each node ran.
 """
 
 import json
@@ -41,23 +41,34 @@ class _Worker:
         self.commands, self.outbox = trio.open_memory_channel[dict[str, Any]](1_000_000)
 
 
-class PoolNodes:
-    """Nodes as trio tasks of this process (`local`) and of worker processes, assigned
-    round-robin in start order (a restarted node goes back to where it ran: its port is free
-    there once it has exited)."""
+def balance(loads: Mapping[str, float], slots: int) -> dict[str, int]:
+    """Each node to a slot (0 .. slots - 1), the heaviest first to the least loaded slot: the
+    slots' training time per round evens out when `loads` are the nodes' data sizes."""
+    totals = [0.0] * slots
+    out = {}
+    for name in sorted(loads, key=lambda n: (-loads[n], n)):
+        slot = totals.index(min(totals))
+        out[name] = slot
+        totals[slot] += loads[name]
+    return out
 
-    def __init__(self, local: InprocNodes, workers: list[_Worker]) -> None:
+
+class PoolNodes:
+    """Nodes as trio tasks of this process (slot 0, `local`) and of worker processes (slots
+    1 ..), each where `slots` puts it (a restarted node goes back to where it ran: its port is
+    free there once it has exited)."""
+
+    def __init__(self, local: InprocNodes, workers: list[_Worker], slots: dict[str, int]) -> None:
         self.local = local
         self.workers = workers
+        self.slots = slots
         self.home: dict[str, _Worker | None] = {}  # None: this process
         self.alive: set[str] = set()  # of the workers' nodes
         self.errors: dict[str, str] = {}
 
     def start(self, name: str) -> None:
-        if name not in self.home:
-            slot = len(self.home) % (len(self.workers) + 1)
-            self.home[name] = self.workers[slot - 1] if slot else None
-        worker = self.home[name]
+        slot = self.slots[name]
+        worker = self.home.setdefault(name, self.workers[slot - 1] if slot else None)
         if worker is None:
             self.local.start(name)
             return
@@ -99,11 +110,11 @@ class PoolNodes:
 
 @asynccontextmanager
 async def worker_pool(
-    folder: Path, overrides: Mapping[str, Any], count: int
+    folder: Path, overrides: Mapping[str, Any], count: int, loads: Mapping[str, float]
 ) -> AsyncIterator[PoolNodes]:
-    """This process and `count - 1` worker processes for the nodes of the run in `folder`; on
-    the way out every node is stopped and every worker has exited (killed if it does not within
-    STOP_SECONDS)."""
+    """This process and `count - 1` worker processes for the nodes of the run in `folder` (the
+    keys of `loads`, spread by `balance`); on the way out every node is stopped and every
+    worker has exited (killed if it does not within STOP_SECONDS)."""
     logs = folder / "workers"
     logs.mkdir(exist_ok=True)
     args = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
@@ -118,7 +129,10 @@ async def worker_pool(
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )  # fmt: skip
             workers.append(_Worker(i, process))
-        nodes = PoolNodes(InprocNodes(folder, overrides, nursery), workers)
+        slots = balance(loads, count)
+        places = {n: f"worker-{slot}" if slot else "simulator" for n, slot in slots.items()}
+        (logs / "placement.json").write_text(json.dumps(places, indent=1))
+        nodes = PoolNodes(InprocNodes(folder, overrides, nursery), workers, slots)
         for worker in workers:
             nursery.start_soon(_send, worker)
             nursery.start_soon(_receive, worker, nodes)

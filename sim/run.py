@@ -8,6 +8,7 @@ its container: on the docker backend partitions are real too, see `sim.docker_ba
 Ray actor, see `sim.ray_backend`).
 """
 
+import hashlib
 import json
 import shutil
 import time
@@ -470,7 +471,9 @@ def execute(
             return await supervise(folder, scenario, plan, console, ProcessNodes(folder, overrides))
         if scenario.workers > 1:
             workers = min(scenario.workers, len(plan.files))
-            async with worker_pool(folder, overrides, workers) as pool:
+            # Spread by data size (bytes of each node's file): training time follows it.
+            loads = {n: float(path.stat().st_size) for n, path in plan.files.items()}
+            async with worker_pool(folder, overrides, workers, loads) as pool:
                 return await supervise(folder, scenario, plan, console, pool)
         async with trio.open_nursery() as nursery:
             return await supervise(
@@ -691,7 +694,7 @@ def collect(
         },
         "rounds_wall_seconds": rounds_wall(per_node, scenario.rounds),
         "timing": timing,
-        "baselines": baselines(scenario, plan, folder),
+        "baselines": cached_baselines(scenario, plan, folder),
         # Sampled while the nodes ran and once after the baselines; the docker backend's
         # containers are not this process's children (docker.json has their own peaks).
         # (at least this process's own peak, which may fall between two samples).
@@ -760,6 +763,26 @@ def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float
     if rounds < 2 or 1 not in finished or rounds not in finished:
         return None
     return finished[rounds] - finished[1]
+
+
+def cached_baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
+    """`baselines`, from the cache when this scenario, seed and data have been run before."""
+    if not scenario.baselines.cache:
+        return baselines(scenario, plan, folder)
+    from sim.baseline_cache import baseline_key, cached
+
+    settings = {
+        "seed": plan.seed,
+        "rounds": scenario.rounds,
+        "data": scenario.data.model_dump(mode="json"),
+        "model": scenario.model.model_dump(mode="json"),
+        "training": scenario.training.model_dump(mode="json"),
+        "baselines": scenario.baselines.model_dump(mode="json", exclude={"cache"}),
+    }
+    if plan.test_file is not None:  # FedAvg's history holds its accuracy on the test set
+        settings["test_set"] = hashlib.sha256(plan.test_file.read_bytes()).hexdigest()
+    key = baseline_key(settings, plan.files, plan.honest, plan.schema)
+    return cached(key, lambda: baselines(scenario, plan, folder))
 
 
 def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:

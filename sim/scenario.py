@@ -149,6 +149,9 @@ class BaselinesSection(_Section):
     # wall-clock to compare with the swarm's on the process backend.
     fedavg_network: bool = False
     target_accuracy: float | None = Field(None, gt=0, le=1)
+    # Keep the baselines' results per scenario, seed and data (sim/baseline_cache.py): a rerun
+    # of the same comparison does not train them again.
+    cache: bool = True
 
 
 class _NodeEvent(_Section):

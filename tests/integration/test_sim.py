@@ -342,9 +342,11 @@ def test_a_node_in_a_worker_process_is_killed_and_resumes(tmp_path):
 
     text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 7")
     scenario = tmp_path / "scenario.toml"
-    # Round-robin in start order: cleveland and switzerland here, hungarian and va in the worker.
     scenario.write_text(text.replace("rounds = 7", "rounds = 7\nworkers = 2") + KILL_VA)
     [summary] = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    # Spread by data size: cleveland (the largest) here, hungarian and then va in the worker.
+    placement = json.loads((tmp_path / "out" / "workers" / "placement.json").read_text())
+    assert placement["va"] == "worker-1" and placement["cleveland"] == "simulator"
     records = metrics(tmp_path / "out", "va")
     assert [r["round"] for r in records] == list(range(1, 8))
     assert [r["resumed_from"] for r in records if "resumed_from" in r] in ([2], [1])
