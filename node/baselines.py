@@ -112,7 +112,7 @@ def pooled(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalRe
 
 
 def fedavg(
-    tables: Mapping[str, CleanTable], recipe: Recipe
+    tables: Mapping[str, CleanTable], recipe: Recipe, test: CleanTable | None = None
 ) -> tuple[dict[str, EvalResult], list[dict[str, float]]]:
     """Server-based FedAvg: what the swarm would be with a central server doing the averaging.
 
@@ -125,12 +125,15 @@ def fedavg(
     round: ``round`` (1-based, like the nodes' metrics), ``mean_accuracy`` and ``mean_auc`` over
     sites (``mean_auc`` is NaN if no site's validation split has both classes), and ``seconds``,
     the wall-clock of that round's training and averaging with the sites run one after another,
-    as one server machine would (the per-round scoring is left out).
+    as one server machine would (the per-round scoring is left out). With a common `test` set,
+    each entry also holds the global model's ``test_accuracy``, ``test_auc`` (NaN with one
+    class) and ``test_loss`` on it, scaled like the sites' records.
     """
     splits = _splits(tables, recipe)
     scaler = pooled_scaler([site_stats(s.train_x) for s in splits.values()])
     train = [(scaler.transform(s.train_x), s.train_y) for s in splits.values()]
     val = {site: (scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
+    test_xy = None if test is None else (scaler.transform(test.features), test.target)
     params = fedavg_start(recipe, scaler.n_features)
     scores = {site: fedavg_evaluate(params, recipe, x, y) for site, (x, y) in val.items()}
     history: list[dict[str, float]] = []
@@ -141,14 +144,18 @@ def fedavg(
         seconds = time.perf_counter() - began
         scores = {site: fedavg_evaluate(params, recipe, x, y) for site, (x, y) in val.items()}
         aucs = [e.auc for e in scores.values() if e.auc is not None]
-        history.append(
-            {
-                "round": r + 1,
-                "mean_accuracy": float(np.mean([e.accuracy for e in scores.values()])),
-                "mean_auc": float(np.mean(aucs)) if aucs else float("nan"),
-                "seconds": seconds,
-            }
-        )
+        entry = {
+            "round": r + 1,
+            "mean_accuracy": float(np.mean([e.accuracy for e in scores.values()])),
+            "mean_auc": float(np.mean(aucs)) if aucs else float("nan"),
+            "seconds": seconds,
+        }
+        if test_xy is not None:
+            on_test = fedavg_evaluate(params, recipe, *test_xy)
+            entry["test_accuracy"] = on_test.accuracy
+            entry["test_auc"] = float("nan") if on_test.auc is None else on_test.auc
+            entry["test_loss"] = on_test.loss
+        history.append(entry)
     return scores, history
 
 

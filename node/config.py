@@ -106,8 +106,15 @@ class DataSection(_Section):
     schema_file: Path = Field(alias="schema", description="The consortium's shared schema TOML.")
     validation_fraction: float = Field(0.25, gt=0, lt=1)
     split_seed: int = 0
+    test_path: Path | None = Field(
+        None,
+        description="A test set shared by the consortium (CSV or Parquet, the same schema): "
+        "the merged model is scored on it every round, with the same scaling as this node's "
+        "own records (metrics records: test).",
+    )
 
     _paths = field_validator("path", "schema_file")(_existing_file)
+    _test = field_validator("test_path")(_existing_optional_file)
 
 
 class ModelSection(_Section):

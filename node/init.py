@@ -37,6 +37,8 @@ path = "{data}"      # this hospital's records (CSV or Parquet)
 schema = "{schema}"  # the consortium's shared schema
 validation_fraction = 0.25            # held out, seeded, for evaluation and scoring
 split_seed = 0
+# test_path = "test.parquet"          # optional: a test set shared by the consortium; the merged
+                                      # model is scored on it every round (metrics: "test")
 
 [model]
 name = "{model}"                         # logreg | mlp

@@ -99,6 +99,8 @@ class RunState:
     forger: np.random.Generator  # the simulated adversary's randomness
     resumed_from: int | None  # the checkpoint's round, until the first round's record has it
     privacy: "PrivateTraining | None" = None  # DP-SGD's plan and budget, when on
+    test_x: np.ndarray | None = None  # the consortium's common test set (data.test_path), scaled
+    test_y: np.ndarray | None = None
     training: Offload = field(default_factory=Offload)
     scoring: Offload = field(default_factory=Offload)
 
@@ -126,6 +128,27 @@ class PrivateTraining:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# The common test set, scaled, per (file, schema, scaling): the inproc backend's nodes share one
+# process, one file and the agreed scaling, so they share one copy (read-only).
+_TEST_SETS: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+_TEST_SETS_KEPT = 4
+
+
+def test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
+    """The test set at `path` cleaned by the schema and scaled by `scaler` (float32, as the
+    model computes), shared by every caller in this process with the same three: not to be
+    written to."""
+    key = (str(path), str(schema_path), json.dumps(scaler.to_dict(), sort_keys=True))
+    if key not in _TEST_SETS:
+        table = load_table(path, load_schema(schema_path))
+        x = np.ascontiguousarray(scaler.transform(table.features), dtype=np.float32)
+        y = table.target
+        if len(_TEST_SETS) >= _TEST_SETS_KEPT:
+            _TEST_SETS.clear()
+        _TEST_SETS[key] = (x, y)
+    return _TEST_SETS[key]
 
 
 class NodeRunner:
@@ -333,6 +356,9 @@ class NodeRunner:
         """The model (initial, or resumed from the checkpoint) and what the rounds share."""
         cfg = self.cfg
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
+        test_x = test_y = None
+        if cfg.data.test_path is not None:
+            test_x, test_y = test_set(cfg.data.test_path, cfg.data.schema_file, scaler)
         model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
         initial = model_params(model)
         if checkpoint is None:
@@ -357,6 +383,8 @@ class NodeRunner:
             forger=np.random.default_rng(cfg.training.seed),
             resumed_from=None if checkpoint is None else checkpoint.round,
             privacy=self._private_training(len(split.train_y), checkpoint),
+            test_x=test_x,
+            test_y=test_y,
         )
 
     def _private_training(
@@ -438,6 +466,7 @@ class NodeRunner:
             "train_samples": self.samples,
             "local": local_eval.to_dict() if local_eval else None,
             "merged": merged_eval.to_dict(),
+            **self._test(run),
             "neighbours_reached": reached,
             "neighbours_total": len(partners),
             "mass": mass,
@@ -623,6 +652,13 @@ class NodeRunner:
             state["retired_at"] = run.privacy.retired_at
         save_checkpoint(self.out / "checkpoint", r, merged, state, self.cfg.node.fsync)
         self.on_round(record)
+
+    def _test(self, run: RunState) -> dict[str, Any]:
+        """The merged model on the common test set, if the node has one: one forward pass."""
+        if run.test_x is None or run.test_y is None:
+            return {}
+        result = evaluate(run.model, run.test_x, run.test_y)
+        return {"test": {"accuracy": result.accuracy, "auc": result.auc, "loss": result.loss}}
 
     def _traffic(self) -> dict[str, Any]:
         counters = self.exchange.counters

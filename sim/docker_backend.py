@@ -37,6 +37,7 @@ KEYS = {
     "eth.key": "/keys/eth.key",
 }
 PEER_KEYS = "/keys/peer-keys.json"  # the members' public keys (without the ledger)
+TEST_DIR = "/data/test-set"  # the common test set (data.test_path), if the scenario has one
 MEMORY_POLL_SECONDS = 0.5
 
 
@@ -87,6 +88,8 @@ def container_config(text: str, peer_ips: Mapping[str, str], chain_url: str | No
         "data.path": f"/data/{Path(raw['data']['path']).name}",
         "data.schema": "/data/schema.toml",
     }
+    if raw["data"].get("test_path"):  # in a folder of its own: a node may be named "test"
+        settings["data.test_path"] = f"{TEST_DIR}/{Path(raw['data']['test_path']).name}"
     if raw["node"].get("peer_keys"):
         settings["node.peer_keys"] = PEER_KEYS
     ledger = raw.get("ledger", {})
@@ -97,14 +100,19 @@ def container_config(text: str, peer_ips: Mapping[str, str], chain_url: str | No
     return with_settings(text, settings)
 
 
-def mounts(node_dir: Path, data: Path, schema: Path) -> dict[str, dict[str, str]]:
-    """The node's own files only: its records, the schema, its keys, its config, its outputs."""
+def mounts(
+    node_dir: Path, data: Path, schema: Path, test: Path | None = None
+) -> dict[str, dict[str, str]]:
+    """The node's own files only: its records, the schema, the common test set if any, its
+    keys, its config, its outputs."""
     binds = {
         str(data.resolve()): {"bind": f"/data/{data.name}", "mode": "ro"},
         str(schema.resolve()): {"bind": "/data/schema.toml", "mode": "ro"},
         str(node_dir / CONFIG): {"bind": "/config/node.toml", "mode": "ro"},
         str(node_dir / "out"): {"bind": "/state", "mode": "rw"},
     }
+    if test is not None:
+        binds[str(test.resolve())] = {"bind": f"{TEST_DIR}/{test.name}", "mode": "ro"}
     for key, inside in KEYS.items():
         if (node_dir / key).exists():
             binds[str(node_dir / key)] = {"bind": inside, "mode": "ro"}
@@ -179,7 +187,12 @@ class DockerNodes:
             labels={**self.swarm.labels, "medswarm.role": "node", "medswarm.node": name},
             network=network.name,
             networking_config=self.swarm.endpoint(self.ips[name]),
-            volumes=mounts(node_dir, Path(cfg["data"]["path"]), Path(cfg["data"]["schema"])),
+            volumes=mounts(
+                node_dir,
+                Path(cfg["data"]["path"]),
+                Path(cfg["data"]["schema"]),
+                Path(cfg["data"]["test_path"]) if cfg["data"].get("test_path") else None,
+            ),
             environment={"PYTHONUNBUFFERED": "1"},
             user=self.user,
             init=True,  # Python as PID 1 would ignore SIGTERM; docker-init passes it on

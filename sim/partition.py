@@ -90,3 +90,25 @@ def _top_up(counts: np.ndarray, floor: int, min_rows: int) -> None:
         j = int(np.argmax(counts[donor]))
         counts[donor, j] -= 1
         counts[short[0], j] += 1
+
+
+def hold_out(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, seeded test set: (the rows kept, the rows held out), both sorted.
+
+    Each class holds out ``round(fraction * its size)`` rows, at least 1 and at most all but
+    one (a class of one row holds out none), so the test set has every class's share and the
+    rest keeps every class."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"test fraction must be in (0, 1), got {fraction}")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        k = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
+        held.append(rng.permutation(rows)[:k])
+    test = np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, np.int64)
+    if test.size == 0:
+        raise ValueError(f"a test fraction of {fraction} holds out no row of {len(y)}")
+    keep = np.setdiff1d(np.arange(len(y), dtype=np.int64), test, assume_unique=True)
+    return keep, test

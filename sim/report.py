@@ -232,6 +232,54 @@ def _accuracy_plot(path: Path, summary: dict[str, Any], per_node: dict[str, list
     return _save(fig, path)
 
 
+def _test_plot(path: Path, test: dict[str, Any]) -> Path:
+    """Accuracy on the common test set per round: the nodes' mean with their min-max band,
+    beside FedAvg's global model."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    rows = test["per_round"]
+    rounds = [r["round"] for r in rows]
+    ax.fill_between(
+        rounds,
+        [r["min"] for r in rows],
+        [r["max"] for r in rows],
+        alpha=0.25,
+        label="swarm nodes (min to max)",
+    )
+    ax.plot(rounds, [r["mean"] for r in rows], marker=".", linewidth=2, label="swarm (mean)")
+    fedavg = test.get("fedavg_per_round") or []
+    if fedavg:
+        ax.plot(
+            [h["round"] for h in fedavg],
+            [h["accuracy"] for h in fedavg],
+            color="black",
+            linestyle="-.",
+            linewidth=2,
+            label="FedAvg (one process)",
+        )
+    ax.set(xlabel="round", ylabel="accuracy on the common test set", title="Test set")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _test_blocks(test: dict[str, Any] | None) -> list[Block]:
+    if not test or not test["per_round"]:
+        return []
+    last = test["per_round"][-1]
+    fedavg = test.get("fedavg_per_round") or []
+    at = {h["round"]: h["accuracy"] for h in fedavg}
+    text = (
+        f"Every node scores its merged model on one test set held out of the data before the "
+        f"split (the same rows for all, and for FedAvg). Round {last['round']}: mean "
+        f"{_fmt(last['mean'])}, min {_fmt(last['min'])}, max {_fmt(last['max'])} over "
+        f"{last['nodes']} nodes"
+    )
+    if last["round"] in at:
+        text += f"; FedAvg {_fmt(at[last['round']])}"
+    return [Heading("Common test set"), Paragraph(text + ".")]
+
+
 def _consensus_plot(path: Path, summary: dict[str, Any], consensus: list) -> Path:
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
@@ -472,6 +520,8 @@ def write_report(
         Image(_accuracy_plot(out / "accuracy.png", summary, per_node), "accuracy per round"),
         Image(_consensus_plot(out / "consensus.png", summary, consensus), "consensus distance"),
     ]
+    if summary.get("test") and summary["test"]["per_round"]:
+        plots.append(Image(_test_plot(out / "test.png", summary["test"]), "test-set accuracy"))
     if any(n.get("contribution") is not None for n in nodes.values()):
         plots.append(Image(_contribution_plot(out / "contribution.png", nodes), "contribution"))
     if any(n.get("reward_eth") is not None for n in nodes.values()):
@@ -504,6 +554,7 @@ def write_report(
             "warm-up, so the pace is compared from the end of round 1."
         ),
         _baseline_table(summary),
+        *_test_blocks(summary.get("test")),
         Heading("Faults and attacks"),
         Bullets(
             [f"fault: {f}" for f in summary.get("faults", [])]

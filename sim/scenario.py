@@ -37,8 +37,9 @@ from node.config import (
 )
 from node.dataset import DataSchema, load_schema, load_table
 from node.errors import ConfigError, DataError
-from sim import partition, topology
+from sim import partition, synthetic, topology
 from sim.errors import AlreadyExists, SimError
+from sim.synthetic import SyntheticSpec
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # node and scenario names become folder names
@@ -72,17 +73,22 @@ class _Section(BaseModel):
 
 
 class DataSection(_Section):
-    """Per-site files (`sites`), or one `file` and a `split` into nodes."""
+    """Per-site files (`sites`), or one `file` (or `synthetic` records) and a `split` into
+    nodes; optionally a common test set held out of it (`test_fraction`)."""
 
-    schema_file: ExistingFile = Field(alias="schema")
+    schema_file: ExistingFile | None = Field(None, alias="schema")
     sites: dict[str, ExistingFile] | None = None
     file: ExistingFile | None = None
+    synthetic: SyntheticSpec | None = None
     split: Literal["natural", "dirichlet", "quantity"] | None = None
     site_column: str | None = None
     nodes: int | None = Field(None, ge=2)
     alpha: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_rows: int = Field(10, ge=1)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
+    # A stratified, seeded share of the rows held out before the split, as one test set that
+    # every node (and the FedAvg baseline) scores its model on each round.
+    test_fraction: float | None = Field(None, gt=0, lt=1)
 
 
 class TopologySection(_Section):
@@ -301,8 +307,8 @@ class Scenario(_Section):
 
     def site_labels(self) -> np.ndarray:
         """Each data row's site (natural split), as the stripped text of `data.site_column`."""
-        if self.data.file is None or self.data.site_column is None:
-            raise ValueError("site labels need data.file and data.site_column")
+        if self.data.file is None or self.data.site_column is None or not self.data.schema_file:
+            raise ValueError("site labels need data.file, data.schema and data.site_column")
         schema = load_schema(self.data.schema_file)
         return read_column(self.data.file, schema, self.data.site_column)
 
@@ -363,6 +369,13 @@ validation_fraction = 0.25        # held out at each node for evaluation and sco
 # nodes = 20                      # dirichlet, quantity: node count (named n00, n01, ...)
 # alpha = 0.3                     # dirichlet, quantity: smaller = more skewed
 # min_rows = 10                   # dirichlet, quantity: rows every node gets at least
+# Or generated records (scikit-learn make_classification, seeded; no `schema` or `file`), then
+# a dirichlet or quantity split as above:
+# synthetic = {rows = 200000, features = 64, seed = 0}   # optional: informative (default
+#                                 # features / 2), class_sep = 1.0, flip_y = 0.01 (label noise)
+# test_fraction = 0.1             # with file or synthetic: a stratified, seeded share held out
+#                                 # before the split as one test set; every node scores its
+#                                 # merged model on it each round, FedAvg too (default: none)
 
 [data.sites]
 cleveland = "../../data/heart-disease/processed.cleveland.data"
@@ -568,46 +581,76 @@ DATA_KEYS = {
 
 def _data_problems(s: Scenario) -> list[str]:
     data = s.data
-    if (data.sites is None) == (data.file is None):
-        return ["data: give exactly one of data.sites (per-site files) or data.file (with a split)"]
+    given = [k for k in ("sites", "file", "synthetic") if getattr(data, k) is not None]
+    if len(given) != 1:
+        return [
+            "data: give exactly one of data.sites (per-site files), data.file (with a split) "
+            f"or data.synthetic (generated records, with a split); got {given or 'none'}"
+        ]
+    if data.synthetic is not None and data.schema_file is not None:
+        return ["data.schema: not used with data.synthetic (its schema is generated)"]
+    if data.synthetic is None and data.schema_file is None:
+        return [f"data.schema: required with data.{given[0]}"]
     if data.sites is not None:
         where, layout = "data.sites", "sites"
         if data.split is not None:
-            return ["data.split: only used with data.file"]
+            return ["data.split: only used with data.file or data.synthetic"]
+        if data.test_fraction is not None:
+            return [
+                "data.test_fraction: needs one data set to hold the test set out of "
+                "(data.file or data.synthetic), not per-site files"
+            ]
     elif data.split is None:
-        return ["data.split: required with data.file (natural | dirichlet | quantity)"]
+        kinds = "dirichlet | quantity" if data.synthetic else "natural | dirichlet | quantity"
+        return [f"data.split: required with data.{given[0]} ({kinds})"]
+    elif data.synthetic is not None and data.split == "natural":
+        return ["data.split: 'natural' needs a site column; synthetic records have none "
+                "(dirichlet | quantity)"]  # fmt: skip
     else:
         where, layout = f"data.split = {data.split!r}", data.split
     problems = []
     for key in ("site_column", "nodes", "alpha", "min_rows"):
-        given = key in data.model_fields_set
-        if key in DATA_KEYS[layout] - {"min_rows"} and not given:
+        given_key = key in data.model_fields_set
+        if key in DATA_KEYS[layout] - {"min_rows"} and not given_key:
             problems.append(f"data.{key}: required with {where}")
-        elif key not in DATA_KEYS[layout] and given:
+        elif key not in DATA_KEYS[layout] and given_key:
             problems.append(f"data.{key}: not used with {where}")
     if problems:
         return problems
-    try:
-        schema = load_schema(data.schema_file)
-    except DataError as exc:
-        return [f"data.schema: {exc}"]
-    if data.split == "natural" and data.site_column in {
-        schema.target.column,
-        *(f.name for f in schema.features),
-    }:
-        return [f"data.site_column: {data.site_column!r} is a feature or the target of the schema"]
-    if data.file is not None and data.nodes is not None and data.alpha is not None:
+    if data.synthetic is not None:
+        y = synthetic.generate(data.synthetic)[1]
+    else:
+        assert data.schema_file is not None
+        try:
+            schema = load_schema(data.schema_file)
+        except DataError as exc:
+            return [f"data.schema: {exc}"]
+        if data.split == "natural" and data.site_column in {
+            schema.target.column,
+            *(f.name for f in schema.features),
+        }:
+            return [
+                f"data.site_column: {data.site_column!r} is a feature or the target of the schema"
+            ]
+        if data.file is None or data.nodes is None or data.alpha is None:
+            return []
         try:
             y = load_table(data.file, schema).target
         except DataError as exc:
             return [f"data.file: {exc}"]
+    assert data.nodes is not None and data.alpha is not None
+    if data.test_fraction is not None:
         try:
-            if data.split == "dirichlet":
-                partition.dirichlet_label_skew(y, data.nodes, data.alpha, 0, data.min_rows)
-            else:
-                partition.quantity_skew(len(y), data.nodes, data.alpha, 0, data.min_rows)
+            y = y[partition.hold_out(y, data.test_fraction, 0)[0]]
         except ValueError as exc:
-            return [f"data: {exc}"]
+            return [f"data.test_fraction: {exc}"]
+    try:
+        if data.split == "dirichlet":
+            partition.dirichlet_label_skew(y, data.nodes, data.alpha, 0, data.min_rows)
+        else:
+            partition.quantity_skew(len(y), data.nodes, data.alpha, 0, data.min_rows)
+    except ValueError as exc:
+        return [f"data: {exc}"]
     return []
 
 

@@ -119,6 +119,21 @@ def test_fedavg_history_has_one_entry_per_round(synthetic):
         assert h["seconds"] >= 0.0
 
 
+def test_fedavg_scores_its_global_model_on_the_common_test_set_each_round(synthetic):
+    test = synthetic_site(300, 0.0, seed=9)
+    flipped = replace(test, target=1 - test.target)
+    recipe = replace(RECIPE, rounds=4)
+    _, history = fedavg(synthetic, recipe, test)
+    _, on_flipped = fedavg(synthetic, recipe, flipped)
+    assert [h["round"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["test_accuracy"] > 0.55  # better than chance: the sites' model
+    for h, f in zip(history, on_flipped, strict=True):
+        # The same global model each round, scored against the test labels given.
+        assert f["test_accuracy"] == pytest.approx(1 - h["test_accuracy"])
+        assert f["test_auc"] == pytest.approx(1 - h["test_auc"])
+        assert h["mean_accuracy"] == f["mean_accuracy"]
+
+
 def test_fedavg_of_one_site_is_local_training(synthetic):
     one = {"site1": synthetic["site1"]}
     recipe = replace(RECIPE, rounds=4, settings=replace(RECIPE.settings, epochs=3))

@@ -14,6 +14,7 @@ from gossip.exchange import TrafficCounters
 from gossip.identity import create_key_file, peer_id_of
 from node.checkpoint import load_checkpoint
 from node.config import load_config
+from node.dataset import load_schema, load_table
 from node.init import init_node
 from node.merge import MergeSettings, merge
 from node.metrics import read_records
@@ -21,6 +22,7 @@ from node.params import Neighbour, Params, model_params
 from node.privacy import PrivacyAccountant
 from node.runner import NodeRunner
 from node.scaling import Scaler, local_stats
+from node.training import evaluate
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "heart-disease"
 STEPS = ("_local_update", "_gather", "_score", "_combine", "_record")
@@ -214,3 +216,36 @@ def test_the_mass_is_advertised_once_every_partner_was_heard_and_mixing_steps_fo
     for name, tensor in expected.items():
         np.testing.assert_allclose(steps[2].tensors[name], tensor, rtol=1e-6)
         assert not np.allclose(steps[1].tensors[name], tensor)
+
+
+def test_a_node_with_a_common_test_set_records_its_merged_model_on_it(tmp_path):
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
+        [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
+    )  # fmt: skip
+    test_file = DATA / "processed.hungarian.data"
+    cfg = load_config(path, ["node.fsync=false", f'data.test_path="{test_file}"'])
+    runner = NodeRunner(cfg)
+    runner.out.mkdir(parents=True)
+    runner.membership = None
+    split = runner._load_data()
+    runner.samples = len(split.train_y)
+    scaler = Scaler.from_stats(local_stats(split.train_x))
+    run = runner._start(split, scaler, None)
+    runner.exchange = FakeExchange({p: shifted(run.initial, 0.1) for p in peers})
+
+    record = trio.run(runner._round, run, 1)
+
+    table = load_table(test_file, load_schema(DATA / "schema.toml"))
+    expected = evaluate(run.model, scaler.transform(table.features), table.target)
+    assert record["test"] == {
+        "accuracy": pytest.approx(expected.accuracy),
+        "auc": pytest.approx(expected.auc),
+        "loss": pytest.approx(expected.loss, rel=1e-5),
+    }
+    assert expected.n != len(split.val_y)  # not the node's own validation split
+    assert read_records(runner.metrics_path)[0]["test"] == record["test"]
+    no_test = NodeRunner(load_config(path, ["node.fsync=false"]))
+    assert no_test._test(no_test._start(split, scaler, None)) == {}

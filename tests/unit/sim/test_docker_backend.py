@@ -76,6 +76,19 @@ def test_a_node_mounts_only_its_own_files(tmp_path: Path):
         "/state": "rw",
     }
     assert binds[str(node_dir / "out")]["bind"] == "/state"
+    test = tmp_path / "data" / "test-set" / "test.parquet"
+    binds = mounts(node_dir, data, schema, test)
+    assert binds[str(test)] == {"bind": "/data/test-set/test.parquet", "mode": "ro"}
+
+
+def test_a_common_test_set_is_named_where_it_is_mounted():
+    text = host_config(ledger=False).replace(
+        "validation_fraction",
+        'test_path = "/runs/r/data/test-set/test.parquet"\nvalidation_fraction',
+    )
+    cfg = tomllib.loads(container_config(text, PEERS))
+    assert cfg["data"]["test_path"] == "/data/test-set/test.parquet"
+    assert "test_path" not in tomllib.loads(container_config(host_config(False), PEERS))["data"]
 
 
 def test_partitions_become_cuts_that_keep_the_largest_group_connected(tmp_path: Path):

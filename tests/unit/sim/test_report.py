@@ -322,3 +322,23 @@ def test_the_terminal_summary_gives_each_hospital_its_accuracy_contribution_and_
     assert "ledger audit passed; to repeat it: medswarm ledger audit" in text
     without_chain = rendered(summary(chain=False))
     assert "reward" not in without_chain and "ledger audit" not in without_chain
+
+
+def test_a_common_test_set_gets_its_plot_and_its_last_round(tmp_path):
+    s = summary()
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    assert not (tmp_path / "test.png").exists()
+    assert "Common test set" not in (tmp_path / "report.md").read_text()
+    s["test"] = {
+        "per_round": [
+            {"round": r, "mean": 0.6 + 0.01 * r, "min": 0.5, "max": 0.7 + 0.01 * r, "nodes": 3}
+            for r in range(1, 6)
+        ],
+        "fedavg_per_round": [{"round": r, "accuracy": 0.62 + 0.01 * r} for r in range(1, 6)],
+    }
+    written = write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    assert tmp_path / "test.png" in written
+    assert (tmp_path / "test.png").read_bytes().startswith(PNG_MAGIC)
+    md = (tmp_path / "report.md").read_text()
+    assert "Round 5: mean 0.650, min 0.500, max 0.750 over 3 nodes; FedAvg 0.670." in md
+    assert "test.png" in md

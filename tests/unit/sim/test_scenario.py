@@ -262,7 +262,7 @@ RAY_ADDRESS_EXPECTED = (
         (replace("[data.sites]", "nodes = 3\n[data.sites]"), r"data.nodes: not used with data"),
         (
             replace("[data.sites]", f'file = "{BREAST / "breast-cancer.csv"}"\n[data.sites]'),
-            r"data: give exactly one of data.sites .* or data.file",
+            r"data: give exactly one of data.sites .* or data.synthetic .*got \[.sites., .file.\]",
         ),
         (breast(""), r"data.split: required with data.file \(natural \| dirichlet \| quantity\)"),
         (breast('split = "dirichlet"\nnodes = 4'), r"data.alpha: required with data.split = 'dir"),
