@@ -4,7 +4,9 @@ every member with no server and no hospital's own column sums in clear.
 The session is the hash of a fresh nonce from every member (gossip.secure_sum.agree_session):
 every mask of the run is bound to it. The scaling is two exact secure sums over the members:
 the columns' counts and totals, then the squared deviations from the pooled mean; every node
-gets the pooled mean and standard deviation, to float64 rounding.
+gets the pooled mean and standard deviation, to float64 rounding. A consortium may publish a
+reference scaling instead (node config `data.scaling`): then there is no scaling agreement, and
+a session only when secure aggregation needs one.
 """
 
 import dataclasses
@@ -20,6 +22,30 @@ from node.config import TimeoutSection
 from node.scaling import Scaler, centred_squares, column_sums
 
 
+def _flood(
+    members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection
+) -> Flood:
+    return Flood(
+        session="start",
+        members=members,
+        neighbours=tuple(neighbours),
+        fetch_seconds=timeouts.fetch_seconds,
+        connect_seconds=timeouts.connect_seconds,
+        deadline_seconds=timeouts.startup_seconds,
+    )
+
+
+async def agree_session_only(
+    exchange: ParamExchange,
+    identity: KeyPair,
+    members: tuple[str, ...],
+    neighbours: list[PeerInfo],
+    timeouts: TimeoutSection,
+) -> str:
+    """The run's session alone (the scaling comes from the consortium's reference)."""
+    return await agree_session(exchange, identity, _flood(members, neighbours, timeouts), "start")
+
+
 async def agree_start(
     exchange: ParamExchange,
     identity: KeyPair,
@@ -30,14 +56,7 @@ async def agree_start(
     train_x: np.ndarray,
 ) -> tuple[str, Scaler]:
     """(the run's session, the swarm-wide scaler) from every member's training features."""
-    flood = Flood(
-        session="start",
-        members=members,
-        neighbours=tuple(neighbours),
-        fetch_seconds=timeouts.fetch_seconds,
-        connect_seconds=timeouts.connect_seconds,
-        deadline_seconds=timeouts.startup_seconds,
-    )
+    flood = _flood(members, neighbours, timeouts)
     session = await agree_session(exchange, identity, flood, "start")
     sums = await secure_sum(
         exchange, identity, keys, dataclasses.replace(flood, session=f"{session}/sums"),

@@ -113,8 +113,15 @@ class DataSection(_Section):
         "own records (metrics records: test).",
     )
 
+    scaling: Path | None = Field(
+        None,
+        description="The consortium's reference scaling, a JSON file of 'mean' and 'std' per "
+        "model input column: used instead of agreeing the pooled scaling at start (two exact "
+        "secure sums over every member, whose messages grow with the square of the swarm).",
+    )
+
     _paths = field_validator("path", "schema_file")(_existing_file)
-    _test = field_validator("test_path")(_existing_optional_file)
+    _test = field_validator("test_path", "scaling")(_existing_optional_file)
 
 
 class ModelSection(_Section):

@@ -39,6 +39,9 @@ validation_fraction = 0.25            # held out, seeded, for evaluation and sco
 split_seed = 0
 # test_path = "test.parquet"          # optional: a test set shared by the consortium; the merged
                                       # model is scored on it every round (metrics: "test")
+# scaling = "scaling.json"            # optional: the consortium's reference scaling ("mean" and
+                                      # "std" per model input column) instead of agreeing the
+                                      # pooled one at start (messages grow with members squared)
 
 [model]
 name = "{model}"                         # logreg | mlp

@@ -33,7 +33,7 @@ from gossip.identity import load_key_file, load_x25519_key_file, peer_id_of, x25
 from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember
 from node import merge as merging
 from node.adversary import flip_labels, forged_params, tamper_update
-from node.agreement import agree_start
+from node.agreement import agree_session_only, agree_start
 from node.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -285,11 +285,22 @@ class NodeRunner:
     ) -> tuple[Scaler, int]:
         """A fresh node agrees on the scaling with the swarm; a restarted one reads its own."""
         if checkpoint is None:
-            members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
-            self.session, scaler = await agree_start(
-                self.exchange, self.key_pair, self.masking, members, self.neighbours,
-                self.cfg.timeouts, split.train_x,
-            )  # fmt: skip
+            reference = self.cfg.data.scaling
+            if reference is not None and not self.cfg.privacy.secure_aggregation:
+                members: tuple[str, ...] = ()
+                self.session, scaler = "", self._reference_scaler(reference, split)
+            elif reference is not None:
+                members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
+                self.session = await agree_session_only(
+                    self.exchange, self.key_pair, members, self.neighbours, self.cfg.timeouts
+                )
+                scaler = self._reference_scaler(reference, split)
+            else:
+                members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
+                self.session, scaler = await agree_start(
+                    self.exchange, self.key_pair, self.masking, members, self.neighbours,
+                    self.cfg.timeouts, split.train_x,
+                )  # fmt: skip
             # Fixed for the whole run: saved once, not in every round's checkpoint.
             write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
             session = {"session": self.session, "members": list(members)}
@@ -826,6 +837,18 @@ class NodeRunner:
             return str(json.loads(self.session_path.read_text())["session"])
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{self.session_path}: cannot resume without it: {exc}") from None
+
+    def _reference_scaler(self, path: Path, split: Split) -> Scaler:
+        try:
+            scaler = Scaler.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} (data.scaling): {exc}") from None
+        if scaler.n_features != split.train_x.shape[1]:
+            raise ConfigError(
+                f"{path} (data.scaling): {scaler.n_features} columns, but the schema gives the "
+                f"model {split.train_x.shape[1]} input columns"
+            )
+        return scaler
 
     def _saved_scaler(self) -> Scaler:
         try:

@@ -264,6 +264,8 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
     }
     if test_file is not None:
         common["data.test_path"] = str(test_file)
+    if scenario.data.reference_scaling:
+        common["data.scaling"] = str(_reference_scaling(plan, data_dir))
     for attack in scenario.attacks:
         if isinstance(attack, Sybil):
             twin = f"{attack.node}_sybil"
@@ -302,6 +304,18 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
     _privacy_settings(scenario, plan)
     plan.settings = {n: {**common, **plan.settings.get(n, {})} for n in plan.files}
     return plan
+
+
+def _reference_scaling(plan: Plan, data_dir: Path) -> Path:
+    """The pooled mean and std of every node's cleaned records, as scaling.json."""
+    from node.scaling import Scaler, local_stats
+
+    schema = load_schema(plan.schema)
+    stats = sum(local_stats(load_table(path, schema).features) for path in plan.files.values())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "scaling.json"
+    path.write_text(json.dumps(Scaler.from_stats(np.asarray(stats)).to_dict()))
+    return path
 
 
 def _privacy_settings(scenario: Scenario, plan: Plan) -> None:

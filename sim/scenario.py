@@ -89,6 +89,11 @@ class DataSection(_Section):
     # A stratified, seeded share of the rows held out before the split, as one test set that
     # every node (and the FedAvg baseline) scores its model on each round.
     test_fraction: float | None = Field(None, gt=0, lt=1)
+    # The nodes take the scaling from a reference the simulator computes from every node's
+    # records (their pooled statistics), as a consortium may publish one, instead of agreeing
+    # it at start by secure sums over all members (node config `data.scaling`): for swarms of
+    # hundreds of nodes, where those sums' messages grow with the square of the members.
+    reference_scaling: bool = False
 
 
 class TopologySection(_Section):
@@ -376,6 +381,9 @@ validation_fraction = 0.25        # held out at each node for evaluation and sco
 # test_fraction = 0.1             # with file or synthetic: a stratified, seeded share held out
 #                                 # before the split as one test set; every node scores its
 #                                 # merged model on it each round, FedAvg too (default: none)
+# reference_scaling = false       # true: nodes scale by a reference computed from all records
+#                                 # (their pooled statistics) instead of agreeing it at start
+#                                 # by secure sums over all members (for hundreds of nodes)
 
 [data.sites]
 cleveland = "../../data/heart-disease/processed.cleveland.data"

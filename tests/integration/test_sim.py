@@ -354,3 +354,18 @@ def test_a_node_in_a_worker_process_is_killed_and_resumes(tmp_path):
         reached = [r["neighbours_reached"] for r in metrics(tmp_path / "out", name)]
         assert any(len(n) == 1 for n in reached) and len(reached[-1]) == 2, name
     assert summary["mean"]["accuracy"] > 0.6
+
+
+def test_nodes_scale_by_the_reference_instead_of_agreeing(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    text = INPROC.replace("{data}", str(HEART_DISEASE)).replace("rounds = 6", "rounds = 2")
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(text.replace("[data]", "[data]\nreference_scaling = true", 1))
+    [summary] = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    reference = json.loads((tmp_path / "out" / "data" / "scaling.json").read_text())
+    for name in summary["nodes"]:
+        node = tmp_path / "out" / "nodes" / name / "out"
+        assert json.loads((node / "scaler.json").read_text()) == reference, name
+        assert json.loads((node / "session.json").read_text())["members"] == []  # no agreement
+        assert [r["round"] for r in metrics(tmp_path / "out", name)] == [1, 2]
