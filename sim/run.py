@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 WEI_PER_ETH = 10**18
 RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
+MAX_PROGRESS_ROWS = 40  # nodes shown one per row in the progress display; more: a summary
 
 
 @dataclass
@@ -648,7 +649,16 @@ def _progress(
             state = f"acc {acc:.3f}" if acc is not None else "starting"
         if record and (budget := record.get("privacy")):
             state += f"  ε {budget['epsilon']:.2f}" + (" spent" if budget.get("retired_at") else "")
-        table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
+        if len(plan.files) <= MAX_PROGRESS_ROWS:
+            table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
+    if len(plan.files) > MAX_PROGRESS_ROWS:  # one line: a row per node would not be read
+        rounds = np.array(list(done.values()))
+        table.add_row(
+            f"{len(rounds)} nodes",
+            f"rounds done: min {rounds.min()}, median {int(np.median(rounds))}, "
+            f"max {rounds.max()} of {scenario.rounds}",
+            f"{int((rounds == 0).sum())} starting",
+        )
     current = min(done.values())
     active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]]
     active += [f"{n} down" for n in down] + [f"{n} frozen" for n in frozen]

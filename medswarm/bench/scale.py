@@ -65,6 +65,12 @@ class Workload:
     backends: tuple[str, ...] = ("inproc",)  # by default
     topologies: tuple[str, ...] = TOPOLOGIES  # by default
     startup_seconds: float = 60.0
+    # Scale by the simulator's reference (the pooled statistics) instead of the start-up
+    # secure sums over every member, whose messages grow with the square of the swarm.
+    reference_scaling: bool = False
+    # How long a node waits for a neighbour's round: on 2 cores a thousand nodes come up over
+    # minutes, and one that starts early must not go on alone.
+    fetch_seconds: float = 15.0
 
 
 WORKLOADS = {
@@ -89,6 +95,8 @@ WORKLOADS = {
         min_rows=20,
         topologies=("k_regular",),
         startup_seconds=600.0,
+        reference_scaling=True,
+        fetch_seconds=600.0,
     ),
 }
 
@@ -125,6 +133,7 @@ alpha = {w.alpha}
 min_rows = {w.min_rows}
 validation_fraction = {w.validation_fraction}
 test_fraction = {w.test_fraction}
+reference_scaling = {str(w.reference_scaling).lower()}
 
 [topology]
 kind = "{topology}"
@@ -141,6 +150,7 @@ optimizer = "sgd"
 
 [timeouts]
 startup_seconds = {w.startup_seconds}
+fetch_seconds = {w.fetch_seconds}
 
 [chain]
 backend = "none"
