@@ -136,7 +136,7 @@ _TEST_SETS: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
 _TEST_SETS_KEPT = 4
 
 
-def test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
+def shared_test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
     """The test set at `path` cleaned by the schema and scaled by `scaler` (float32, as the
     model computes), shared by every caller in this process with the same three: not to be
     written to."""
@@ -369,7 +369,7 @@ class NodeRunner:
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
         test_x = test_y = None
         if cfg.data.test_path is not None:
-            test_x, test_y = test_set(cfg.data.test_path, cfg.data.schema_file, scaler)
+            test_x, test_y = shared_test_set(cfg.data.test_path, cfg.data.schema_file, scaler)
         model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
         initial = model_params(model)
         if checkpoint is None:
