@@ -71,6 +71,9 @@ class Workload:
     # How long a node waits for a neighbour's round: on 2 cores a thousand nodes come up over
     # minutes, and one that starts early must not go on alone.
     fetch_seconds: float = 15.0
+    connect_seconds: float = 5.0
+    # Serve the final round until every partner has it, at most this long.
+    linger_seconds: float = 10.0
 
 
 WORKLOADS = {
@@ -97,6 +100,8 @@ WORKLOADS = {
         startup_seconds=600.0,
         reference_scaling=True,
         fetch_seconds=600.0,
+        connect_seconds=30.0,
+        linger_seconds=600.0,
     ),
 }
 
@@ -151,6 +156,8 @@ optimizer = "sgd"
 [timeouts]
 startup_seconds = {w.startup_seconds}
 fetch_seconds = {w.fetch_seconds}
+connect_seconds = {w.connect_seconds}
+linger_seconds = {w.linger_seconds}
 
 [chain]
 backend = "none"
