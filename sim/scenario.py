@@ -147,9 +147,11 @@ SWARM_WIDE_PRIVACY = {"secure_aggregation", "share_threshold"}
 
 
 class BaselinesSection(_Section):
-    local_only: bool = True
-    centralized: bool = True
-    fedavg: bool = True
+    """What the swarm is compared with: each trained only when asked (and then cached)."""
+
+    local_only: bool = False
+    centralized: bool = False
+    fedavg: bool = False
     # The same FedAvg deployed as processes (a server and a client per site) over libp2p: the
     # wall-clock to compare with the swarm's on the process backend.
     fedavg_network: bool = False
@@ -437,7 +439,9 @@ pool_eth = 20.0
 # audit = true                    # the membership-inference audit, in the report
 # compare_without_dp = true       # and the same run without DP-SGD beside it
 
-[baselines]                       # what the swarm is compared with
+[baselines]                       # what the swarm is compared with: each trained only when
+                                  # set here, and its results cached per scenario, seed and
+                                  # data (cache = false to train it again)
 local_only = true                 # each node alone on its own data
 centralized = true                # one model on all the data pooled
 fedavg = true                     # server-based federated averaging

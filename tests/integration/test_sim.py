@@ -34,6 +34,8 @@ rounds = {ROUNDS}
 kind = "full"
 
 [baselines]
+local_only = true
+centralized = true
 fedavg = true
 fedavg_network = true
 target_accuracy = 0.75
@@ -188,8 +190,7 @@ rounds = 6
 kind = "ring"
 
 [baselines]
-centralized = false
-fedavg = false
+local_only = true
 """
 )
 
