@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
 QUIET_SECONDS = 1.0  # after the last round: no secure-aggregation request for this long
+LINGER_GRACE_SECONDS = 2.0  # after every partner was sent the final round
 MIX = "mix"  # the snapshot kind of a round's extra mixing steps (swarm.gossip_steps > 1)
 
 
@@ -813,6 +814,9 @@ class NodeRunner:
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)
+            # Sent is not yet read: on a loaded machine a partner may still be reading (or
+            # retrying) the last answer, which closing the host now would cut off.
+            await trio.sleep(LINGER_GRACE_SECONDS)
             # Under secure aggregation a partner that has our masked model may still ask for
             # seeds or shares: done once none has asked anything for a moment.
             while self.secagg and trio.current_time() - self.secagg.last_request < QUIET_SECONDS:
