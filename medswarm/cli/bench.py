@@ -132,8 +132,11 @@ def bench_scale(
         Path | None, typer.Option(help="Keep the run folders (scenarios, nodes, logs) here.")
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="inproc: the processes the nodes share (scenario workers).")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1, help="inproc: the processes the nodes share (scenario workers; default 2)."
+        ),
+    ] = 2,
 ) -> None:
     """The simulator comparison workload (synthetic 200,000 x 64, 20 sites, Dirichlet 0.3,
     MLP 64-64, 20 rounds, one held-out test set) and 1,000 nodes: whole-run and per-round
