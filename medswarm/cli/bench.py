@@ -151,7 +151,9 @@ def bench_scale(
         if rounds is not None and rounds < 2:
             raise ValueError("--rounds must be at least 2 to time rounds 2..N")
         chosen = workloads_named(names(workloads) or [], rounds)
-        results = run_scale_bench(console, chosen, names(backend), names(topology), timeout, keep)
+        results = run_scale_bench(
+            console, chosen, names(backend), names(topology), timeout, keep, workers
+        )
     except ValueError as exc:
         raise fail(str(exc)) from None
     write_json(json_out, results)
