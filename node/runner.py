@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import numpy as np
-import psutil
 import torch
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -274,12 +273,9 @@ class NodeRunner:
 
     def _announce(self, addrs: list[str]) -> None:
         """peer.json: where the neighbours (and the simulator) find this node."""
-        # Since this process started: a node's start-up, imports included (on a backend that
-        # shares processes, the time since the shared process started).
-        ready = time.time() - psutil.Process().create_time()
         info = {"name": self.cfg.node.name, "peer_id": self.peer_id, "addrs": addrs}
-        write_atomic(self.out / "peer.json", json.dumps({**info, "ready_seconds": ready}).encode())
-        log.info("node %s listening on %s, %.1f s after start", self.cfg.node.name, addrs, ready)
+        write_atomic(self.out / "peer.json", json.dumps(info).encode())
+        log.info("node %s listening on %s", self.cfg.node.name, addrs)
 
     async def _scaler_and_start(
         self, split: Split, checkpoint: Checkpoint | None
