@@ -22,9 +22,7 @@ from node.config import TimeoutSection
 from node.scaling import Scaler, centred_squares, column_sums
 
 
-def _flood(
-    members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection
-) -> Flood:
+def _flood(members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection) -> Flood:
     return Flood(
         session="start",
         members=members,
