@@ -309,13 +309,13 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
 
 def _reference_scaling(plan: Plan, data_dir: Path) -> Path:
     """The pooled mean and std of every node's cleaned records, as scaling.json."""
-    from node.scaling import Scaler, local_stats
+    from node.baselines import pooled_scaler, site_stats
 
     schema = load_schema(plan.schema)
-    stats = sum(local_stats(load_table(path, schema).features) for path in plan.files.values())
+    stats = [site_stats(load_table(path, schema).features) for path in plan.files.values()]
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "scaling.json"
-    path.write_text(json.dumps(Scaler.from_stats(np.asarray(stats)).to_dict()))
+    path.write_text(json.dumps(pooled_scaler(stats).to_dict()))
     return path
 
 
