@@ -283,21 +283,23 @@ class NodeRunner:
         """A fresh node agrees on the scaling with the swarm; a restarted one reads its own."""
         if checkpoint is None:
             reference = self.cfg.data.scaling
-            if reference is not None and not self.cfg.privacy.secure_aggregation:
-                members: tuple[str, ...] = ()
-                self.session, scaler = "", self._reference_scaler(reference, split)
-            elif reference is not None:
+            # With the consortium's reference scaling, only secure aggregation needs the members
+            # (and a session) at start.
+            agree = reference is None or self.cfg.privacy.secure_aggregation
+            members: tuple[str, ...] = ()
+            if agree:
                 members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
-                self.session = await agree_session_only(
-                    self.exchange, self.key_pair, members, self.neighbours, self.cfg.timeouts
-                )
-                scaler = self._reference_scaler(reference, split)
-            else:
-                members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
+            if reference is None:
                 self.session, scaler = await agree_start(
                     self.exchange, self.key_pair, self.masking, members, self.neighbours,
                     self.cfg.timeouts, split.train_x,
                 )  # fmt: skip
+            else:
+                scaler = self._reference_scaler(reference, split)
+                if agree:
+                    self.session = await agree_session_only(
+                        self.exchange, self.key_pair, members, self.neighbours, self.cfg.timeouts
+                    )
             # Fixed for the whole run: saved once, not in every round's checkpoint.
             write_atomic(self.scaler_path, json.dumps(scaler.to_dict()).encode())
             session = {"session": self.session, "members": list(members)}

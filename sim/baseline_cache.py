@@ -41,12 +41,12 @@ def baseline_key(
     return digest.hexdigest()
 
 
-def cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The results stored under `key`, else computed and stored (written whole, then renamed:
-    a crash never leaves half a file to be read later)."""
+def cached(key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], Path | None]:
+    """The results stored under `key` and the file they came from, else computed, stored
+    (written whole, then renamed: a crash never leaves half a file to be read later) and None."""
     path = cache_dir() / "baselines" / f"{key}.json"
     try:
-        return {**json.loads(path.read_text()), "cached": str(path)}
+        return dict(json.loads(path.read_text())), path
     except (OSError, ValueError):
         pass
     results = compute()
@@ -54,4 +54,4 @@ def cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(results))
     partial.replace(path)
-    return results
+    return results, None

@@ -26,7 +26,6 @@ import trio
 from sim.backends import InprocNodes
 from sim.errors import SimError
 
-log = logging.getLogger(__name__)
 STOP_SECONDS = 30.0  # after "stop": then the worker is killed
 
 

@@ -377,15 +377,16 @@ def _partition(
         records = _read_records(data.file, load_schema(schema_path))
     schema = load_schema(schema_path)
     rows = np.arange(_height(records))
+    labels = _labels(records, schema)
     test_file = None
     if data.test_fraction is not None:
-        rows, held = partition.hold_out(_labels(records, schema), data.test_fraction, seed)
+        rows, held = partition.hold_out(labels, data.test_fraction, seed)
         test_file = _write_rows(records, held, data_dir / "test-set" / "test", schema)
     if data.split == "natural":
         found = partition.natural(_text(records, str(data.site_column))[rows])
         parts = {name: rows[i] for name, i in found.items()}
     else:
-        y = _labels(records, schema)[rows]
+        y = labels[rows]
         assert data.nodes is not None and data.alpha is not None  # the scenario checked
         if data.split == "dirichlet":
             split = partition.dirichlet_label_skew(y, data.nodes, data.alpha, seed, data.min_rows)
@@ -681,6 +682,7 @@ def collect(
 ) -> dict[str, Any]:
     from sim.privacy_audit import privacy_summary, spent
 
+    baseline_results, cached_from = cached_baselines(scenario, plan, folder)
     names = list(plan.files)
     target = scenario.baselines.target_accuracy
     per_node = {n: read_records(folder / "nodes" / n / "out" / "metrics.jsonl") for n in names}
@@ -718,10 +720,11 @@ def collect(
         },
         "rounds_wall_seconds": rounds_wall(per_node, scenario.rounds),
         "timing": timing,
-        "baselines": cached_baselines(scenario, plan, folder),
-        # Sampled while the nodes ran and once after the baselines; the docker backend's
+        "baselines": baseline_results,
+        "baselines_cached_from": str(cached_from) if cached_from else None,
+        # Sampled while the nodes ran and once after the baselines, and at least this
+        # process's own peak (which may fall between two samples); the docker backend's
         # containers are not this process's children (docker.json has their own peaks).
-        # (at least this process's own peak, which may fall between two samples).
         "peak_rss_mb_total": max(plan.memory.peak_mb, plan.memory.sample(), own_peak_rss_mb()),
         "peak_rss_mb_by_process": plan.memory.at_peak,
         "faults": plan.faults,
@@ -789,10 +792,15 @@ def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float
     return finished[rounds] - finished[1]
 
 
-def cached_baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
-    """`baselines`, from the cache when this scenario, seed and data have been run before."""
+def cached_baselines(
+    scenario: Scenario, plan: Plan, folder: Path
+) -> tuple[dict[str, Any], Path | None]:
+    """`baselines`, and the cache file they came from when this scenario, seed and data have
+    been run before (None: trained now, or none asked)."""
+    if not scenario.baselines.asked:
+        return {}, None
     if not scenario.baselines.cache:
-        return baselines(scenario, plan, folder)
+        return baselines(scenario, plan, folder), None
     from sim.baseline_cache import baseline_key, cached
 
     settings = {
@@ -812,7 +820,7 @@ def cached_baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, 
 def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
     """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
     wanted = scenario.baselines
-    if not (wanted.local_only or wanted.centralized or wanted.fedavg or wanted.fedavg_network):
+    if not wanted.asked:
         return {}
     from node.baselines import Recipe, fedavg, local_only, pooled
     from sim.fedavg_network import run_fedavg_network

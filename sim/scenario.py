@@ -160,6 +160,11 @@ class BaselinesSection(_Section):
     # of the same comparison does not train them again.
     cache: bool = True
 
+    @property
+    def asked(self) -> bool:
+        """Whether any baseline is to be trained."""
+        return self.local_only or self.centralized or self.fedavg or self.fedavg_network
+
 
 class _NodeEvent(_Section):
     node: str

@@ -207,6 +207,9 @@ def test_inproc_runs_are_reproducible_from_the_seed(tmp_path):
         {n: (v["accuracy"], v["auc"]) for n, v in run["nodes"].items()} for run in runs
     )
     assert first == second
+    # The second run's local-only baseline comes from the cache the first one filled.
+    assert runs[1]["baselines_cached_from"] is not None
+    assert runs[1]["baselines"] == runs[0]["baselines"]
     assert runs[0]["mean"]["accuracy"] > 0.6
     for name in first:
         a = final_params(tmp_path / "run1", name)

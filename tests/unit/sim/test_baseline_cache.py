@@ -11,14 +11,14 @@ def test_results_are_computed_once_per_key_and_a_torn_file_is_recomputed(tmp_pat
         calls.append(1)
         return {"fedavg": {"mean_accuracy": 0.9}}
 
-    first = cached("k1", compute)
-    again = cached("k1", compute)
-    assert first == {"fedavg": {"mean_accuracy": 0.9}} and len(calls) == 1
-    assert again["fedavg"] == first["fedavg"] and again["cached"].endswith("k1.json")
+    first, fresh = cached("k1", compute)
+    again, source = cached("k1", compute)
+    assert first == {"fedavg": {"mean_accuracy": 0.9}} and fresh is None and len(calls) == 1
+    assert again == first and source is not None and source.name == "k1.json"
     cached("k2", compute)
     assert len(calls) == 2
     (tmp_path / "cache" / "baselines" / "k1.json").write_text('{"fedavg": ')  # torn
-    assert cached("k1", compute) == first and len(calls) == 3
+    assert cached("k1", compute) == (first, None) and len(calls) == 3
 
 
 def test_the_key_follows_settings_data_and_schema(tmp_path):
