@@ -565,10 +565,10 @@ def backend_problems(s: Scenario) -> list[str]:
         problems.append(
             f"chain.backend: {s.chain.backend!r} cannot run with backend = 'docker' (none | anvil)"
         )
-    if s.backend == "inproc":
+    if why := UNFREEZABLE.get(s.backend):
         problems += [
-            f"faults.{i}.kind: 'pause' cannot run with backend = 'inproc': its nodes are tasks "
-            "of one event loop, which cannot freeze one of them (process | docker)"
+            f"faults.{i}.kind: 'pause' cannot run with backend = {s.backend!r}: {why} "
+            "(process | docker)"
             for i, fault in enumerate(s.faults)
             if isinstance(fault, PauseFault)
         ]
@@ -577,14 +577,14 @@ def backend_problems(s: Scenario) -> list[str]:
             f"workers: {s.workers} processes shared by the nodes is for backend = 'inproc' "
             f"(a {s.backend} node has its own process)"
         )
-    if s.backend == "ray":
-        problems += [
-            f"faults.{i}.kind: 'pause' cannot run with backend = 'ray': Ray cannot freeze an "
-            "actor, only kill it (process | docker)"
-            for i, fault in enumerate(s.faults)
-            if isinstance(fault, PauseFault)
-        ]
     return problems
+
+
+# The backends that cannot freeze one node, and why.
+UNFREEZABLE = {
+    "inproc": "its nodes are tasks of one event loop, which cannot freeze one of them",
+    "ray": "Ray cannot freeze an actor, only kill it",
+}
 
 
 # The optional keys of [data] each layout allows; all but min_rows are required.
