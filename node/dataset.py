@@ -34,16 +34,20 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from node.errors import DataError, SchemaError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 CSV_SUFFIXES = (".csv", ".data", ".txt")
 PARQUET_SUFFIXES = (".parquet",)
 MAX_EXAMPLES = 5
+OUTCOME = "outcome"  # `load_frame`'s column of 0/1 labels (the target's positive_above rule)
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -469,13 +473,62 @@ def _duplicates(raw: _RawTable) -> np.ndarray:
     return dup
 
 
+@dataclass(frozen=True)
+class _Cleaned:
+    """The rows a file keeps (`keep`) and each schema column's parsed values over all rows."""
+
+    keep: np.ndarray
+    target: np.ndarray
+    features: dict[str, np.ndarray]  # NaN = missing (to impute)
+    report: CleaningReport
+
+
 def load_table(path: Path, schema: DataSchema) -> CleanTable:
     """Load one hospital's file (CSV or Parquet), apply the schema, return the clean table.
 
     CSV (``.csv``, ``.data``, ``.txt``, comma separated) uses the schema's ``header`` and
     ``columns``; Parquet (``.parquet``) always takes the column names from the file.
     """
-    path = Path(path)
+    cleaned = _clean(Path(path), schema)
+    keep = cleaned.keep
+    blocks: list[np.ndarray] = []
+    for feat in schema.features:
+        values = cleaned.features[feat.name][keep]
+        if feat.kind == "categorical":
+            levels = np.asarray(feat.levels, dtype=np.float64)
+            onehot = (values[:, None] == levels[None, :]).astype(np.float64)
+            onehot[np.isnan(values)] = np.nan
+            blocks.append(onehot)
+        else:
+            blocks.append(values[:, None])
+    features = np.ascontiguousarray(np.hstack(blocks), dtype=np.float64)
+    target = (cleaned.target[keep] > schema.target.positive_above).astype(np.int64)
+    return CleanTable(features, target, schema.feature_columns(), cleaned.report)
+
+
+def load_frame(path: Path, schema: DataSchema) -> pd.DataFrame:
+    """The same clean rows as `load_table`, as the records they are, for federated analytics:
+    the target column's own values, ``outcome`` (its 0/1 label), each feature in its units
+    (NaN where missing) and each categorical feature as a pandas Categorical of the schema's
+    levels, so every site's design matrix has the same columns whatever levels it holds."""
+    import pandas as pd  # only analytics needs it: not on a training node's start-up path
+
+    if OUTCOME in (schema.target.column, *(f.name for f in schema.features)):
+        raise SchemaError(f"a column named {OUTCOME!r} clashes with the label column of analytics")
+    cleaned = _clean(Path(path), schema)
+    keep = cleaned.keep
+    frame = pd.DataFrame({schema.target.column: cleaned.target[keep]})
+    frame[OUTCOME] = (cleaned.target[keep] > schema.target.positive_above).astype(np.int64)
+    for feat in schema.features:
+        values = cleaned.features[feat.name][keep]
+        if feat.kind == "categorical":
+            frame[feat.name] = pd.Categorical(values, categories=feat.levels)
+        else:
+            frame[feat.name] = values
+    return frame
+
+
+def _clean(path: Path, schema: DataSchema) -> _Cleaned:
     raw = _read(path, schema)
     tokens = frozenset(t.strip() for t in schema.missing_tokens)
     n = len(raw.lines)
@@ -548,20 +601,10 @@ def load_table(path: Path, schema: DataSchema) -> CleanTable:
     )
     if rows_out == 0:
         raise DataError(f"{path}: all {n} rows dropped: {report.summary()}")
-
-    blocks: list[np.ndarray] = []
-    for feat in schema.features:
-        values = np.where(missing[feat.name], np.nan, parsed[feat.name][0])[keep]
-        if feat.kind == "categorical":
-            levels = np.asarray(feat.levels, dtype=np.float64)
-            onehot = (values[:, None] == levels[None, :]).astype(np.float64)
-            onehot[np.isnan(values)] = np.nan
-            blocks.append(onehot)
-        else:
-            blocks.append(values[:, None])
-    features = np.ascontiguousarray(np.hstack(blocks), dtype=np.float64)
-    target = (y_values[keep] > schema.target.positive_above).astype(np.int64)
-    return CleanTable(features, target, schema.feature_columns(), report)
+    features = {
+        f.name: np.where(missing[f.name], np.nan, parsed[f.name][0]) for f in schema.features
+    }
+    return _Cleaned(keep, y_values, features, report)
 
 
 # --------------------------------------------------------------------------- split
