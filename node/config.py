@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from node.analytics.query import Query
 from node.errors import ConfigError
 
 # Not at run time: reading a config (e.g. `medswarm node health`, a container's health check
@@ -338,6 +339,9 @@ class NodeConfig(_Section):
     privacy: PrivacySection = PrivacySection()
     adversary: AdversarySection = AdversarySection()
     faults: FaultSection = FaultSection()
+    # A federated-analytics query (node.analytics.query): the node answers it with the other
+    # members (statistics, models) instead of training, then stops.
+    analytics: "Query | None" = None
 
     @model_validator(mode="after")
     def _fetch_fits_io(self) -> Self:
@@ -419,6 +423,21 @@ def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
         return NodeConfig.model_validate({**raw, "source": path}, context={"base_dir": path.parent})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def load_query(path: Path) -> Query:
+    """A federated-analytics query file (`medswarm stats QUERY`), with the file and the key in
+    every error."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: query file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Query.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc, "query")) from None
 
 
 def format_validation_error(path: Path, exc: ValidationError, what: str = "configuration") -> str:

@@ -12,7 +12,7 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from libp2p.peer.peerinfo import PeerInfo
 
 from gossip import secure_agg, wire
-from gossip.errors import PeerMessageError, PeerUnavailable
+from gossip.errors import GossipError, PeerMessageError, PeerUnavailable
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, load_x25519_key_file, peer_id_of, x25519_public
@@ -48,8 +48,8 @@ from node.contribution import (
     ScoringSettings,
     validation_value,
 )
-from node.dataset import Split, load_schema, load_table, split_validation
-from node.errors import CheckpointError, ConfigError
+from node.dataset import DataSchema, Split, load_frame, load_schema, load_table, split_validation
+from node.errors import AnalyticsError, CheckpointError, ConfigError
 from node.keyring import Keyring
 from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
 from node.metrics import append_record, read_records
@@ -61,6 +61,8 @@ from node.training import TrainSettings, evaluate, train_local, training_seed
 
 if TYPE_CHECKING:  # imported where used: a node without DP or ledger never pays for
     # Opacus or web3 at start-up (seconds of imports each)
+    import pandas as pd
+
     from node.membership import Membership
     from node.privacy import DPPlan, PrivacyAccountant
 
@@ -197,10 +199,32 @@ class NodeRunner:
 
     async def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.analytics is not None:
+            schema = load_schema(self.cfg.data.schema_file)
+            frame = load_frame(self.cfg.data.path, schema)
+            return await self._joined(lambda: self._answer(frame, schema))
         torch.set_num_threads(self.cfg.training.threads)
         split = self._load_data()
         self.samples = len(split.train_y)
         checkpoint = load_checkpoint(self.out / "checkpoint")
+
+        async def train() -> dict[str, Any]:
+            scaler, start = await self._scaler_and_start(split, checkpoint)
+            if self.cfg.privacy.secure_aggregation:
+                self.secagg = SecAggMember(
+                    self.peer_id, self.session, self.masking,
+                    PAIR_WEIGHTS[self.cfg.swarm.merge], self.cfg.privacy.share_threshold,
+                )  # fmt: skip
+                self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
+            summary = await self._train(split, scaler, checkpoint, start)
+            await self._linger()
+            return summary
+
+        return await self._joined(train)
+
+    async def _joined(self, work: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """`work` done as a member of the swarm: on the ledger (when on), with the masking
+        keys, a libp2p host listening and the neighbours given time to come up."""
         masking_key = self._masking_key()
         self.membership = await self._join_ledger(x25519_public(masking_key))
         self.keyring = Keyring(self.membership, self.cfg.node.peer_keys)
@@ -213,16 +237,8 @@ class NodeRunner:
             async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
                 self._announce([str(a) for a in host.get_addrs()])
                 await self._wait_for_neighbours()
-                scaler, start = await self._scaler_and_start(split, checkpoint)
-                if self.cfg.privacy.secure_aggregation:
-                    self.secagg = SecAggMember(
-                        self.peer_id, self.session, self.masking,
-                        PAIR_WEIGHTS[self.cfg.swarm.merge], self.cfg.privacy.share_threshold,
-                    )  # fmt: skip
-                    self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
                 try:
-                    summary = await self._train(split, scaler, checkpoint, start)
-                    await self._linger()
+                    summary = await work()
                 except BaseException:  # a crash or a kill: stop the outbox worker, keep the queue
                     if self.membership is not None:
                         # In a thread: the worker may be mid-request, and in the simulator's
@@ -243,6 +259,38 @@ class NodeRunner:
             await close_host(host)
         return summary
 
+    async def _answer(self, frame: "pd.DataFrame", schema: DataSchema) -> dict[str, Any]:
+        """The [analytics] query answered with every member, written to analytics.json (the
+        answer, or the error that stopped it: never a partial number)."""
+        from node.analytics.disclosure import ReleaseLog
+        from node.analytics.swarm import answer_over_swarm
+
+        assert self.cfg.analytics is not None
+        members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
+        release_log = ReleaseLog(self.out / "analytics-released.json", self.cfg.data.path)
+        try:
+            result = await answer_over_swarm(
+                self.exchange, self.key_pair, self.masking, members, self.neighbours,
+                self.cfg.timeouts, frame, schema, self.cfg.analytics, release_log,
+            )  # fmt: skip
+        except (AnalyticsError, GossipError) as exc:
+            write_atomic(self.analytics_path, json.dumps({"error": str(exc)}, indent=1).encode())
+            raise
+        write_atomic(self.analytics_path, json.dumps(result, indent=1).encode())
+        await self._linger_quiet()
+        return {"analytics": result}
+
+    async def _linger_quiet(self) -> None:
+        """Serve on until no neighbour has asked anything for a moment (a neighbour may still
+        be gathering the last sum's rows), or the linger time ends."""
+        counters = self.exchange.counters
+        with trio.move_on_after(self.cfg.timeouts.linger_seconds):
+            sent, quiet_since = counters.bytes_sent, trio.current_time()
+            while trio.current_time() - quiet_since < LINGER_GRACE_SECONDS:
+                await trio.sleep(0.1)
+                if counters.bytes_sent != sent:
+                    sent, quiet_since = counters.bytes_sent, trio.current_time()
+
     def _masking_key(self) -> X25519PrivateKey:
         path = self.cfg.node.x25519_key_file
         if path is None:
@@ -262,7 +310,8 @@ class NodeRunner:
         )
         # The registry is the PKI: the other members find this node's masking key there.
         await trio.to_thread.run_sync(membership.ensure_x25519_key, masking_public)
-        if membership.max_epsilon is not None and not self.cfg.privacy.dp:
+        trains = self.cfg.analytics is None
+        if membership.max_epsilon is not None and trains and not self.cfg.privacy.dp:
             raise ConfigError(
                 f"{self.cfg.source}: the consortium caps each member's epsilon at "
                 f"{membership.max_epsilon:g} (contract {self.cfg.ledger.contract}), but this "
@@ -825,6 +874,10 @@ class NodeRunner:
     @property
     def metrics_path(self) -> Path:
         return self.out / "metrics.jsonl"
+
+    @property
+    def analytics_path(self) -> Path:
+        return self.out / "analytics.json"
 
     @property
     def scaler_path(self) -> Path:

@@ -1,0 +1,59 @@
+"""A query answered over the swarm: every `Total` is one exact secure sum over all members
+(gossip.secure_sum), each in a session of its own under one fresh session for the query."""
+
+import dataclasses
+import itertools
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.peerinfo import PeerInfo
+
+from gossip.exchange import ParamExchange
+from gossip.secure_agg import MaskingKeys
+from gossip.secure_sum import Flood, agree_session, secure_sum
+from node.analytics.answer import answer
+from node.analytics.disclosure import ReleaseLog
+from node.analytics.query import Query
+from node.config import TimeoutSection
+from node.dataset import DataSchema
+
+log = logging.getLogger(__name__)
+
+
+async def answer_over_swarm(
+    exchange: ParamExchange,
+    identity: KeyPair,
+    keys: MaskingKeys,
+    members: tuple[str, ...],
+    neighbours: list[PeerInfo],
+    timeouts: TimeoutSection,
+    frame: pd.DataFrame,
+    schema: DataSchema,
+    query: Query,
+    release_log: ReleaseLog,
+) -> dict[str, Any]:
+    """`query`'s released answer, computed with every member (all must take part)."""
+    flood = Flood(
+        session="analytics",
+        members=members,
+        neighbours=tuple(neighbours),
+        fetch_seconds=timeouts.fetch_seconds,
+        connect_seconds=timeouts.connect_seconds,
+        deadline_seconds=timeouts.startup_seconds,
+    )
+    session = await agree_session(exchange, identity, flood, "analytics")
+    counter = itertools.count(1)
+    sums = 0
+
+    async def total(vector: np.ndarray) -> np.ndarray:
+        nonlocal sums
+        sums = next(counter)
+        at = dataclasses.replace(flood, session=f"{session}/{sums}")
+        return await secure_sum(exchange, identity, keys, at, np.asarray(vector, np.float64))
+
+    result = await answer(frame, schema, query, release_log, total)
+    log.info("analytics: answered with %d secure sums over %d members", sums, len(members))
+    return {"members": len(members), "secure_sums": sums, **result}
