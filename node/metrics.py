@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# A node answering a query records each of its secure sums here (as metrics.jsonl each round).
+ANALYTICS_PROGRESS = "analytics-progress.jsonl"
+
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:

@@ -52,7 +52,7 @@ from node.dataset import DataSchema, Split, load_frame, load_schema, load_table,
 from node.errors import AnalyticsError, CheckpointError, ConfigError
 from node.keyring import Keyring
 from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
-from node.metrics import append_record, read_records
+from node.metrics import ANALYTICS_PROGRESS, append_record, read_records
 from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
@@ -268,17 +268,36 @@ class NodeRunner:
         assert self.cfg.analytics is not None
         members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
         release_log = ReleaseLog(self.out / "analytics-released.json", self.cfg.data.path)
+        self.analytics_progress_path.unlink(missing_ok=True)
+        began = time.perf_counter()
         try:
-            result = await answer_over_swarm(
+            answer = await answer_over_swarm(
                 self.exchange, self.key_pair, self.masking, members, self.neighbours,
-                self.cfg.timeouts, frame, schema, self.cfg.analytics, release_log,
+                self.cfg.timeouts, frame, schema, self.cfg.analytics, release_log, self._summed,
             )  # fmt: skip
         except (AnalyticsError, GossipError) as exc:
-            write_atomic(self.analytics_path, json.dumps({"error": str(exc)}, indent=1).encode())
+            failed = {"node": self.cfg.node.name, "error": str(exc)}
+            write_atomic(self.analytics_path, json.dumps(failed, indent=1).encode())
             raise
+        # The answer is the same at every member; the traffic and time are this node's.
+        result = {
+            "node": self.cfg.node.name,
+            "answer": answer,
+            "seconds": time.perf_counter() - began,
+            "bytes_sent": self.exchange.counters.bytes_sent,
+            "bytes_received": self.exchange.counters.bytes_received,
+        }
         write_atomic(self.analytics_path, json.dumps(result, indent=1).encode())
         await self._linger_quiet()
         return {"analytics": result}
+
+    async def _summed(self, k: int) -> None:
+        """After the query's k-th secure sum: a progress record (the simulator paces its faults
+        by it, as by training rounds) and the simulated kill's hold."""
+        append_record(self.analytics_progress_path, {"round": k, "analytics": {"sums": k}})
+        if k == self.cfg.faults.hold_after_round:
+            log.info("holding after secure sum %d until killed (simulated fault)", k)
+            await trio.sleep_forever()
 
     async def _linger_quiet(self) -> None:
         """Serve on until no neighbour has asked anything for a moment (a neighbour may still
@@ -878,6 +897,11 @@ class NodeRunner:
     @property
     def analytics_path(self) -> Path:
         return self.out / "analytics.json"
+
+    @property
+    def analytics_progress_path(self) -> Path:
+        """One record per secure sum of the query in progress (as metrics.jsonl per round)."""
+        return self.out / ANALYTICS_PROGRESS
 
     @property
     def scaler_path(self) -> Path:

@@ -29,7 +29,7 @@ from gossip.identity import load_key_file, peer_id_of
 from node.config import load_config
 from node.dataset import PARQUET_SUFFIXES, DataSchema, load_schema, load_table
 from node.init import with_settings
-from node.metrics import last_record, read_records
+from node.metrics import ANALYTICS_PROGRESS, last_record, read_records
 from sim import partition, synthetic, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.errors import AlreadyExists
@@ -172,21 +172,16 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         if scenario.backend != "docker":  # there the network itself is cut
             _apply_partitions(scenario, folder, names)
 
-    settled = None
-    if scenario.backend == "docker":
-        chain_plan = _chain_plan(scenario)
-        wall, settled = run_in_docker(folder, scenario, plan, console, set_up, chain_plan)
-    elif scenario.chain.backend == "none":
-        set_up()
-        wall = execute(folder, scenario, plan, console, None)
-    else:
-        from sim.consortium import open_chain, settle
-
-        # One live chain from deployment to settlement: only Anvil could be saved and reopened.
-        with open_chain(folder, scenario.chain.backend) as chain:
-            set_up(chain, _chain_plan(scenario))
-            wall = execute(folder, scenario, plan, console, chain.url)
-            settled = settle(folder, chain, load_manifest(folder))
+    settled, failure = None, None
+    try:
+        wall, settled = _swarm(folder, scenario, plan, console, set_up)
+    except SwarmError as exc:
+        if scenario.analytics is None:
+            raise
+        # A query that stopped (a node down, a refusal) is a result: each node says why.
+        wall, failure = time.perf_counter() - began, str(exc)
+    if scenario.analytics is not None:
+        return _analytics_result(folder, scenario, plan, console, began, wall, failure)
     # The whole run up to here: data (generation, split), set-up, chain and every round; not the
     # baselines, the settlement's audit files or the report that follow.
     timing = {
@@ -203,6 +198,57 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
 
     console.print()  # the progress display leaves its last line open
     for part in console_summary(summary):
+        console.print(part)
+    console.print(f"report: {folder / 'report.html'} (and report.md)")
+    return summary
+
+
+def _swarm(
+    folder: Path,
+    scenario: Scenario,
+    plan: Plan,
+    console: Console,
+    set_up: Callable[..., None],
+) -> tuple[float, dict[str, Any] | None]:
+    """Set the swarm up and run it on the scenario's backend: (its wall-clock, the ledger's
+    settlement when there is a chain)."""
+    settled = None
+    if scenario.backend == "docker":
+        chain_plan = _chain_plan(scenario)
+        wall, settled = run_in_docker(folder, scenario, plan, console, set_up, chain_plan)
+    elif scenario.chain.backend == "none":
+        set_up()
+        wall = execute(folder, scenario, plan, console, None)
+    else:
+        from sim.consortium import open_chain, settle
+
+        # One live chain from deployment to settlement: only Anvil could be saved and reopened.
+        with open_chain(folder, scenario.chain.backend) as chain:
+            set_up(chain, _chain_plan(scenario))
+            wall = execute(folder, scenario, plan, console, chain.url)
+            settled = settle(folder, chain, load_manifest(folder))
+    return wall, settled
+
+
+def _analytics_result(
+    folder: Path,
+    scenario: Scenario,
+    plan: Plan,
+    console: Console,
+    began: float,
+    wall: float,
+    failure: str | None,
+) -> dict[str, Any]:
+    from sim.analytics import collect_analytics, console_lines, write_analytics_report
+
+    summary = collect_analytics(
+        folder, list(plan.files), scenario.name, plan.seed, scenario.backend,
+        wall_seconds=wall, whole_seconds=time.perf_counter() - began, failure=failure,
+        faults=plan.faults,
+    )  # fmt: skip
+    write_analytics_report(folder, summary)
+    console.print()
+    for part in console_lines(summary):
         console.print(part)
     console.print(f"report: {folder / 'report.html'} (and report.md)")
     return summary
@@ -265,6 +311,8 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
     }
     if test_file is not None:
         common["data.test_path"] = str(test_file)
+    if scenario.analytics is not None:
+        common["analytics"] = scenario.analytics.model_dump(exclude_none=True)
     if scenario.data.reference_scaling:
         common["data.scaling"] = str(_reference_scaling(plan, data_dir))
     for attack in scenario.attacks:
@@ -566,7 +614,7 @@ async def supervise(
             while any(nodes.running(n) for n in names):
                 if time.perf_counter() - began > RUN_TIMEOUT:
                     raise SwarmError(f"run did not finish within {RUN_TIMEOUT:.0f}s")
-                latest = {n: _latest_record(folder, n) for n in names}  # one read per tick
+                latest = {n: _latest_record(folder, n, scenario) for n in names}  # once a tick
                 done = {n: int(r["round"]) if r else 0 for n, r in latest.items()}
                 for fault in plan.kills:
                     n = fault.node
@@ -625,8 +673,10 @@ async def supervise(
     return time.perf_counter() - began
 
 
-def _latest_record(folder: Path, name: str) -> dict[str, Any] | None:
-    return last_record(folder / "nodes" / name / "out" / "metrics.jsonl")
+def _latest_record(folder: Path, name: str, scenario: Scenario) -> dict[str, Any] | None:
+    """The node's newest record: of a training round, or of a query's secure sum."""
+    kind = "metrics.jsonl" if scenario.analytics is None else ANALYTICS_PROGRESS
+    return last_record(folder / "nodes" / name / "out" / kind)
 
 
 def _progress(
@@ -641,17 +691,20 @@ def _progress(
     table = Table.grid(padding=(0, 2))
     for n in plan.files:
         record = latest[n]
-        acc = record["merged"]["accuracy"] if record else None
+        acc = record["merged"]["accuracy"] if record and "merged" in record else None
         if acc is not None:
             accs.append(acc)
         if n in down or n in frozen:
             state = "down" if n in down else "frozen"
         else:
             state = f"acc {acc:.3f}" if acc is not None else "starting"
+            if record and "analytics" in record:
+                state = f"{record['analytics']['sums']} secure sums"
         if record and (budget := record.get("privacy")):
             state += f"  ε {budget['epsilon']:.2f}" + (" spent" if budget.get("retired_at") else "")
         if len(plan.files) <= MAX_PROGRESS_ROWS:
-            table.add_row(n, f"{done[n]}/{scenario.rounds}", state)
+            steps = f"{done[n]}/{scenario.rounds}" if scenario.analytics is None else ""
+            table.add_row(n, steps, state)
     if len(plan.files) > MAX_PROGRESS_ROWS:  # one line: a row per node would not be read
         rounds = np.array(list(done.values()))
         table.add_row(
@@ -664,8 +717,8 @@ def _progress(
     active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]]
     active += [f"{n} down" for n in down] + [f"{n} frozen" for n in frozen]
     active = list(dict.fromkeys(active))  # a kill's window and its node being down say the same
-    mean = f"{np.mean(accs):.3f}" if accs else "-"
-    line = f"mean accuracy {mean}   faults in effect: {', '.join(active) or 'none'}"
+    mean = f"mean accuracy {np.mean(accs):.3f}   " if accs else ""
+    line = f"{mean}faults in effect: {', '.join(active) or 'none'}"
     return Group(table, line)
 
 

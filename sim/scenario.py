@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from node.analytics.query import Query
 from node.config import (
     MERGE_RULE_NAMES,
     SECURE_AGGREGATION_RULES,
@@ -298,6 +299,9 @@ class Scenario(_Section):
     faults: list[Fault] = []
     attacks: list[Attack] = []
     baselines: BaselinesSection = BaselinesSection()
+    # A federated-analytics run: every node answers this query (statistics, models) with the
+    # others instead of training; a kill's `at` counts the query's secure sums.
+    analytics: Query | None = None
 
     def node_names(self) -> list[str]:
         """The data nodes in order (topology indices); Sybils come on top (`sybil_names`).
@@ -553,7 +557,30 @@ def _problems(s: Scenario) -> list[str]:
         *_fault_problems(s, names),
         *_attack_problems(s, names),
         *_privacy_problems(s, names),
+        *_analytics_problems(s),
     ]
+
+
+def _analytics_problems(s: Scenario) -> list[str]:
+    """What a query run cannot take: there is no training, so no rounds to pace by."""
+    if s.analytics is None:
+        return []
+    problems = [
+        f"faults: a {f.kind} needs training rounds; an analytics run takes kills only "
+        "(`at`: after that many of the query's secure sums)"
+        for f in s.faults
+        if f.kind != "kill"
+    ]
+    problems += [f"faults: {f.node} restarts; in an analytics run a killed node stays down"
+                 for f in s.faults if f.kind == "kill" and f.restart]  # fmt: skip
+    if s.attacks:
+        problems.append("attacks: they act on training; an analytics run has none")
+    if s.privacy is not None:
+        problems.append("privacy: DP-SGD and secure aggregation are training's; the query's "
+                        "sums are secure sums already")  # fmt: skip
+    if s.baselines.asked:
+        problems.append("baselines: they compare training; an analytics run has none")
+    return problems
 
 
 def backend_problems(s: Scenario) -> list[str]:

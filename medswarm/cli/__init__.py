@@ -1,4 +1,4 @@
-"""The `medswarm` command line: node, swarm, sim, bench and ledger sub-commands.
+"""The `medswarm` command line: node, swarm, sim, bench and ledger sub-commands, and stats.
 
 Each group's module is imported only when its command runs (and for the top-level help), so
 `medswarm node run` does not pay for web3 and the ledger CLI: a node's start-up is mostly
@@ -11,11 +11,12 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-GROUPS = ("node", "swarm", "sim", "bench", "ledger")
+GROUPS = ("node", "swarm", "sim", "bench", "ledger", "stats")
 
 
 class LazyGroups(TyperGroup):
-    """The command groups, each built from `medswarm.cli.<name>.app` when first asked for."""
+    """The command groups, each built from `medswarm.cli.<name>.app` when first asked for
+    (`stats` is a single command: its app has one)."""
 
     # Typer's own (vendored) click types: Any keeps this independent of where they live.
     def list_commands(self, ctx: Any) -> list[str]:

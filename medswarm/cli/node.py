@@ -60,6 +60,9 @@ def node_run(
             summary = trio.run(runner.run)
     except (NodeError, GossipError) as exc:
         raise fail(str(exc)) from None
+    if "analytics" in summary:  # the config's [analytics] query, answered instead of training
+        console.print(f"{cfg.node.name}: query answered; {cfg.node.output_dir / 'analytics.json'}")
+        return
     final = summary["final"]
     if final:
         console.print(

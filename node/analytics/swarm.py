@@ -4,6 +4,7 @@
 import dataclasses
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,10 @@ async def answer_over_swarm(
     schema: DataSchema,
     query: Query,
     release_log: ReleaseLog,
+    on_sum: Callable[[int], Awaitable[None]],
 ) -> dict[str, Any]:
-    """`query`'s released answer, computed with every member (all must take part)."""
+    """`query`'s released answer, computed with every member (all must take part);
+    `on_sum(k)` after the k-th sum (progress, and the simulator's faults)."""
     flood = Flood(
         session="analytics",
         members=members,
@@ -52,7 +55,9 @@ async def answer_over_swarm(
         nonlocal sums
         sums = next(counter)
         at = dataclasses.replace(flood, session=f"{session}/{sums}")
-        return await secure_sum(exchange, identity, keys, at, np.asarray(vector, np.float64))
+        result = await secure_sum(exchange, identity, keys, at, np.asarray(vector, np.float64))
+        await on_sum(sums)
+        return result
 
     result = await answer(frame, schema, query, release_log, total)
     log.info("analytics: answered with %d secure sums over %d members", sums, len(members))
