@@ -23,3 +23,9 @@ class ConfigError(NodeError):
 
 class CheckpointError(NodeError):
     """A checkpoint on disk is unreadable or inconsistent."""
+
+
+class AnalyticsError(NodeError):
+    """A federated analysis cannot be answered: an unknown column, a formula or outcome the
+    model cannot take, a singular design, or a refusal under the disclosure rule. The message
+    names the cause."""
