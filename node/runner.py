@@ -49,7 +49,7 @@ from node.contribution import (
     validation_value,
 )
 from node.dataset import DataSchema, Split, load_frame, load_schema, load_table, split_validation
-from node.errors import AnalyticsError, CheckpointError, ConfigError
+from node.errors import AnalyticsError, CheckpointError, ConfigError, NodeError
 from node.keyring import Keyring
 from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
 from node.metrics import ANALYTICS_PROGRESS, append_record, read_records
@@ -126,6 +126,19 @@ class PrivateTraining:
             "accountant": self.plan.accountant,
             "retired_at": self.retired_at,
         }
+
+
+def _sole_exception(group: BaseExceptionGroup) -> BaseException | None:
+    """The one exception inside `group` and any groups nested in it, or None if several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending += item.exceptions
+        else:
+            leaves.append(item)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 def peak_rss_mb() -> float:
@@ -252,6 +265,12 @@ class NodeRunner:
                     )
                     if left:
                         log.warning("%d ledger writes still queued in the outbox", left)
+        except BaseExceptionGroup as group:
+            # host.run's nursery wraps what `work` raised: the node's own error, unwrapped, is
+            # what the command line and the simulator report.
+            if isinstance(cause := _sole_exception(group), (NodeError, GossipError)):
+                raise cause from None
+            raise
         finally:
             # Also on a crash or a cancel (the simulator's in-process kill): without it the
             # listener (a libp2p system task) keeps accepting, lost connections stay open, and

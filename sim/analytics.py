@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table as RichTable
 
-from node.analytics import tables
+import node.analytics.tables as tables
 from sim.report import (
     Block,
     Bullets,
@@ -84,8 +84,8 @@ def console_lines(summary: dict[str, Any]) -> list[RichTable | str]:
             out.append(f"{model['formula']} ({model['family']}): {model['error']}")
             continue
         table = RichTable(*tables.GLM_HEADER[2:], title=f"{model['formula']} ({model['family']})")
-        for row in model["table"]:
-            table.add_row(row[0], *(f"{v:.4g}" for v in row[1:]))
+        for row in tables.coefficient_rows(model):
+            table.add_row(row[0], *(tables.number(v, 4) for v in row[1:]))
         out.append(table)
     return out
 
@@ -121,7 +121,7 @@ def write_analytics_report(out: Path, summary: dict[str, Any]) -> list[Path]:
         blocks.append(Paragraph("No answer was released (see the errors above)."))
     else:
         blocks += _answer_blocks(answer)
-        if any("table" in m for m in answer.get("glm", [])):
+        if any("coefficients" in m for m in answer.get("glm", [])):
             paths.append(forest_plot(out / "forest.png", answer))
             blocks += [Heading("Forest plot"), Image(paths[-1], "coefficients with 95% CI")]
     (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
@@ -159,14 +159,17 @@ def _answer_blocks(answer: dict[str, Any]) -> list[Block]:
         if "error" in model:
             blocks.append(Paragraph(f"Not fitted: {model['error']}"))
             continue
-        rows = [[r[0], *(f"{v:.6g}" for v in r[1:])] for r in model["table"]]
+        rows = [[r[0], *map(tables.number, r[1:])] for r in tables.coefficient_rows(model)]
         blocks += [
             Table(tables.GLM_HEADER[2:], rows),
             Paragraph(
-                f"n {model['n']}; deviance {model['deviance']:.6g}; AIC {model['aic']:.6g}; "
-                f"{model['iterations']} iterations"
+                f"n {model['n']} at {model['sites']} sites; deviance "
+                f"{tables.number(model['deviance'])}; null deviance "
+                f"{tables.number(model['null_deviance'])}; AIC {tables.number(model['aic'])}; "
+                f"scale {tables.number(model['scale'])}; {model['iterations']} iterations"
                 + ("" if model["converged"] else " (did not converge)")
             ),
+            *(Paragraph(f"Warning: {w}") for w in model["warnings"]),
         ]
     return blocks
 
@@ -175,8 +178,13 @@ def forest_plot(path: Path, answer: dict[str, Any]) -> Path:
     """Each model's coefficients (intercept left out) with their 95% confidence intervals."""
     from matplotlib.figure import Figure
 
-    models = [m for m in answer.get("glm", []) if "table" in m]
-    rows = [(m, r) for m in models for r in m["table"] if r[0] != "Intercept"]
+    models = [m for m in answer.get("glm", []) if "coefficients" in m]
+    rows = [
+        (m, r)
+        for m in models
+        for r in tables.coefficient_rows(m)
+        if r[0] != "Intercept" and None not in (r[1], r[5], r[6])
+    ]
     fig = Figure(figsize=(7, 0.35 * len(rows) + 1.2))
     ax = fig.add_subplot()
     for y, (model, row) in enumerate(reversed(rows)):

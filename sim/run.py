@@ -175,11 +175,13 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
     settled, failure = None, None
     try:
         wall, settled = _swarm(folder, scenario, plan, console, set_up)
-    except SwarmError as exc:
-        if scenario.analytics is None:
+    except (SwarmError, ExceptionGroup) as exc:
+        # A query that stopped (a node down, a refusal) is a result: each node says why. (The
+        # inproc backend's nursery wraps the error in a group.)
+        swarm_errors = exc.split(SwarmError)[0] if isinstance(exc, ExceptionGroup) else exc
+        if scenario.analytics is None or swarm_errors is None:
             raise
-        # A query that stopped (a node down, a refusal) is a result: each node says why.
-        wall, failure = time.perf_counter() - began, str(exc)
+        wall, failure = time.perf_counter() - began, str(swarm_errors)
     if scenario.analytics is not None:
         return _analytics_result(folder, scenario, plan, console, began, wall, failure)
     # The whole run up to here: data (generation, split), set-up, chain and every round; not the

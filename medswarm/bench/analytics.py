@@ -119,8 +119,8 @@ def compare(data: Dataset, summary: dict[str, Any]) -> tuple[list[dict[str, Any]
     """Each model's largest coefficient and SE differences from statsmodels on the pooled
     records, and the statistics' from pandas."""
     import statsmodels.api as sm
-    from node.analytics.design import design
 
+    from node.analytics.design import design
     from node.dataset import load_frame, load_schema
 
     schema = load_schema(data.schema)
@@ -140,10 +140,12 @@ def compare(data: Dataset, summary: dict[str, Any]) -> tuple[list[dict[str, Any]
             raise RuntimeError(f"{data.name} {model['family']}: {model['error']}")
         d = design(pooled, model["formula"])
         reference = sm.GLM(d.y, d.x, family=families[model["family"]]).fit()
+        coef = np.array([c["coef"] for c in model["coefficients"]], dtype=float)
+        se = np.array([c["se"] for c in model["coefficients"]], dtype=float)
         glm.append({
             "dataset": data.name, "family": model["family"], "sites": len(data.sites),
-            "max_abs_coef_diff": float(np.max(np.abs(np.array(model["coef"]) - reference.params))),
-            "max_abs_se_diff": float(np.max(np.abs(np.array(model["se"]) - reference.bse))),
+            "max_abs_coef_diff": float(np.max(np.abs(coef - reference.params))),
+            "max_abs_se_diff": float(np.max(np.abs(se - reference.bse))),
             "iterations": model["iterations"],
             "seconds": seconds,  # the whole query (statistics and every model) per node
             "bytes_per_node": bytes_per_node,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from medswarm.cli.common import JsonOut, console, fail, write_json
+from medswarm.cli.common import console, fail, write_json
 from node.errors import NodeError
 
 app = typer.Typer()
@@ -21,7 +21,9 @@ def stats(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: dotted.key=value.")
     ] = None,
-    json_out: JsonOut | None = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the answer as JSON here.")
+    ] = None,
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Write the models' coefficients as CSV here.")
     ] = None,
@@ -72,12 +74,15 @@ def show(result: dict[str, Any]) -> None:
         if "error" in model:
             console.print(f"[bold]{title}[/bold]: [red]{model['error']}[/red]")
             continue
-        rows = [[r[0], *(f"{v:.6g}" for v in r[1:])] for r in model["table"]]
+        rows = [[r[0], *map(tables.number, r[1:])] for r in tables.coefficient_rows(model)]
         _print(title, tables.GLM_HEADER[2:], rows)
         console.print(
-            f"  n {model['n']}, deviance {model['deviance']:.6g}, AIC {model['aic']:.6g}, "
+            f"  n {model['n']} at {model['sites']} sites, deviance "
+            f"{tables.number(model['deviance'])}, AIC {tables.number(model['aic'])}, "
             f"{model['iterations']} iterations" + ("" if model["converged"] else ", NOT converged")
         )
+        for warning in model["warnings"]:
+            console.print(f"  [yellow]warning:[/yellow] {warning}")
 
 
 def _print(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -96,6 +96,13 @@ async def answer(
             try:
                 fitted = await fit_glm(design(subset, model.formula), model.family, total,
                                        max_iter=model.max_iter)  # fmt: skip
+                rule = query.disclosure.min_cell
+                if fitted.df_resid < rule:  # nearly saturated: it would echo single records
+                    raise AnalyticsError(
+                        f"withheld: {fitted.df_resid} residual degrees of freedom ({fitted.n} "
+                        f"rows, {len(fitted.names)} coefficients), fewer than the minimum cell "
+                        f"count {rule}"
+                    )
                 entry |= fitted.to_dict()
             except AnalyticsError as exc:
                 entry["error"] = str(exc)

@@ -45,15 +45,23 @@ def crosstab_test(table: dict[str, Any]) -> str:
     return f"chi-square withheld: {table['chi2_withheld']}"
 
 
+def coefficient_rows(model: dict[str, Any]) -> list[list[Any]]:
+    """A fitted model's coefficients, one row per covariate (GLM_HEADER without the model)."""
+    return [[c[k] for k in GLM_HEADER[2:]] for c in model["coefficients"]]
+
+
 def glm_rows(result: dict[str, Any]) -> list[list[Any]]:
     """Every fitted model's coefficients, one row per covariate (GLM_HEADER)."""
     rows = []
     for model in result.get("glm", []):
-        if "error" in model:
-            continue
-        for row in model["table"]:
-            rows.append([model["formula"], model["family"], *row])
+        if "error" not in model:
+            rows += [[model["formula"], model["family"], *r] for r in coefficient_rows(model)]
     return rows
+
+
+def number(value: Any, digits: int = 6) -> str:
+    """A coefficient-table cell: '-' where the fit gave no finite value."""
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
 def _count(value: int | None, result: dict[str, Any]) -> str:

@@ -68,8 +68,10 @@ def test_every_model_equals_statsmodels_on_the_pooled_records(shipped):
         assert "error" not in model, model
         d = design(rows, model["formula"])
         reference = sm.GLM(d.y, d.x, family=families[model["family"]]).fit()
-        np.testing.assert_allclose(model["coef"], reference.params, atol=1e-6)
-        np.testing.assert_allclose(model["se"], reference.bse, atol=1e-6)
+        coefficients = model["coefficients"]
+        assert [c["covariate"] for c in coefficients] == d.names
+        np.testing.assert_allclose([c["coef"] for c in coefficients], reference.params, atol=1e-6)
+        np.testing.assert_allclose([c["se"] for c in coefficients], reference.bse, atol=1e-6)
         assert model["n"] == len(d.y)
 
 
@@ -92,10 +94,22 @@ def _ask(swarm: Path, query: str, tmp: Path) -> list[subprocess.CompletedProcess
     (tmp / "query.toml").write_text(query)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "medswarm", "stats", str(tmp / "query.toml"),
-             "--config", str(swarm / "nodes" / s / "node.toml"), "--json", str(tmp / f"{s}.json"),
-             "--set", "timeouts.startup_seconds=20"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "medswarm",
+                "stats",
+                str(tmp / "query.toml"),
+                "--config",
+                str(swarm / "nodes" / s / "node.toml"),
+                "--json",
+                str(tmp / f"{s}.json"),
+                "--set",
+                "timeouts.startup_seconds=20",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for s in SITES
     ]

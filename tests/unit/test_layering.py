@@ -33,6 +33,13 @@ PURE_NODE_MODULES = [
     "params",
     "privacy",
     "privacy_audit",
+    "analytics/query",
+    "analytics/stats",
+    "analytics/design",
+    "analytics/glm",
+    "analytics/disclosure",
+    "analytics/answer",
+    "analytics/tables",
 ]
 NETWORK = {"trio", "libp2p", "multiaddr", "gossip", "ledger", "web3"}
 # What the simulator may use of a node: its config, init and the public data/baseline API.
@@ -46,6 +53,8 @@ SIM_MAY_USE = {
     "node.runner",  # NodeRunner is `node run`'s entry point; the inproc backend calls it
     "node.offload",  # the FedAvg baseline's clients run training as the nodes do
     "node.privacy_audit",  # the privacy audit attacks what a node published, as a neighbour
+    "node.analytics.query",  # a scenario's [analytics] is a node's query
+    "node.analytics.tables",  # an analytics run's report shows the answer as `medswarm stats`
 }
 
 

@@ -19,7 +19,7 @@ from tests.unit.node.analytics.sites import run_sites
 ROOT = Path(__file__).resolve().parents[4]
 SCHEMA = load_schema(ROOT / "data/heart-disease/schema.toml")
 SITES = ["cleveland", "hungarian", "switzerland", "va"]
-DATA = ROOT.parent / "shared/data/heart-disease"
+DATA = ROOT / "data/heart-disease"
 
 
 @pytest.fixture(scope="module")
