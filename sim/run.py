@@ -839,9 +839,9 @@ def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
     )
     out: dict[str, Any] = {}
     if wanted.local_only:
-        out["local_only"] = _described(local_only(tables, recipe))
+        out["local_only"] = _described(local_only(tables, recipe)[0])
     if wanted.centralized:
-        out["centralized"] = _described(pooled(tables, recipe))
+        out["centralized"] = _described(pooled(tables, recipe)[0])
     if wanted.fedavg:
         began = time.perf_counter()
         test = None if plan.test_file is None else load_table(plan.test_file, schema)
