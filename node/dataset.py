@@ -571,18 +571,26 @@ def load_test_set(path: Path, schema: DataSchema) -> CleanTable:
     column swapped, text in a numeric column). Rows the schema's own rules drop (out of range,
     missing, duplicates, filters) are dropped as at every node, and counted in its report."""
     table = load_table(path, schema)
+    if problem := not_numbers(table):
+        raise DataError(f"{path}: {problem}; a common test set must match the schema")
+    return table
+
+
+def not_numbers(table: CleanTable) -> str | None:
+    """What `load_test_set` refuses in a cleaned table: which columns held values that are not
+    numbers, in how many rows, on which lines (None: there were none)."""
     rules = ("target_unparsable", "unparsable")
     bad = {c: n for rule in rules for c, n in table.report.by_column.get(rule, {}).items()}
-    if bad:
-        columns = ", ".join(f"{c!r} ({n} row{'s' * (n > 1)})" for c, n in bad.items())
-        where = sorted(n for rule in rules for n in table.report.examples.get(rule, []))
-        unit = "row" if Path(path).suffix.lower() in PARQUET_SUFFIXES else "line"
-        raise DataError(
-            f"{path}: not in the data schema's format: values that are not numbers in "
-            f"column{'s' * (len(bad) > 1)} {columns}, e.g. {unit} "
-            f"{', '.join(map(str, where[:MAX_EXAMPLES]))}; a common test set must match the schema"
-        )
-    return table
+    if not bad:
+        return None
+    columns = ", ".join(f"{c!r} ({n} row{'s' * (n > 1)})" for c, n in bad.items())
+    where = sorted(n for rule in rules for n in table.report.examples.get(rule, []))
+    unit = "row" if Path(table.report.file).suffix.lower() in PARQUET_SUFFIXES else "line"
+    return (
+        f"not in the data schema's format: values that are not numbers in "
+        f"column{'s' * (len(bad) > 1)} {columns}, e.g. {unit} "
+        f"{', '.join(map(str, where[:MAX_EXAMPLES]))}"
+    )
 
 
 # --------------------------------------------------------------------------- split

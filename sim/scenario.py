@@ -35,7 +35,7 @@ from node.config import (
     TrainingSection,
     format_validation_error,
 )
-from node.dataset import DataSchema, load_schema, load_table, load_test_set
+from node.dataset import DataSchema, load_schema, load_table, load_test_set, not_numbers
 from node.errors import ConfigError, DataError
 from sim import partition, synthetic, topology
 from sim.errors import AlreadyExists, SimError
@@ -665,12 +665,20 @@ def _data_problems(s: Scenario) -> list[str]:
             return [
                 f"data.site_column: {data.site_column!r} is a feature or the target of the schema"
             ]
-        if data.file is None or data.nodes is None or data.alpha is None:
+        if data.file is None:
             return []
+        if data.test_fraction is None and (data.nodes is None or data.alpha is None):
+            return []  # a natural split needs nothing more of the file here
         try:
-            y = load_table(data.file, schema).target
+            table = load_table(data.file, schema)
         except DataError as exc:
             return [f"data.file: {exc}"]
+        # Its held-out rows are the nodes' common test set, which they refuse if it does not fit.
+        if data.test_fraction is not None and (problem := not_numbers(table)):
+            return [f"data.test_fraction: the test set is held out of {data.file}: {problem}"]
+        if data.nodes is None or data.alpha is None:
+            return []
+        y = table.target
     assert data.nodes is not None and data.alpha is not None
     if data.test_fraction is not None:
         try:

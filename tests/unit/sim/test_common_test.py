@@ -113,6 +113,33 @@ test_file = "{HEART / "processed.va.data"}"
         load_scenario(write(tmp_path, text))
 
 
+def test_a_share_held_out_of_a_file_with_text_in_a_numeric_column_is_refused(tmp_path):
+    """The nodes would refuse the held-out rows as their common test set: said at once, of the
+    file the user wrote. Without a test set the same file is cleaned as ever (the row dropped)."""
+    lines = (HEART / "processed.cleveland.data").read_text().splitlines()
+    cells = lines[6].split(",")
+    cells[4] = "high"  # chol
+    lines[6] = ",".join(cells)
+    records = tmp_path / "records.data"
+    records.write_text("\n".join(lines) + "\n")
+    text = f"""\
+name = "one-file"
+[data]
+schema = "{HEART / "schema.toml"}"
+file = "{records}"
+split = "quantity"
+nodes = 2
+alpha = 1.0
+"""
+    assert load_scenario(write(tmp_path, text)).data.test_fraction is None
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text + "test_fraction = 0.2\n"))
+    assert f"data.test_fraction: the test set is held out of {records}: not in the data " in str(
+        err.value
+    )
+    assert "column 'chol' (1 row), e.g. line 7" in str(err.value)
+
+
 def test_no_validation_split_with_a_test_set_is_passed_on_to_the_nodes(tmp_path):
     data = f'validation_fraction = 0\ntest_file = "{HEART / "processed.va.data"}"'
     plan = make_plan(load_scenario(write(tmp_path, scenario(data))), 0, tmp_path / "data")
