@@ -53,12 +53,12 @@ def consensus(
 ) -> dict[str, Any] | None:
     """The row-weighted average of these nodes' final models (their last checkpoints) on the
     test set, scaled by the swarm's agreed scaler (None: no node left a checkpoint)."""
-    finals = [(rows[n], params) for n in names if (params := _final_params(folder, n))]
+    finals = {n: params for n in names if (params := _final_params(folder, n))}
     if not finals:
         return None
-    out = folder / "nodes" / names[0] / "out"
+    out = folder / "nodes" / next(iter(finals)) / "out"
     scaler = json.loads((out / "scaler.json").read_text())  # agreed: every node holds the same
-    result = consensus_on_test(finals, scaler, recipe, test)
+    result = consensus_on_test([(rows[n], p) for n, p in finals.items()], scaler, recipe, test)
     return {
         "accuracy": result.accuracy,
         "auc": result.auc,

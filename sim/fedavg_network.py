@@ -256,7 +256,7 @@ async def _train_site(cfg: dict[str, Any]) -> None:
         load_table(Path(cfg["data"]), schema), recipe.val_fraction, recipe.split_seed
     )
     test = load_test_set(Path(cfg["test"]), schema) if cfg.get("test") else None
-    scored_x, scored_y = scored_rows(split, test)
+    scored = scored_rows(split, test)  # its validation split, or the test set without one
     rows = len(split.train_y)
     server = parse_peer_addr(cfg["server"])
     key_pair = load_key_file(Path(cfg["key_file"]))
@@ -275,7 +275,7 @@ async def _train_site(cfg: dict[str, Any]) -> None:
         await publish("stats", 0, stats)
         await _connect(host, {"server": server}, deadlines)
         scaler = pooled_scaler([(await fetch("scaler", 0, wire.specs_of(stats)))["stats"]])
-        train_x, val_x = scaler.transform(split.train_x), scaler.transform(scored_x)
+        train_x, scored_x = scaler.transform(split.train_x), scaler.transform(scored[0])
         specs = wire.specs_of(fedavg_start(recipe, scaler.n_features))
         training = Offload()
         for r in range(1, recipe.rounds + 1):
@@ -286,7 +286,7 @@ async def _train_site(cfg: dict[str, Any]) -> None:
             )
             await publish("params", r, params)
         final = await fetch("global", recipe.rounds + 1, specs)
-        result = fedavg_evaluate(final, recipe, val_x, scored_y)
+        result = fedavg_evaluate(final, recipe, scored_x, scored[1])
         log.info("final model on %d rows: %s", result.n, result)
         record = {"site": cfg["site"], "train_rows": rows, "result": result.to_dict()}
         Path(cfg["result"]).write_text(json.dumps(record, indent=1))
