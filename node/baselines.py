@@ -5,12 +5,16 @@ All use `split_validation` with the same fraction and seed as the nodes, so ever
 validation rows are exactly the rows its node validates on, and the same training schedule as
 the node: ``rounds`` calls of `train_local` (each ``settings.epochs`` epochs, a fresh
 optimizer, seed ``training_seed(model_seed, round)``).
+
+Given a common test set, each also scores its model(s) on it after every round; with no
+validation split (``val_fraction = 0``) the final models are scored on it instead, as the nodes
+then are.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,29 +60,62 @@ def _splits(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, Split
     }
 
 
-def _fit(x: np.ndarray, y: np.ndarray, recipe: Recipe) -> nn.Module:
+def scored_rows(split: Split, test: CleanTable | None) -> tuple[np.ndarray, np.ndarray]:
+    """The (unscaled) rows a site's final model is scored on: its validation split, or the
+    common test set when none was held out (``val_fraction = 0``)."""
+    if len(split.val_y):
+        return split.val_x, split.val_y
+    if test is None:
+        raise ValueError("no validation rows held out (val_fraction = 0) and no common test set")
+    return test.features, test.target
+
+
+# What a baseline's model scores on the common test set after each round, in order.
+Curve = list[EvalResult]
+
+
+def _fit(
+    x: np.ndarray, y: np.ndarray, recipe: Recipe, after_round: Callable[[nn.Module], None]
+) -> nn.Module:
     net = build_model(recipe.model, x.shape[1], recipe.hidden, seed=recipe.model_seed)
     for r in range(recipe.rounds):
         train_local(net, x, y, recipe.settings, seed=training_seed(recipe.model_seed, r))
+        after_round(net)
     return net
 
 
+def _on_test(test: CleanTable | None, scaler: Scaler, curve: Curve) -> Callable[[nn.Module], None]:
+    """What `_fit` calls after each round: the model on the common test set (scaled as the
+    model's training rows were) appended to `curve`; nothing without a test set."""
+    if test is None:
+        return lambda _net: None
+    x = scaler.transform(test.features)
+    return lambda net: curve.append(evaluate(net, x, test.target))
+
+
 def _local_models(
-    splits: Mapping[str, Split], recipe: Recipe
-) -> Iterator[tuple[str, Scaler, nn.Module]]:
-    """Each site's model trained on its own records alone, with its own scaler."""
+    splits: Mapping[str, Split], recipe: Recipe, test: CleanTable | None = None
+) -> Iterator[tuple[str, Scaler, nn.Module, Curve]]:
+    """Each site's model trained on its own records alone, with its own scaler, and its curve
+    on the common test set."""
     for site, split in splits.items():
         scaler = Scaler.from_stats(local_stats(split.train_x))
-        yield site, scaler, _fit(scaler.transform(split.train_x), split.train_y, recipe)
+        curve: Curve = []
+        x = scaler.transform(split.train_x)
+        yield site, scaler, _fit(x, split.train_y, recipe, _on_test(test, scaler, curve)), curve
 
 
-def local_only(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalResult]:
-    """Each site alone: its own scaler, its own training split, its own validation split."""
+def local_only(
+    tables: Mapping[str, CleanTable], recipe: Recipe, test: CleanTable | None = None
+) -> tuple[dict[str, EvalResult], dict[str, Curve]]:
+    """Each site alone: its own scaler, its own training split, its own validation split.
+    With a common `test` set, also each site's model on it after every round (empty without)."""
     splits = _splits(tables, recipe)
-    return {
-        site: evaluate(net, scaler.transform(splits[site].val_x), splits[site].val_y)
-        for site, scaler, net in _local_models(splits, recipe)
-    }
+    scores, curves = {}, {}
+    for site, scaler, net, curve in _local_models(splits, recipe, test):
+        x, y = scored_rows(splits[site], test)
+        scores[site], curves[site] = evaluate(net, scaler.transform(x), y), curve
+    return scores, curves
 
 
 def local_only_cross_site(
@@ -89,7 +126,7 @@ def local_only_cross_site(
     records serves the consortium's patients."""
     splits = _splits(tables, recipe)
     results = {}
-    for site, scaler, net in _local_models(splits, recipe):
+    for site, scaler, net, _ in _local_models(splits, recipe):
         scores = [evaluate(net, scaler.transform(s.val_x), s.val_y) for s in splits.values()]
         aucs = [e.auc for e in scores if e.auc is not None]
         results[site] = EvalResult(
@@ -101,14 +138,22 @@ def local_only_cross_site(
     return results
 
 
-def pooled(tables: Mapping[str, CleanTable], recipe: Recipe) -> dict[str, EvalResult]:
-    """One model on the union of all training splits (pooled scaler), scored on each site."""
+def pooled(
+    tables: Mapping[str, CleanTable], recipe: Recipe, test: CleanTable | None = None
+) -> tuple[dict[str, EvalResult], Curve]:
+    """One model on the union of all training splits (pooled scaler), scored on each site.
+    With a common `test` set, also the model on it after every round (empty without)."""
     splits = _splits(tables, recipe)
     train_x = np.concatenate([s.train_x for s in splits.values()])
     train_y = np.concatenate([s.train_y for s in splits.values()])
     scaler = Scaler.from_stats(local_stats(train_x))
-    net = _fit(scaler.transform(train_x), train_y, recipe)
-    return {site: evaluate(net, scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
+    curve: Curve = []
+    net = _fit(scaler.transform(train_x), train_y, recipe, _on_test(test, scaler, curve))
+    scores = {}
+    for site, split in splits.items():
+        x, y = scored_rows(split, test)
+        scores[site] = evaluate(net, scaler.transform(x), y)
+    return scores, curve
 
 
 def fedavg(
@@ -121,7 +166,8 @@ def fedavg(
     seed) and the server averages the copies weighted by training-row counts. The steps are the
     functions below, which `sim.fedavg_network` runs as a server and client processes.
 
-    Returns the final global model scored on each site's validation split, and one entry per
+    Returns the final global model scored on each site's validation split (on the common
+    `test` set when none was held out), and one entry per
     round: ``round`` (1-based, like the nodes' metrics), ``mean_accuracy`` and ``mean_auc`` over
     sites (``mean_auc`` is NaN if no site's validation split has both classes), and ``seconds``,
     the wall-clock of that round's training and averaging with the sites run one after another,
@@ -132,7 +178,7 @@ def fedavg(
     splits = _splits(tables, recipe)
     scaler = pooled_scaler([site_stats(s.train_x) for s in splits.values()])
     train = [(scaler.transform(s.train_x), s.train_y) for s in splits.values()]
-    val = {site: (scaler.transform(s.val_x), s.val_y) for site, s in splits.items()}
+    val = {site: _scaled(scaler, *scored_rows(s, test)) for site, s in splits.items()}
     test_xy = None if test is None else (scaler.transform(test.features), test.target)
     params = fedavg_start(recipe, scaler.n_features)
     scores = {site: fedavg_evaluate(params, recipe, x, y) for site, (x, y) in val.items()}
@@ -157,6 +203,23 @@ def fedavg(
             entry["test_loss"] = on_test.loss
         history.append(entry)
     return scores, history
+
+
+def _scaled(scaler: Scaler, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return scaler.transform(x), y
+
+
+def consensus_on_test(
+    finals: Sequence[tuple[int, Params]],
+    scaler: Mapping[str, Any],
+    recipe: Recipe,
+    test: CleanTable,
+) -> EvalResult:
+    """The swarm's consensus model, the average of the nodes' final models weighted by their
+    training rows (`finals`: (rows, parameters) each), on the common test set scaled by the
+    swarm's agreed scaler (`scaler`: as a node's scaler.json holds it)."""
+    x = Scaler.from_dict(dict(scaler)).transform(test.features)
+    return fedavg_evaluate(fedavg_average(finals), recipe, x, test.target)
 
 
 # -- FedAvg's steps, shared by the one-process baseline and the networked one ------------------

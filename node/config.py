@@ -105,7 +105,13 @@ class NodeSection(_Section):
 class DataSection(_Section):
     path: Path = Field(description="CSV or Parquet records of this hospital.")
     schema_file: Path = Field(alias="schema", description="The consortium's shared schema TOML.")
-    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    validation_fraction: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of the records held out for evaluation and contribution scoring; 0 "
+        "(only with test_path): every record trains, and both are done on the test set.",
+    )
     split_seed: int = 0
     test_path: Path | None = Field(
         None,
@@ -123,6 +129,15 @@ class DataSection(_Section):
 
     _paths = field_validator("path", "schema_file")(_existing_file)
     _test = field_validator("test_path", "scaling")(_existing_optional_file)
+
+    @model_validator(mode="after")
+    def _something_to_evaluate_on(self) -> Self:
+        if self.validation_fraction == 0 and self.test_path is None:
+            raise ValueError(
+                "data.validation_fraction = 0 needs data.test_path: without a validation "
+                "split the node evaluates its model and scores its neighbours on that test set"
+            )
+        return self
 
 
 class ModelSection(_Section):

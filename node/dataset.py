@@ -607,6 +607,35 @@ def _clean(path: Path, schema: DataSchema) -> _Cleaned:
     return _Cleaned(keep, y_values, features, report)
 
 
+def load_test_set(path: Path, schema: DataSchema) -> CleanTable:
+    """A common test set: `load_table`, but a value that is not a number where the schema wants
+    one is an error naming the file and the column, not a row quietly dropped. A test set is
+    meant to be scored whole; such a value says the file is not in the schema's format (a
+    column swapped, text in a numeric column). Rows the schema's own rules drop (out of range,
+    missing, duplicates, filters) are dropped as at every node, and counted in its report."""
+    table = load_table(path, schema)
+    if problem := not_numbers(table):
+        raise DataError(f"{path}: {problem}; a common test set must match the schema")
+    return table
+
+
+def not_numbers(table: CleanTable) -> str | None:
+    """What `load_test_set` refuses in a cleaned table: which columns held values that are not
+    numbers, in how many rows, on which lines (None: there were none)."""
+    rules = ("target_unparsable", "unparsable")
+    bad = {c: n for rule in rules for c, n in table.report.by_column.get(rule, {}).items()}
+    if not bad:
+        return None
+    columns = ", ".join(f"{c!r} ({n} row{'s' * (n > 1)})" for c, n in bad.items())
+    where = sorted(n for rule in rules for n in table.report.examples.get(rule, []))
+    unit = "row" if Path(table.report.file).suffix.lower() in PARQUET_SUFFIXES else "line"
+    return (
+        f"not in the data schema's format: values that are not numbers in "
+        f"column{'s' * (len(bad) > 1)} {columns}, e.g. {unit} "
+        f"{', '.join(map(str, where[:MAX_EXAMPLES]))}"
+    )
+
+
 # --------------------------------------------------------------------------- split
 
 
@@ -626,11 +655,15 @@ def split_validation(table: CleanTable, fraction: float, seed: int) -> Split:
     Stratified when every class present has at least 2 rows: each class puts
     ``round(fraction * its size)`` rows in validation, at least 1 and at most all but one.
     Otherwise a plain seeded shuffle holds out ``round(fraction * n)`` rows, at least 1 and at
-    most ``n - 1``. Rows keep their file order inside each part.
+    most ``n - 1``. Rows keep their file order inside each part. A ``fraction`` of 0 holds out
+    nothing: every row trains, and evaluation is on a common test set instead.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     y = table.target
+    if fraction == 0.0:
+        x = table.features
+        return Split(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0])
     n = len(y)
     if n < 2:
         raise DataError(f"{table.report.file}: {n} row(s) after cleaning; need 2 to split")

@@ -35,10 +35,14 @@ evaluate_local = true                 # also score the trained model before the 
 [data]
 path = "{data}"      # this hospital's records (CSV or Parquet)
 schema = "{schema}"  # the consortium's shared schema
-validation_fraction = 0.25            # held out, seeded, for evaluation and scoring
+validation_fraction = 0.25            # held out, seeded, for evaluation and scoring; 0 (only
+                                      # with test_path): every record trains, and the node
+                                      # evaluates and scores its neighbours on the test set
 split_seed = 0
-# test_path = "test.parquet"          # optional: a test set shared by the consortium; the merged
-                                      # model is scored on it every round (metrics: "test")
+# test_path = "test.parquet"          # optional: a test set shared by the consortium, in the
+                                      # schema's format (a file that is not stops the node at
+                                      # start, naming the column); the merged model is scored
+                                      # on it every round (metrics: "test")
 # scaling = "scaling.json"            # optional: the consortium's reference scaling ("mean" and
                                       # "std" per model input column) instead of agreeing the
                                       # pooled one at start (messages grow with members squared)

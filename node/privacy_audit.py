@@ -91,13 +91,25 @@ def published_models(output_dir: Path) -> dict[int, Path]:
     return found
 
 
+# Why there is no attack on a node that holds no records out (validation_fraction = 0). The
+# common test set is no stand-in: it is not drawn from the node's own records, so the attack
+# would tell the two distributions apart rather than members from non-members.
+NO_HELD_OUT = (
+    "no validation split (data.validation_fraction = 0): no held-out records of this hospital "
+    "to tell its training records from"
+)
+
+
 def audit_node(target: NodeConfig, neighbour: NodeConfig | None) -> dict[str, Any] | None:
     """The attacks on the last model `target` published, by `neighbour` (which holds it and,
-    as reference, its own model of that round): None if the node kept no models."""
+    as reference, its own model of that round): None if the node kept no models; with no
+    AUCs and `skipped` saying why if it held no records out."""
     models = published_models(target.node.output_dir)
     if not models:
         return None
     last = max(models)
+    if target.data.validation_fraction == 0:
+        return {"round": last, "auc": None, "calibrated_auc": None, "skipped": NO_HELD_OUT}
     split = split_validation(
         load_table(target.data.path, load_schema(target.data.schema_file)),
         target.data.validation_fraction,

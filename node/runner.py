@@ -48,7 +48,16 @@ from node.contribution import (
     ScoringSettings,
     validation_value,
 )
-from node.dataset import DataSchema, Split, load_frame, load_schema, load_table, split_validation
+from node.dataset import (
+    CleanTable,
+    DataSchema,
+    Split,
+    load_frame,
+    load_schema,
+    load_table,
+    load_test_set,
+    split_validation,
+)
 from node.errors import AnalyticsError, CheckpointError, ConfigError, NodeError
 from node.keyring import Keyring
 from node.merge import MASS_RULES, PAIR_WEIGHTS, MergeSettings, merge_secure_sum, neighbour_scale
@@ -57,7 +66,7 @@ from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
 from node.scaling import Scaler
-from node.training import TrainSettings, evaluate, train_local, training_seed
+from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
 
 if TYPE_CHECKING:  # imported where used: a node without DP or ledger never pays for
     # Opacus or web3 at start-up (seconds of imports each)
@@ -103,6 +112,9 @@ class RunState:
     privacy: "PrivateTraining | None" = None  # DP-SGD's plan and budget, when on
     test_x: np.ndarray | None = None  # the consortium's common test set (data.test_path), scaled
     test_y: np.ndarray | None = None
+    # What val_x and val_y are: the validation split, or without one (validation_fraction = 0)
+    # the common test set, which then also serves for scoring the neighbours.
+    evaluated_on: str = "validation"
     training: Offload = field(default_factory=Offload)
     scoring: Offload = field(default_factory=Offload)
 
@@ -145,10 +157,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# The common test set, scaled, per (file, schema, scaling): the inproc backend's nodes share one
-# process, one file and the agreed scaling, so they share one copy (read-only).
+# The common test set, cleaned per (file, schema) and scaled per (file, schema, scaling): the
+# inproc backend's nodes share one process, one file and the agreed scaling, so they share one
+# copy (read-only).
+_TEST_TABLES: dict[tuple[str, str], CleanTable] = {}
 _TEST_SETS: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
 _TEST_SETS_KEPT = 4
+
+
+def shared_test_table(path: Path, schema_path: Path) -> CleanTable:
+    """The test set at `path` cleaned by the schema (`load_test_set`: a file that does not
+    match it is a `DataError` naming the file and the column), shared in this process."""
+    key = (str(path), str(schema_path))
+    if key not in _TEST_TABLES:
+        if len(_TEST_TABLES) >= _TEST_SETS_KEPT:
+            _TEST_TABLES.clear()
+        _TEST_TABLES[key] = load_test_set(path, load_schema(schema_path))
+    return _TEST_TABLES[key]
 
 
 def shared_test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +182,7 @@ def shared_test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.n
     written to."""
     key = (str(path), str(schema_path), json.dumps(scaler.to_dict(), sort_keys=True))
     if key not in _TEST_SETS:
-        table = load_table(path, load_schema(schema_path))
+        table = shared_test_table(path, schema_path)
         x = np.ascontiguousarray(scaler.transform(table.features), dtype=np.float32)
         y = table.target
         if len(_TEST_SETS) >= _TEST_SETS_KEPT:
@@ -204,6 +229,8 @@ class NodeRunner:
             self.out / "cleaning.json", json.dumps(table.report.to_dict(), indent=1).encode()
         )
         split = split_validation(table, self.cfg.data.validation_fraction, self.cfg.data.split_seed)
+        if self.cfg.data.test_path is not None:  # a test set that does not fit fails here, early
+            shared_test_table(self.cfg.data.test_path, self.cfg.data.schema_file)
         if self.cfg.adversary.label_flip > 0:  # a simulated label-flipping attacker
             rng = np.random.default_rng(self.cfg.training.seed)
             flipped = flip_labels(split.train_y, self.cfg.adversary.label_flip, rng)
@@ -453,9 +480,13 @@ class NodeRunner:
         """The model (initial, or resumed from the checkpoint) and what the rounds share."""
         cfg = self.cfg
         train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
+        val_y, evaluated_on = split.val_y, "validation"
         test_x = test_y = None
         if cfg.data.test_path is not None:
             test_x, test_y = shared_test_set(cfg.data.test_path, cfg.data.schema_file, scaler)
+            if not len(val_y):  # validation_fraction = 0 (the config needs test_path then)
+                log.info("no validation split: evaluating and scoring on the common test set")
+                val_x, val_y, evaluated_on = test_x, test_y, "test"
         model = build_model(cfg.model.name, train_x.shape[1], cfg.model.hidden, cfg.model.init_seed)
         initial = model_params(model)
         if checkpoint is None:
@@ -467,13 +498,13 @@ class NodeRunner:
             train_x=train_x,
             train_y=split.train_y,
             val_x=val_x,
-            val_y=split.val_y,
+            val_y=val_y,
             initial=initial,
             current=initial if checkpoint is None else checkpoint.params,
             specs=wire.specs_of(initial),
             size=size_of(initial),
             train_settings=cfg.training.settings(),
-            scorer=self._scorer(model, val_x, split.val_y),
+            scorer=self._scorer(model, val_x, val_y),
             training=Offload(limiter=self.cpu),
             scoring=Offload(limiter=self.cpu),
             epoch_scores=dict(checkpoint.state.get("epoch_scores", {}) if checkpoint else {}),
@@ -482,6 +513,7 @@ class NodeRunner:
             privacy=self._private_training(len(split.train_y), checkpoint),
             test_x=test_x,
             test_y=test_y,
+            evaluated_on=evaluated_on,
         )
 
     def _private_training(
@@ -563,7 +595,8 @@ class NodeRunner:
             "train_samples": self.samples,
             "local": local_eval.to_dict() if local_eval else None,
             "merged": merged_eval.to_dict(),
-            **self._test(run),
+            "evaluated_on": run.evaluated_on,
+            **self._test(run, merged_eval),
             "neighbours_reached": reached,
             "neighbours_total": len(partners),
             "mass": mass,
@@ -750,11 +783,15 @@ class NodeRunner:
         save_checkpoint(self.out / "checkpoint", r, merged, state, self.cfg.node.fsync)
         self.on_round(record)
 
-    def _test(self, run: RunState) -> dict[str, Any]:
-        """The merged model on the common test set, if the node has one: one forward pass."""
+    def _test(self, run: RunState, merged: EvalResult) -> dict[str, Any]:
+        """The merged model on the common test set, if the node has one: one forward pass
+        (none when the test set is what `merged` was evaluated on already)."""
         if run.test_x is None or run.test_y is None:
             return {}
-        result = evaluate(run.model, run.test_x, run.test_y)
+        if run.evaluated_on == "test":
+            result = merged
+        else:
+            result = evaluate(run.model, run.test_x, run.test_y)
         return {"test": {"accuracy": result.accuracy, "auc": result.auc, "loss": result.loss}}
 
     def _traffic(self) -> dict[str, Any]:
@@ -776,7 +813,7 @@ class NodeRunner:
             return None
         metric = c.metric
         if metric == "auc" and len(np.unique(val_y)) < 2:
-            log.warning("validation split has one class: scoring neighbours by loss, not AUC")
+            log.warning("evaluation rows have one class: scoring neighbours by loss, not AUC")
             metric = "loss"
         settings = ScoringSettings(
             metric=metric,

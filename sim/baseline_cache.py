@@ -2,8 +2,9 @@
 (another backend, a changed fault, a benchmark repeated) does not train them again.
 
 The key is a hash of everything they depend on: the data, model, training and baseline
-settings, the rounds, the seed, the bytes of each honest node's partition and of the schema,
-and the source of the code that trains them. The results live
+settings, the rounds, the seed, the bytes of each honest node's partition, of the schema and of
+the common test set (the caller's `settings`), and the source of the code that trains and
+scores them. The results live
 as JSON in $MEDSWARM_CACHE (default: $XDG_CACHE_HOME/medswarm, else ~/.cache/medswarm) under
 baselines/; delete the folder to drop them.
 """
@@ -27,7 +28,7 @@ def cache_dir() -> Path:
 CODE = [
     Path(__file__).resolve().parents[1] / "node" / f"{module}.py"
     for module in ("baselines", "training", "models", "dataset", "scaling", "params")
-]
+] + [Path(__file__).resolve().parent / "common_test.py"]  # their scores on the common test set
 
 
 def baseline_key(

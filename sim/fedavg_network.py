@@ -47,9 +47,10 @@ from node.baselines import (
     fedavg_local_update,
     fedavg_start,
     pooled_scaler,
+    scored_rows,
     site_stats,
 )
-from node.dataset import load_schema, load_table, split_validation
+from node.dataset import load_schema, load_table, load_test_set, split_validation
 from node.errors import NodeError
 from node.offload import Offload
 from sim.errors import AlreadyExists, SimError
@@ -74,9 +75,12 @@ def run_fedavg_network(
     schema: Path,
     recipe: Recipe,
     folder: Path,
+    test: Path | None = None,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Run FedAvg as processes; `folder` gets their configs, key files, logs and results.
+    Each client scores the final model on its validation split, or on the common `test` set
+    when the recipe holds none out.
 
     Raises RuntimeError naming the process (server, or client <site>) that failed or was still
     running at `timeout`, with the tail of its log. Every process is stopped on return.
@@ -105,6 +109,7 @@ def run_fedavg_network(
             "server": addrs["server"],
             "data": str(data.resolve()),
             "schema": str(schema.resolve()),
+            "test": None if test is None else str(test.resolve()),
         }
     deadlines = {
         "connect_seconds": CONNECT_SECONDS,
@@ -246,8 +251,12 @@ async def _linger(host: IHost, clients: Mapping[str, PeerInfo], seconds: float) 
 
 async def _train_site(cfg: dict[str, Any]) -> None:
     recipe, deadlines = Recipe.from_dict(cfg["recipe"]), cfg["deadlines"]
-    table = load_table(Path(cfg["data"]), load_schema(Path(cfg["schema"])))
-    split = split_validation(table, recipe.val_fraction, recipe.split_seed)
+    schema = load_schema(Path(cfg["schema"]))
+    split = split_validation(
+        load_table(Path(cfg["data"]), schema), recipe.val_fraction, recipe.split_seed
+    )
+    test = load_test_set(Path(cfg["test"]), schema) if cfg.get("test") else None
+    scored = scored_rows(split, test)  # its validation split, or the test set without one
     rows = len(split.train_y)
     server = parse_peer_addr(cfg["server"])
     key_pair = load_key_file(Path(cfg["key_file"]))
@@ -266,7 +275,7 @@ async def _train_site(cfg: dict[str, Any]) -> None:
         await publish("stats", 0, stats)
         await _connect(host, {"server": server}, deadlines)
         scaler = pooled_scaler([(await fetch("scaler", 0, wire.specs_of(stats)))["stats"]])
-        train_x, val_x = scaler.transform(split.train_x), scaler.transform(split.val_x)
+        train_x, scored_x = scaler.transform(split.train_x), scaler.transform(scored[0])
         specs = wire.specs_of(fedavg_start(recipe, scaler.n_features))
         training = Offload()
         for r in range(1, recipe.rounds + 1):
@@ -277,8 +286,8 @@ async def _train_site(cfg: dict[str, Any]) -> None:
             )
             await publish("params", r, params)
         final = await fetch("global", recipe.rounds + 1, specs)
-        result = fedavg_evaluate(final, recipe, val_x, split.val_y)
-        log.info("final model on %d validation rows: %s", result.n, result)
+        result = fedavg_evaluate(final, recipe, scored_x, scored[1])
+        log.info("final model on %d rows: %s", result.n, result)
         record = {"site": cfg["site"], "train_rows": rows, "result": result.to_dict()}
         Path(cfg["result"]).write_text(json.dumps(record, indent=1))
         await host.close()

@@ -76,6 +76,7 @@ def privacy_summary(
             "mia_non_members": attack.get("non_members"),
             "mia_round": attack.get("round"),
             "mia_attacker": attack.get("attacker"),
+            "mia_skipped": attack.get("skipped"),  # why there is no attack on it
         }
     return {
         "secure_aggregation": secure_aggregation,

@@ -100,9 +100,10 @@ class NodeActor:
             logging.getLogger(__name__).exception("node failed")
             return f"{type(exc).__name__}: {exc}"
         if final := summary["final"]:  # the line `medswarm node run` ends with
+            on = "test-set" if final.get("evaluated_on") == "test" else "validation"
             with open(self.node_dir / "node.log", "a") as out:
                 out.write(
-                    f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
+                    f"{cfg.node.name}: {summary['rounds']} rounds, merged {on} accuracy "
                     f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}\n"
                 )
         return None

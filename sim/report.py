@@ -226,15 +226,18 @@ def _accuracy_plot(path: Path, summary: dict[str, Any], per_node: dict[str, list
             linewidth=2,
             label="FedAvg (mean, per round)",
         )
-    ax.set(xlabel="round", ylabel="validation accuracy (merged model)", title="Accuracy")
+    on = "test-set" if summary.get("evaluated_on") == "test" else "validation"
+    ax.set(xlabel="round", ylabel=f"{on} accuracy (merged model)", title="Accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize="small")
     return _save(fig, path)
 
 
-def _test_plot(path: Path, test: dict[str, Any]) -> Path:
+def _test_plot(path: Path, summary: dict[str, Any]) -> Path:
     """Accuracy on the common test set per round: the nodes' mean with their min-max band,
-    beside FedAvg's global model."""
+    beside FedAvg's global model, the centralized model and the local-only models' mean; the
+    consensus model (of the final models) at the last round."""
+    test = summary["test"]
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
     rows = test["per_round"]
@@ -247,37 +250,72 @@ def _test_plot(path: Path, test: dict[str, Any]) -> Path:
         label="swarm nodes (min to max)",
     )
     ax.plot(rounds, [r["mean"] for r in rows], marker=".", linewidth=2, label="swarm (mean)")
-    fedavg = test.get("fedavg_per_round") or []
-    if fedavg:
+    baselines = summary.get("baselines", {})
+    styles = {"fedavg": "-.", "centralized": "--", "local_only": ":"}
+    for kind, style in styles.items():
+        curve = (baselines.get(kind) or {}).get("test", {}).get("per_round", [])
+        if curve:
+            mean = " (mean)" if kind == "local_only" else ""
+            ax.plot(
+                [h["round"] for h in curve],
+                [h["accuracy"] for h in curve],
+                color="black",
+                linestyle=style,
+                linewidth=2 if kind == "fedavg" else 1,
+                label=BASELINES[kind] + mean,
+            )
+    if (agreed := test.get("consensus")) and rounds:
         ax.plot(
-            [h["round"] for h in fedavg],
-            [h["accuracy"] for h in fedavg],
-            color="black",
-            linestyle="-.",
-            linewidth=2,
-            label="FedAvg (one process)",
-        )
+            [rounds[-1]], [agreed["accuracy"]], marker="*", markersize=12, linestyle="",
+            color="tab:red", label="consensus of the final models",
+        )  # fmt: skip
     ax.set(xlabel="round", ylabel="accuracy on the common test set", title="Test set")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize="small")
     return _save(fig, path)
 
 
-def _test_blocks(test: dict[str, Any] | None) -> list[Block]:
+def _test_blocks(summary: dict[str, Any]) -> list[Block]:
+    test = summary.get("test")
     if not test or not test["per_round"]:
         return []
     last = test["per_round"][-1]
-    fedavg = test.get("fedavg_per_round") or []
-    at = {h["round"]: h["accuracy"] for h in fedavg}
+    dropped = ", ".join(f"{rule} {n}" for rule, n in test.get("dropped", {}).items())
     text = (
-        f"Every node scores its merged model on one test set held out of the data before the "
-        f"split (the same rows for all, and for FedAvg). Round {last['round']}: mean "
+        f"Every node, the consensus model and each baseline are scored on one test set "
+        f"({test.get('file', 'held out of the data before the split')}; {test.get('rows', '?')} "
+        f"rows{f', cleaning dropped {dropped}' if dropped else ''}). Round {last['round']}: mean "
         f"{_fmt(last['mean'])}, min {_fmt(last['min'])}, max {_fmt(last['max'])} over "
         f"{last['nodes']} nodes"
     )
+    at = {h["round"]: h["accuracy"] for h in test.get("fedavg_per_round") or []}
     if last["round"] in at:
         text += f"; FedAvg {_fmt(at[last['round']])}"
-    return [Heading("Common test set"), Paragraph(text + ".")]
+    blocks: list[Block] = [Heading("Common test set"), Paragraph(text + ".")]
+    if "mean" in test:
+        blocks.append(_test_table(summary))
+    return blocks
+
+
+def _test_table(summary: dict[str, Any]) -> Table:
+    """Each model on the common test set: the swarm's nodes (mean, min, max of their final
+    models), the consensus of their final models and each baseline's final model(s)."""
+    test = summary["test"]
+    honest = [n for n, v in summary["nodes"].items() if v.get("honest", True)]
+    accs = [test["nodes"][n]["accuracy"] for n in honest if n in test["nodes"]]
+    rows = [
+        ["swarm nodes (mean)", _fmt(test["mean"]["accuracy"]), _fmt(test["mean"]["auc"])],
+        ["swarm nodes (min, max)", f"{_fmt(min(accs, default=None))}, "
+         f"{_fmt(max(accs, default=None))}", ""],
+    ]  # fmt: skip
+    if agreed := test.get("consensus"):
+        rows.append(["consensus model", _fmt(agreed["accuracy"]), _fmt(agreed["auc"])])
+    for kind, label in BASELINES.items():
+        on_test = (summary.get("baselines", {}).get(kind) or {}).get("test")
+        if on_test:
+            label += " (mean over sites)" if kind == "local_only" else ""
+            rows.append([label, _fmt(on_test["accuracy"]), _fmt(on_test["auc"])])
+    return Table(["model (final)", "test accuracy", "test AUC"], rows)
 
 
 def _consensus_plot(path: Path, summary: dict[str, Any], consensus: list) -> Path:
@@ -329,6 +367,19 @@ def _rewards_plot(path: Path, nodes: dict[str, dict[str, Any]]) -> Path:
 
 
 # --------------------------------------------------------------------------- report
+
+
+HOSPITAL_SPLIT = "each hospital's validation split"
+
+
+def _on(
+    summary: dict[str, Any],
+    validation: str,
+    test: str = "the common test set (no validation split)",
+) -> str:
+    """What the nodes' (and baselines') accuracy is on: `validation`, or `test` when the run
+    held no validation split out."""
+    return test if summary.get("evaluated_on") == "test" else validation
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -383,7 +434,9 @@ def _privacy(summary: dict[str, Any]) -> list[Block]:
     if off:
         means += [_fmt(off["mean_accuracy"]), _fmt(off["mean_mia_auc"]),
                   _fmt(off["mean_mia_auc_calibrated"])]  # fmt: skip
-    masking = (
+    skipped = {r["mia_skipped"] for r in privacy["nodes"].values() if r.get("mia_skipped")}
+    notes = "".join(f"No attack: {why}. " for why in sorted(skipped))
+    notes += (
         "Secure aggregation was on: neighbours received only sums of models, so the audit's "
         "attacker holds more than a real neighbour did (an upper bound). "
         if privacy["secure_aggregation"]
@@ -397,14 +450,15 @@ def _privacy(summary: dict[str, Any]) -> list[Block]:
             "on the last model the hospital published, telling its training records from its "
             "held-out ones. Attack AUC: the loss-threshold attack (Yeom et al., 2018); "
             "calibrated: the loss minus the loss under the neighbour's own model of that round "
-            "(Watson et al., 2022). 0.5 is a coin toss. " + masking + "See docs/privacy.md."
+            "(Watson et al., 2022). 0.5 is a coin toss. " + notes + "See docs/privacy.md."
         ),
         Table(header, [*rows, means]),
     ]
 
 
-def _node_table(nodes: dict[str, dict[str, Any]]) -> Table:
+def _node_table(nodes: dict[str, dict[str, Any]], test: dict[str, Any] | None) -> Table:
     # Contribution and reward only exist with a chain; an all-dash column would be noise.
+    on_test = (test or {}).get("nodes", {})
     extra = [
         (key, label, digits)
         for key, label, digits in (
@@ -423,15 +477,18 @@ def _node_table(nodes: dict[str, dict[str, Any]]) -> Table:
         "sent (MB)",
         "peak RSS (MB)",
     ]
+    header[4:4] = ["test accuracy", "test AUC"] if on_test else []
     rows = []
     for name, n in nodes.items():
         target = n["rounds_to_target"]
+        scored = on_test.get(name, {})
         rows.append(
             [
                 name,
                 str(n["rows"]),
                 _fmt(n["accuracy"]),
                 _fmt(n["auc"]),
+                *([_fmt(scored.get("accuracy")), _fmt(scored.get("auc"))] if on_test else []),
                 "—" if target is None else str(target),
                 _fmt(n["bytes_sent"] / 1e6, 2),
                 _fmt(n["peak_rss_mb"], 0),
@@ -476,7 +533,8 @@ def console_summary(summary: dict[str, Any]) -> list[RichTable | str]:
     header = ["hospital", "rows", "accuracy", "AUC", "local only"]
     header += ["epsilon"] if private else []
     header += ["contribution", "reward (ETH)"] if chained else []
-    table = RichTable(*header, title="per hospital (own validation split)", **TERMINAL_TABLE)
+    title = f"per hospital ({_on(summary, 'own validation split', 'common test set')})"
+    table = RichTable(*header, title=title, **TERMINAL_TABLE)
     for name, n in nodes.items():
         row = [name, str(n["rows"]), _fmt(n["accuracy"]), _fmt(n["auc"])]
         row.append(_fmt(local[name]["accuracy"]) if name in local else "—")
@@ -521,7 +579,7 @@ def write_report(
         Image(_consensus_plot(out / "consensus.png", summary, consensus), "consensus distance"),
     ]
     if summary.get("test") and summary["test"]["per_round"]:
-        plots.append(Image(_test_plot(out / "test.png", summary["test"]), "test-set accuracy"))
+        plots.append(Image(_test_plot(out / "test.png", summary), "test-set accuracy"))
     if any(n.get("contribution") is not None for n in nodes.values()):
         plots.append(Image(_contribution_plot(out / "contribution.png", nodes), "contribution"))
     if any(n.get("reward_eth") is not None for n in nodes.values()):
@@ -539,14 +597,16 @@ def write_report(
         ),
         Heading("Hospitals"),
         Paragraph(
-            "Final merged model on each hospital's validation split (seed "
-            f"{summary['seed']}; the plots show this seed too). Rounds to target: the first "
-            "round whose merged accuracy reached the target (— if never)."
+            f"Final merged model on {_on(summary, HOSPITAL_SPLIT)}, seed {summary['seed']} "
+            "(the plots show this seed too). Rounds to target: the first round whose merged "
+            "accuracy reached the target (— if never)."
         ),
-        _node_table(nodes),
+        # Without a validation split the accuracy is the test set's already: no second column.
+        _node_table(nodes, None if summary.get("evaluated_on") == "test" else summary.get("test")),
         Heading("Baselines"),
         Paragraph(
-            "Means over hospitals of validation metrics on the same splits. Local only: each "
+            f"Means over hospitals of metrics on {_on(summary, 'the same validation splits')}. "
+            "Local only: each "
             "hospital alone. Centralized: one model on all training rows. FedAvg: a server "
             "averaging the hospitals' models weighted by rows; in one process its sites train "
             "one after another with no network, over libp2p each site is its own process, as "
@@ -554,7 +614,7 @@ def write_report(
             "warm-up, so the pace is compared from the end of round 1."
         ),
         _baseline_table(summary),
-        *_test_blocks(summary.get("test")),
+        *_test_blocks(summary),
         Heading("Faults and attacks"),
         Bullets(
             [f"fault: {f}" for f in summary.get("faults", [])]

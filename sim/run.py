@@ -27,7 +27,7 @@ from safetensors.numpy import load_file
 
 from gossip.identity import load_key_file, peer_id_of
 from node.config import load_config
-from node.dataset import PARQUET_SUFFIXES, DataSchema, load_schema, load_table
+from node.dataset import PARQUET_SUFFIXES, DataSchema, load_schema, load_table, load_test_set
 from node.init import with_settings
 from node.metrics import ANALYTICS_PROGRESS, last_record, read_records
 from sim import partition, synthetic, topology
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ledger.backends import Chain
+    from node.baselines import Recipe
     from sim.consortium import ConsortiumPlan
     from sim.docker_backend import Cut, Links
 
@@ -75,7 +76,7 @@ class Plan:
     files: dict[str, Path]
     honest: list[str]
     schema: Path  # the data schema: the scenario's, or the generated records'
-    test_file: Path | None = None  # the common test set (data.test_fraction)
+    test_file: Path | None = None  # the common test set (data.test_file, or data.test_fraction)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     kills: list[Any] = field(default_factory=list)
     pauses: list[PauseFault] = field(default_factory=list)
@@ -404,15 +405,17 @@ def _attack_settings(attack: Attack) -> tuple[dict[str, Any], str]:
 def _partition(
     scenario: Scenario, seed: int, data_dir: Path
 ) -> tuple[dict[str, Path], Path, Path | None]:
-    """Each node's file, the schema and the common test set (None: no `test_fraction`).
+    """Each node's file, the schema and the common test set (None: neither `test_file` nor
+    `test_fraction`).
 
-    Per-site files are used as they are. One data set (a file, or generated records) is cut
-    as the scenario says, after holding out the test set, into files of its own format: Parquet
-    from Parquet and from generated records (a tenth of CSV's time to write and to read)."""
+    Per-site files are used as they are, and so is a test file. One data set (a file, or
+    generated records) is cut as the scenario says, after holding out the test set, into files
+    of its own format: Parquet from Parquet and from generated records (a tenth of CSV's time
+    to write and to read)."""
     data = scenario.data
     if data.sites:
         assert data.schema_file is not None
-        return dict(data.sites), data.schema_file, None
+        return dict(data.sites), data.schema_file, data.test_file
     data_dir.mkdir(parents=True, exist_ok=True)
     if data.synthetic is not None:
         spec = data.synthetic
@@ -428,7 +431,7 @@ def _partition(
     schema = load_schema(schema_path)
     rows = np.arange(_height(records))
     labels = _labels(records, schema)
-    test_file = None
+    test_file = data.test_file
     if data.test_fraction is not None:
         rows, held = partition.hold_out(labels, data.test_fraction, seed)
         test_file = _write_rows(records, held, data_dir / "test-set" / "test", schema)
@@ -768,6 +771,9 @@ def collect(
         "backend": scenario.backend,
         "rounds": scenario.rounds,
         "wall_seconds": wall,
+        # What the nodes' and baselines' accuracy and AUC are on: each node's validation
+        # split, or without one (validation_fraction = 0) the common test set.
+        "evaluated_on": "validation" if scenario.data.validation_fraction else "test",
         "nodes": nodes,
         "mean": {
             "accuracy": float(np.mean([v["accuracy"] for v in honest])),
@@ -790,7 +796,14 @@ def collect(
         "privacy": None,
     }
     if plan.test_file is not None:
-        summary["test"] = common_test_summary(per_node, plan.honest, summary["baselines"])
+        from sim.common_test import swarm_on_test
+
+        test = load_test_set(plan.test_file, load_schema(plan.schema))
+        rows = {n: nodes[n]["rows"] for n in names}
+        summary["test"] = swarm_on_test(
+            folder, plan.test_file, test, per_node, rows, plan.honest,
+            _recipe(scenario, plan), baseline_results,
+        )  # fmt: skip
     if scenario.privacy is not None:
         summary["privacy"] = privacy_summary(
             folder, plan.honest, per_node, nodes, scenario.privacy.audit,
@@ -799,38 +812,6 @@ def collect(
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     (folder / "consensus.json").write_text(json.dumps(consensus_distance(folder, names)))
     return summary
-
-
-def common_test_summary(
-    per_node: dict[str, list[dict[str, Any]]],
-    honest: Sequence[str],
-    baseline_results: dict[str, Any],
-) -> dict[str, Any]:
-    """Per round, the honest nodes' accuracy on the common test set (mean, min, max over the
-    nodes that recorded the round), and FedAvg's when it ran."""
-    by_round: dict[int, list[float]] = {}
-    for n in honest:
-        for r in per_node[n]:
-            if r.get("test") is not None:
-                by_round.setdefault(int(r["round"]), []).append(r["test"]["accuracy"])
-    history = baseline_results.get("fedavg", {}).get("history", [])
-    return {
-        "per_round": [
-            {
-                "round": r,
-                "mean": float(np.mean(accs)),
-                "min": float(np.min(accs)),
-                "max": float(np.max(accs)),
-                "nodes": len(accs),
-            }
-            for r, accs in sorted(by_round.items())
-        ],
-        "fedavg_per_round": [
-            {"round": h["round"], "accuracy": h["test_accuracy"]}
-            for h in history
-            if "test_accuracy" in h
-        ],
-    }
 
 
 def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float | None:
@@ -866,40 +847,54 @@ def cached_baselines(
         "training": scenario.training.model_dump(mode="json"),
         "baselines": scenario.baselines.model_dump(mode="json", exclude={"cache"}),
     }
-    if plan.test_file is not None:  # FedAvg's history holds its accuracy on the test set
+    if plan.test_file is not None:  # every baseline is scored on it: its rows are data too
         settings["test_set"] = hashlib.sha256(plan.test_file.read_bytes()).hexdigest()
     key = baseline_key(settings, plan.files, plan.honest, plan.schema)
     return cached(key, lambda: baselines(scenario, plan, folder))
 
 
-def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
-    """Local-only, centralized and server FedAvg on the honest nodes' partitions."""
-    wanted = scenario.baselines
-    if not wanted.asked:
-        return {}
-    from node.baselines import Recipe, fedavg, local_only, pooled
-    from sim.fedavg_network import run_fedavg_network
+def _recipe(scenario: Scenario, plan: Plan) -> "Recipe":
+    """What the baselines share with the nodes: model, training schedule, split and seeds."""
+    from node.baselines import Recipe
 
-    schema = load_schema(plan.schema)
-    tables = {n: load_table(plan.files[n], schema) for n in plan.honest}
-    t = scenario.training
-    recipe = Recipe(
+    return Recipe(
         model=scenario.model.name,
         hidden=scenario.model.hidden,
-        settings=t.settings(),
+        settings=scenario.training.settings(),
         rounds=scenario.rounds,
         val_fraction=scenario.data.validation_fraction,
         split_seed=plan.seed,
         model_seed=plan.seed,
     )
+
+
+def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
+    """Local-only, centralized and server FedAvg on the honest nodes' partitions; with a common
+    test set, each one's scores on it too ("test")."""
+    wanted = scenario.baselines
+    if not wanted.asked:
+        return {}
+    from node.baselines import fedavg, local_only, pooled
+    from sim import common_test
+    from sim.fedavg_network import run_fedavg_network
+
+    schema = load_schema(plan.schema)
+    tables = {n: load_table(plan.files[n], schema) for n in plan.honest}
+    test = None if plan.test_file is None else load_test_set(plan.test_file, schema)
+    recipe = _recipe(scenario, plan)
     out: dict[str, Any] = {}
     if wanted.local_only:
-        out["local_only"] = _described(local_only(tables, recipe))
+        scores, curves = local_only(tables, recipe, test)
+        out["local_only"] = _described(scores)
+        if test is not None:
+            out["local_only"]["test"] = common_test.per_site(curves)
     if wanted.centralized:
-        out["centralized"] = _described(pooled(tables, recipe))
+        scores, curve = pooled(tables, recipe, test)
+        out["centralized"] = _described(scores)
+        if test is not None:
+            out["centralized"]["test"] = common_test.one_model(curve)
     if wanted.fedavg:
         began = time.perf_counter()
-        test = None if plan.test_file is None else load_table(plan.test_file, schema)
         results, history = fedavg(tables, recipe, test)
         out["fedavg"] = {
             **_described(results),
@@ -907,9 +902,11 @@ def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
             "rounds_wall_seconds": sum(h["seconds"] for h in history[1:]),
             "history": history,
         }
+        if test is not None:
+            out["fedavg"]["test"] = common_test.from_history(history)
     if wanted.fedavg_network:
         sites = {n: plan.files[n] for n in plan.honest}
-        run = run_fedavg_network(sites, plan.schema, recipe, folder / "fedavg")
+        run = run_fedavg_network(sites, plan.schema, recipe, folder / "fedavg", plan.test_file)
         out["fedavg_network"] = {
             **{k: run[k] for k in ("mean_accuracy", "mean_auc", "per_node", "wall_seconds")},
             "rounds_wall_seconds": sum(run["round_seconds"][1:]),

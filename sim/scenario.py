@@ -36,7 +36,7 @@ from node.config import (
     TrainingSection,
     format_validation_error,
 )
-from node.dataset import DataSchema, load_schema, load_table
+from node.dataset import DataSchema, load_schema, load_table, load_test_set, not_numbers
 from node.errors import ConfigError, DataError
 from sim import partition, synthetic, topology
 from sim.errors import AlreadyExists, SimError
@@ -75,7 +75,8 @@ class _Section(BaseModel):
 
 class DataSection(_Section):
     """Per-site files (`sites`), or one `file` (or `synthetic` records) and a `split` into
-    nodes; optionally a common test set held out of it (`test_fraction`)."""
+    nodes; optionally a common test set: a file in the schema's format (`test_file`), or a
+    share held out of the one data set (`test_fraction`)."""
 
     schema_file: ExistingFile | None = Field(None, alias="schema")
     sites: dict[str, ExistingFile] | None = None
@@ -86,9 +87,12 @@ class DataSection(_Section):
     nodes: int | None = Field(None, ge=2)
     alpha: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_rows: int = Field(10, ge=1)
-    validation_fraction: float = Field(0.25, gt=0, lt=1)
-    # A stratified, seeded share of the rows held out before the split, as one test set that
-    # every node (and the FedAvg baseline) scores its model on each round.
+    # 0: no validation split (only with a common test set, which then serves instead).
+    validation_fraction: float = Field(0.25, ge=0, lt=1)
+    # One test set that every node, the consensus model and the baselines are scored on each
+    # round: a file in the schema's format, or a stratified, seeded share of the rows held out
+    # before the split.
+    test_file: ExistingFile | None = None
     test_fraction: float | None = Field(None, gt=0, lt=1)
     # The nodes take the scaling from a reference the simulator computes from every node's
     # records (their pooled statistics), as a consortium may publish one, instead of agreeing
@@ -377,7 +381,12 @@ rounds = 20                       # gossip rounds
 
 [data]
 schema = "../../data/heart-disease/schema.toml"   # the consortium's data schema
-validation_fraction = 0.25        # held out at each node for evaluation and scoring
+validation_fraction = 0.25        # held out at each node for evaluation and scoring (0: none,
+                                  # with a common test set, which then serves instead)
+# test_file = "test.csv"          # a common test set in the schema's format (checked before
+#                                 # any node starts): every node's model, the consensus model
+#                                 # and each baseline are scored on it each round (summary.json
+#                                 # "test", the report); or test_fraction below, not both
 # Either per-site files (node name = file), as here, or one file and a split into nodes:
 # file = "../../data/breast-cancer/breast-cancer.csv"
 # split = "dirichlet"             # natural (a site column) | dirichlet (label skew) | quantity
@@ -390,8 +399,7 @@ validation_fraction = 0.25        # held out at each node for evaluation and sco
 # synthetic = {rows = 200000, features = 64, seed = 0}   # optional: informative (default
 #                                 # features / 2), class_sep = 1.0, flip_y = 0.01 (label noise)
 # test_fraction = 0.1             # with file or synthetic: a stratified, seeded share held out
-#                                 # before the split as one test set; every node scores its
-#                                 # merged model on it each round, FedAvg too (default: none)
+#                                 # before the split as the common test set (as test_file)
 # reference_scaling = false       # true: nodes scale by a reference computed from all records
 #                                 # (their pooled statistics) instead of agreeing it at start
 #                                 # by secure sums over all members (for hundreds of nodes)
@@ -633,6 +641,8 @@ def _data_problems(s: Scenario) -> list[str]:
         ]
     if data.synthetic is not None and data.schema_file is not None:
         return ["data.schema: not used with data.synthetic (its schema is generated)"]
+    if problems := _test_set_problems(data):
+        return problems
     if data.synthetic is None and data.schema_file is None:
         return [f"data.schema: required with data.{given[0]}"]
     if data.sites is not None:
@@ -642,7 +652,8 @@ def _data_problems(s: Scenario) -> list[str]:
         if data.test_fraction is not None:
             return [
                 "data.test_fraction: needs one data set to hold the test set out of "
-                "(data.file or data.synthetic), not per-site files"
+                "(data.file or data.synthetic), not per-site files; name a file of its own "
+                "with data.test_file"
             ]
     elif data.split is None:
         kinds = "dirichlet | quantity" if data.synthetic else "natural | dirichlet | quantity"
@@ -669,6 +680,11 @@ def _data_problems(s: Scenario) -> list[str]:
             schema = load_schema(data.schema_file)
         except DataError as exc:
             return [f"data.schema: {exc}"]
+        if data.test_file is not None:  # before any node starts: it would stop every one
+            try:
+                load_test_set(data.test_file, schema)
+            except DataError as exc:
+                return [f"data.test_file: {exc}"]
         if data.split == "natural" and data.site_column in {
             schema.target.column,
             *(f.name for f in schema.features),
@@ -676,12 +692,20 @@ def _data_problems(s: Scenario) -> list[str]:
             return [
                 f"data.site_column: {data.site_column!r} is a feature or the target of the schema"
             ]
-        if data.file is None or data.nodes is None or data.alpha is None:
+        if data.file is None:
             return []
+        if data.test_fraction is None and (data.nodes is None or data.alpha is None):
+            return []  # a natural split needs nothing more of the file here
         try:
-            y = load_table(data.file, schema).target
+            table = load_table(data.file, schema)
         except DataError as exc:
             return [f"data.file: {exc}"]
+        # Its held-out rows are the nodes' common test set, which they refuse if it does not fit.
+        if data.test_fraction is not None and (problem := not_numbers(table)):
+            return [f"data.test_fraction: the test set is held out of {data.file}: {problem}"]
+        if data.nodes is None or data.alpha is None:
+            return []
+        y = table.target
     assert data.nodes is not None and data.alpha is not None
     if data.test_fraction is not None:
         try:
@@ -695,6 +719,33 @@ def _data_problems(s: Scenario) -> list[str]:
             partition.quantity_skew(len(y), data.nodes, data.alpha, 0, data.min_rows)
     except ValueError as exc:
         return [f"data: {exc}"]
+    return []
+
+
+def _test_set_problems(data: DataSection) -> list[str]:
+    """Which common test set, if any, and whether a validation split may be left out."""
+    if data.test_file is not None and data.test_fraction is not None:
+        return [
+            "data.test_file: give data.test_file (a file) or data.test_fraction (a share held "
+            "out of data.file or data.synthetic), not both"
+        ]
+    if data.test_file is not None and data.synthetic is not None:
+        return [
+            "data.test_file: not used with data.synthetic (its schema is generated; hold a "
+            "test set out with data.test_fraction)"
+        ]
+    if data.test_file is not None:
+        trained = {f"data.sites.{n}": f for n, f in (data.sites or {}).items()}
+        trained |= {"data.file": data.file} if data.file else {}
+        same = [k for k, f in trained.items() if f.resolve() == data.test_file.resolve()]
+        if same:
+            return [f"data.test_file: {data.test_file} is also {same[0]}: nodes would train on it"]
+    if data.validation_fraction == 0 and data.test_file is None and data.test_fraction is None:
+        return [
+            "data.validation_fraction: 0 needs a common test set (data.test_file or "
+            "data.test_fraction): without a validation split the nodes and baselines evaluate, "
+            "and the nodes score their neighbours, on it"
+        ]
     return []
 
 

@@ -65,8 +65,9 @@ def node_run(
         return
     final = summary["final"]
     if final:
+        on = "test-set" if final.get("evaluated_on") == "test" else "validation"
         console.print(
-            f"{cfg.node.name}: {summary['rounds']} rounds, merged validation accuracy "
+            f"{cfg.node.name}: {summary['rounds']} rounds, merged {on} accuracy "
             f"{final['merged']['accuracy']:.3f}; outputs in {cfg.node.output_dir}"
         )
 

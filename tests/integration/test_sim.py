@@ -373,3 +373,67 @@ def test_nodes_scale_by_the_reference_instead_of_agreeing(tmp_path):
         assert json.loads((node / "scaler.json").read_text()) == reference, name
         assert json.loads((node / "session.json").read_text())["members"] == []  # no agreement
         assert [r["round"] for r in metrics(tmp_path / "out", name)] == [1, 2]
+
+
+COMMON_TEST = """
+name = "common-test"
+backend = "inproc"
+rounds = 3
+
+[data]
+schema = "{data}/schema.toml"
+validation_fraction = 0           # every record trains: all is scored on the test file
+test_file = "{data}/processed.va.data"   # the fourth hospital, as an external test set
+
+[data.sites]
+cleveland = "{data}/processed.cleveland.data"
+hungarian = "{data}/processed.hungarian.data"
+switzerland = "{data}/processed.switzerland.data"
+
+[topology]
+kind = "full"
+
+[baselines]
+local_only = true
+centralized = true
+fedavg = true
+"""
+
+
+def test_every_node_the_consensus_and_every_baseline_are_scored_on_a_common_test_file(tmp_path):
+    from sim.local_swarm import HEART_DISEASE
+
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(COMMON_TEST.replace("{data}", str(HEART_DISEASE)))
+    [summary] = run_scenario(scenario, tmp_path / "out", Console(quiet=True))
+    out = tmp_path / "out"
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    test = summary["test"]
+    assert summary["evaluated_on"] == "test"
+    assert test["file"] == str(HEART_DISEASE / "processed.va.data")
+    # 200 lines, one a duplicate, dropped by the schema's cleaning as at every node.
+    assert test["rows"] == 199 and test["dropped"] == {"duplicate": 1}
+    assert set(test["nodes"]) == {"cleveland", "hungarian", "switzerland"}
+    for name, node in summary["nodes"].items():
+        records = metrics(out, name)
+        assert all(r["evaluated_on"] == "test" and r["merged"]["n"] == 199 for r in records)
+        assert test["nodes"][name]["accuracy"] == node["accuracy"]  # no validation split
+    # A complete graph and the default rule: every node ends with the same model (to float
+    # rounding), and so is their row-weighted average, the consensus model.
+    assert test["consensus"]["nodes"] == 3
+    assert test["consensus"]["accuracy"] == pytest.approx(test["mean"]["accuracy"], abs=0.01)
+    assert [r["round"] for r in test["per_round"]] == [1, 2, 3]
+    for kind in ("local_only", "centralized", "fedavg"):
+        on_test = summary["baselines"][kind]["test"]
+        assert [r["round"] for r in on_test["per_round"]] == [1, 2, 3], kind
+        assert 0.5 < on_test["accuracy"] <= 1.0 and on_test["auc"] is not None, kind
+        assert summary["baselines"][kind]["mean_accuracy"] == pytest.approx(on_test["accuracy"]), (
+            kind
+        )  # each site's final model, on the test set too
+    assert set(summary["baselines"]["local_only"]["test"]["per_node"]) == set(summary["nodes"])
+    assert (
+        test["fedavg_per_round"][-1]["accuracy"]
+        == summary["baselines"]["fedavg"]["test"]["accuracy"]
+    )
+    assert (out / "test.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| consensus model |" in (out / "report.md").read_text()

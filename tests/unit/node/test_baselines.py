@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from node.baselines import Recipe, fedavg, local_only, pooled
 from node.dataset import CleaningReport, CleanTable, load_schema, load_table, split_validation
@@ -37,7 +38,7 @@ def tables() -> dict[str, CleanTable]:
 
 @pytest.fixture(scope="module")
 def results(tables) -> dict[str, dict[str, EvalResult]]:
-    return {"local_only": local_only(tables, RECIPE), "pooled": pooled(tables, RECIPE)}
+    return {"local_only": local_only(tables, RECIPE)[0], "pooled": pooled(tables, RECIPE)[0]}
 
 
 @pytest.mark.parametrize("baseline", ["local_only", "pooled"])
@@ -61,9 +62,9 @@ def test_pooled_beats_chance(results):
 
 
 def test_baselines_are_reproducible(tables, results):
-    assert pooled(tables, RECIPE) == results["pooled"]
+    assert pooled(tables, RECIPE)[0] == results["pooled"]
     two = {site: tables[site] for site in ("hungarian", "switzerland")}
-    again = local_only(two, RECIPE)
+    again, _ = local_only(two, RECIPE)
     assert again == {site: results["local_only"][site] for site in two}
 
 
@@ -105,7 +106,7 @@ def test_fedavg_gets_within_a_few_points_of_pooled(synthetic):
     recipe = replace(RECIPE, rounds=20)
     final, history = fedavg(synthetic, recipe)
     assert list(final) == list(synthetic)
-    assert abs(mean_accuracy(final) - mean_accuracy(pooled(synthetic, recipe))) < 0.04
+    assert abs(mean_accuracy(final) - mean_accuracy(pooled(synthetic, recipe)[0])) < 0.04
     assert mean_accuracy(final) > 0.7
     assert history[-1]["mean_accuracy"] == pytest.approx(mean_accuracy(final))
 
@@ -138,7 +139,7 @@ def test_fedavg_of_one_site_is_local_training(synthetic):
     one = {"site1": synthetic["site1"]}
     recipe = replace(RECIPE, rounds=4, settings=replace(RECIPE.settings, epochs=3))
     final, _ = fedavg(one, recipe)
-    assert final == local_only(one, recipe)
+    assert final == local_only(one, recipe)[0]
 
 
 def test_fedavg_averages_weighted_by_training_rows(synthetic):
@@ -199,3 +200,86 @@ def test_a_recipe_survives_the_trip_to_another_process():
 
     recipe = Recipe("mlp", (8, 4), TrainSettings(epochs=2), 3, 0.25, 1, 2)
     assert Recipe.from_dict(json.loads(json.dumps(dataclasses.asdict(recipe)))) == recipe
+
+
+# --------------------------------------------------------------------------- common test set
+
+
+def test_centralized_on_the_common_test_set_is_the_model_scored_by_sklearn(tables):
+    """Three hospitals train, the fourth is the common test set. The centralized model is
+    trained again here by hand, round by round (pooled training rows, their scaler, the nodes'
+    seeds), and its predictions on the test rows scored by scikit-learn."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    sites = {s: tables[s] for s in ("cleveland", "hungarian", "switzerland")}
+    test = tables["va"]
+    recipe = replace(RECIPE, rounds=4)
+    _, curve = pooled(sites, recipe, test)
+
+    splits = [split_validation(t, recipe.val_fraction, recipe.split_seed) for t in sites.values()]
+    train_x = np.concatenate([s.train_x for s in splits])
+    train_y = np.concatenate([s.train_y for s in splits])
+    # Standardized by the pooled training rows; a missing value is the mean, a constant column
+    # (std 0) is left unscaled, as the scaler does.
+    mean, std = np.nanmean(train_x, axis=0), np.nanstd(train_x, axis=0)
+    std[std < 1e-8] = 1.0
+    x, rows = (np.nan_to_num((a - mean) / std) for a in (train_x, test.features))
+    net = build_model("logreg", train_x.shape[1], (), seed=recipe.model_seed)
+    assert len(curve) == recipe.rounds
+    for r, on_test in enumerate(curve):
+        train_local(net, x, train_y, recipe.settings, seed=training_seed(recipe.model_seed, r))
+        with torch.no_grad():
+            logits = net(torch.from_numpy(rows.astype(np.float32))).numpy()
+        assert on_test.n == len(test.target) == 200 - test.report.dropped.get("duplicate", 0)
+        assert on_test.accuracy == pytest.approx(accuracy_score(test.target, logits > 0))
+        assert on_test.auc == pytest.approx(roc_auc_score(test.target, logits))
+    assert 0.5 < curve[-1].accuracy < 1.0  # a model, not a constant
+
+
+def test_local_only_and_fedavg_score_their_models_on_the_common_test_set_each_round(tables):
+    sites = {s: tables[s] for s in ("cleveland", "hungarian")}
+    test = tables["va"]
+    recipe = replace(RECIPE, rounds=3)
+    scores, curves = local_only(sites, recipe, test)
+    assert list(curves) == list(sites)
+    for site, curve in curves.items():
+        assert len(curve) == 3 and all(e.n == len(test.target) for e in curve)
+        assert scores[site].n != len(test.target)  # the final model: on the validation split
+    _, history = fedavg(sites, recipe, test)
+    assert all({"test_accuracy", "test_auc", "test_loss"} <= set(h) for h in history)
+    assert local_only(sites, recipe)[1] == {s: [] for s in sites}  # no test set: no curve
+    assert pooled(sites, recipe)[1] == []
+
+
+def test_with_no_validation_split_every_baseline_scores_on_the_common_test_set(tables):
+    sites = {s: tables[s] for s in ("cleveland", "hungarian")}
+    test = tables["va"]
+    recipe = replace(RECIPE, rounds=2, val_fraction=0.0)
+    local, curves = local_only(sites, recipe, test)
+    central, curve = pooled(sites, recipe, test)
+    final, history = fedavg(sites, recipe, test)
+    for site in sites:
+        assert local[site] == curves[site][-1]  # the final model, on the test set
+        assert central[site] == curve[-1]
+        assert final[site].n == len(test.target)
+        assert final[site].accuracy == pytest.approx(history[-1]["test_accuracy"])
+    for baseline in (local_only, pooled, fedavg):
+        with pytest.raises(ValueError, match="no validation rows held out"):
+            baseline(sites, recipe)
+
+
+def test_the_consensus_is_the_row_weighted_average_of_the_final_models_on_the_test_set(tables):
+    from node.baselines import consensus_on_test
+    from node.params import model_params
+
+    test = tables["va"]
+    a = build_model("logreg", test.features.shape[1], (), seed=1)
+    b = build_model("logreg", test.features.shape[1], (), seed=2)
+    scaler = Scaler.from_stats(local_stats(tables["cleveland"].features))
+    got = consensus_on_test(
+        [(30, model_params(a)), (10, model_params(b))], scaler.to_dict(), RECIPE, test
+    )
+    with torch.no_grad():
+        for mine, theirs in zip(a.parameters(), b.parameters(), strict=True):
+            mine.copy_(0.75 * mine + 0.25 * theirs)
+    assert got == evaluate(a, scaler.transform(test.features), test.target)

@@ -131,3 +131,14 @@ def test_the_ledger_section_names_a_contract_and_a_key_file_never_a_key(config_p
     assert cfg.ledger.enabled and cfg.ledger.contract == contract
     assert cfg.ledger.key_file == key
     assert cfg.adversary.mode == "none"  # misbehaviour is opt-in, for simulations
+
+
+def test_no_validation_split_needs_a_common_test_set(config_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(config_path, ["data.validation_fraction=0"])
+    assert "data.validation_fraction = 0 needs data.test_path" in str(err.value)
+    test = f'data.test_path="{DATA / "processed.va.data"}"'
+    cfg = load_config(config_path, ["data.validation_fraction=0", test])
+    assert cfg.data.validation_fraction == 0 and cfg.data.test_path == DATA / "processed.va.data"
+    with pytest.raises(ConfigError, match="data.validation_fraction: .*greater than or equal"):
+        load_config(config_path, ["data.validation_fraction=-0.1", test])

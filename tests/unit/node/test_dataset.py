@@ -19,6 +19,7 @@ from node.dataset import (
     TargetSpec,
     load_schema,
     load_table,
+    load_test_set,
     split_validation,
 )
 from node.errors import DataError, NodeError, SchemaError
@@ -426,5 +427,50 @@ def test_split_keeps_at_least_one_validation_row_and_rejects_bad_input():
     assert len(split_validation(_table([0, 1, 0]), 0.01, seed=0).val_y) == 1
     with pytest.raises(ValueError, match="fraction"):
         split_validation(_table([0, 1]), 1.0, seed=0)
+    with pytest.raises(ValueError, match="fraction"):
+        split_validation(_table([0, 1]), -0.1, seed=0)
     with pytest.raises(DataError, match="need 2"):
         split_validation(_table([1]), 0.5, seed=0)
+
+
+def test_a_fraction_of_zero_holds_nothing_out():
+    table = _table([1, 0, 1, 1])
+    split = split_validation(table, 0.0, seed=3)
+    np.testing.assert_array_equal(split.train_x, table.features)
+    np.testing.assert_array_equal(split.train_y, table.target)
+    assert split.val_x.shape == (0, 1) and split.val_y.shape == (0,)
+    assert len(split_validation(_table([1]), 0.0, seed=0).train_y) == 1  # nothing to split
+
+
+# --------------------------------------------------------------------------- common test set
+
+
+def test_a_common_test_set_is_cleaned_like_a_site(heart_schema):
+    path = DATA / "processed.va.data"
+    assert load_test_set(path, heart_schema).report == load_table(path, heart_schema).report
+
+
+def test_a_test_set_with_a_value_that_is_not_a_number_names_the_file_and_column(
+    tmp_path, heart_schema
+):
+    lines = (DATA / "processed.va.data").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[4] = "high"  # chol
+    lines[2] = ",".join(cells)
+    path = tmp_path / "test.data"
+    path.write_text("\n".join(lines) + "\n")
+    assert load_table(path, heart_schema).report.dropped["unparsable"] == 1  # a site drops it
+    with pytest.raises(DataError) as err:
+        load_test_set(path, heart_schema)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not in the data schema's format")
+    assert "column 'chol' (1 row), e.g. line 3" in message
+
+
+def test_a_test_set_without_a_schema_column_names_the_file_and_column(tmp_path):
+    schema = _tmp_schema(features=[FeatureSpec(name="age"), FeatureSpec(name="bp")], filters=[])
+    path = tmp_path / "test.csv"
+    path.write_text("age,pressure,y\n50,120,1\n61,130,0\n")
+    with pytest.raises(DataError) as err:
+        load_test_set(path, schema)
+    assert str(err.value).startswith(f"{path}: column 'bp' (features[1].name in the data schema)")

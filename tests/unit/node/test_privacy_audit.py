@@ -1,6 +1,8 @@
 """The membership-inference attacks can tell a model that memorized its training records (so
 a low AUC in the audit means something), and DP-SGD takes that away."""
 
+from pathlib import Path
+
 import numpy as np
 
 from node.config import PrivacySection
@@ -58,3 +60,25 @@ def test_the_attack_score_is_minus_the_loss():
     expected = roc_auc(labels, -np.r_[losses(*MEMBERS), losses(*NON_MEMBERS)])
     result = membership_attack("logreg", [], params, MEMBERS, NON_MEMBERS)
     assert result.auc is not None and abs(result.auc - expected) < 1e-6
+
+
+def test_a_node_that_held_no_records_out_is_not_attacked_and_the_audit_says_why(tmp_path):
+    from node.checkpoint import save_params
+    from node.config import load_config
+    from node.init import init_node
+    from node.privacy_audit import NO_HELD_OUT, audit_node
+
+    data = Path(__file__).resolve().parents[3] / "data" / "heart-disease"
+    path, _ = init_node(
+        tmp_path, "va", str(data / "processed.va.data"), str(data / "schema.toml"),
+        "/ip4/127.0.0.1/tcp/0", [],
+    )  # fmt: skip
+    test = f'data.test_path="{data / "processed.cleveland.data"}"'
+    cfg = load_config(path, ["data.validation_fraction=0", test])
+    (cfg.node.output_dir / "models").mkdir(parents=True)
+    save_params(cfg.node.output_dir / "models" / "round-3.safetensors", model_params(
+        build_model("logreg", 20, [])
+    ))  # fmt: skip
+    found = audit_node(cfg, None)
+    assert found == {"round": 3, "auc": None, "calibrated_auc": None, "skipped": NO_HELD_OUT}
+    assert "validation_fraction = 0" in NO_HELD_OUT

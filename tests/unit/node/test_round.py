@@ -1,6 +1,7 @@
 """One round of `NodeRunner` over an in-memory exchange: its named steps, their order and what
 each one is handed (no network: the fake exchange serves two neighbours' parameters)."""
 
+import copy
 import inspect
 from pathlib import Path
 from typing import cast
@@ -15,10 +16,11 @@ from gossip.identity import create_key_file, peer_id_of
 from node.checkpoint import load_checkpoint
 from node.config import load_config
 from node.dataset import load_schema, load_table
+from node.errors import DataError
 from node.init import init_node
 from node.merge import MergeSettings, merge
 from node.metrics import read_records
-from node.params import Neighbour, Params, model_params
+from node.params import Neighbour, Params, load_params, model_params
 from node.privacy import PrivacyAccountant
 from node.runner import NodeRunner
 from node.scaling import Scaler, local_stats
@@ -247,5 +249,80 @@ def test_a_node_with_a_common_test_set_records_its_merged_model_on_it(tmp_path):
     }
     assert expected.n != len(split.val_y)  # not the node's own validation split
     assert read_records(runner.metrics_path)[0]["test"] == record["test"]
+    assert record["evaluated_on"] == "validation"
+    assert record["merged"]["n"] == len(split.val_y)
     no_test = NodeRunner(load_config(path, ["node.fsync=false"]))
-    assert no_test._test(no_test._start(split, scaler, None)) == {}
+    merged = evaluate(run.model, run.val_x, run.val_y)
+    assert no_test._test(no_test._start(split, scaler, None), merged) == {}
+
+
+def test_with_no_validation_split_a_node_evaluates_and_scores_on_the_common_test_set(tmp_path):
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
+        [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
+    )  # fmt: skip
+    test_file = DATA / "processed.va.data"
+    settings = ["node.fsync=false", "contribution.enabled=true", "data.validation_fraction=0",
+                f'data.test_path="{test_file}"']  # fmt: skip
+    runner = NodeRunner(load_config(path, settings))
+    runner.out.mkdir(parents=True)
+    runner.membership = None
+    split = runner._load_data()
+    site = load_table(DATA / "processed.cleveland.data", load_schema(DATA / "schema.toml"))
+    assert len(split.train_y) == len(site.target) and len(split.val_y) == 0  # all rows train
+    runner.samples = len(split.train_y)
+    scaler = Scaler.from_stats(local_stats(split.train_x))
+    run = runner._start(split, scaler, None)
+    # Two different models (not parallel shifts, which the scorer would join as near-copies).
+    rng = np.random.default_rng(0)
+    served = {
+        p: {k: v + rng.normal(0, 0.3, v.shape).astype(np.float32) for k, v in run.initial.items()}
+        for p in sorted(peers)
+    }
+    runner.exchange = FakeExchange(served)
+
+    record = trio.run(runner._round, run, 1)
+
+    table = load_table(test_file, load_schema(DATA / "schema.toml"))
+    expected = evaluate(run.model, scaler.transform(table.features), table.target)
+    assert record["evaluated_on"] == "test"
+    assert record["merged"] == expected.to_dict()
+    assert record["test"] == {"accuracy": expected.accuracy, "auc": expected.auc,
+                              "loss": expected.loss}  # fmt: skip
+    # The neighbours are scored by the AUC of merges on the test rows: a coalition's value is
+    # computed here on those rows, independently of the scorer.
+    scores = record["contribution"]["scores"]
+    assert set(scores) == set(peers) and any(v != 0 for v in scores.values())
+    rows = scaler.transform(table.features)
+
+    def auc_of(params: Params) -> float:
+        model = copy.deepcopy(run.model)
+        load_params(model, params)
+        auc = evaluate(model, rows, table.target).auc
+        assert auc is not None
+        return auc
+
+    base = auc_of(run.initial)
+    first, second = sorted(peers)
+    both = {k: (served[first][k] + served[second][k]) / 2 for k in served[first]}  # 50 rows each
+    alone = {p: auc_of(served[p]) - base for p in peers}
+    together = auc_of(both) - base
+    for p, q in ((first, second), (second, first)):  # exact Shapley of two players
+        assert scores[p] == pytest.approx((alone[p] + together - alone[q]) / 2, abs=1e-6)
+
+
+def test_a_node_refuses_a_common_test_set_that_does_not_match_the_schema_before_starting(
+    tmp_path,
+):
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0", [],
+    )  # fmt: skip
+    bad = tmp_path / "test.data"
+    bad.write_text("63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n57,1,4,130,high,0,0,150,1,1,2,0,3,1\n")
+    runner = NodeRunner(load_config(path, [f'data.test_path="{bad}"']))
+    runner.out.mkdir(parents=True)
+    with pytest.raises(DataError, match=rf"^{bad}: .*column 'chol' \(1 row\), e.g. line 2"):
+        runner._load_data()

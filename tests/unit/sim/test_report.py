@@ -342,3 +342,53 @@ def test_a_common_test_set_gets_its_plot_and_its_last_round(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "Round 5: mean 0.650, min 0.500, max 0.750 over 3 nodes; FedAvg 0.670." in md
     assert "test.png" in md
+
+
+def test_the_common_test_set_s_numbers_are_in_the_report_s_tables(tmp_path):
+    s = summary()
+    curve = [{"round": r, "accuracy": 0.6 + 0.01 * r, "auc": 0.7} for r in range(1, 6)]
+    s["baselines"]["local_only"]["test"] = {"accuracy": 0.611, "auc": 0.622, "per_round": curve}
+    s["baselines"]["centralized"]["test"] = {"accuracy": 0.733, "auc": 0.744, "per_round": curve}
+    s["baselines"]["fedavg"]["test"] = {"accuracy": 0.755, "auc": 0.766, "per_round": curve}
+    s["nodes"]["va"]["honest"] = False
+    s["test"] = {
+        "file": "/data/va.csv",
+        "rows": 187,
+        "dropped": {"duplicate": 2},
+        "nodes": {
+            "cleveland": {"accuracy": 0.701, "auc": 0.8},
+            "hungarian": {"accuracy": 0.703, "auc": 0.8},
+            "va": {"accuracy": 0.1, "auc": 0.2},  # not honest: not in the swarm's rows
+        },
+        "mean": {"accuracy": 0.702, "auc": 0.8},
+        "consensus": {"accuracy": 0.777, "auc": 0.888, "loss": 0.5, "nodes": 2},
+        "per_round": [
+            {"round": r, "mean": 0.6, "min": 0.5, "max": 0.7, "nodes": 2} for r in range(1, 6)
+        ],
+        "fedavg_per_round": [{"round": h["round"], "accuracy": h["accuracy"]} for h in curve],
+    }
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "(/data/va.csv; 187 rows, cleaning dropped duplicate 2)" in md
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in md.splitlines()
+            if line.startswith("| ")}  # fmt: skip
+    assert rows["model (final)"] == ["test accuracy", "test AUC |"]
+    assert rows["swarm nodes (mean)"] == ["0.702", "0.800 |"]
+    assert rows["swarm nodes (min, max)"] == ["0.701, 0.703", " |"]
+    assert rows["consensus model"] == ["0.777", "0.888 |"]
+    assert rows["local only (mean over sites)"] == ["0.611", "0.622 |"]
+    assert rows["centralized"][:2] == ["0.733", "0.744 |"]
+    assert rows["FedAvg (one process)"][:2] == ["0.755", "0.766 |"]
+    assert rows["cleveland"][3:5] == ["0.701", "0.800"]  # the hospitals' table: test columns
+    assert rows["hospital"][3:5] == ["test accuracy", "test AUC"]
+
+
+def test_a_run_without_validation_split_says_its_accuracy_is_on_the_test_set(tmp_path):
+    s = summary()
+    s["evaluated_on"] = "test"
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "Final merged model on the common test set (no validation split)" in md
+    assert "metrics on the common test set (no validation split)" in md
+    assert "per hospital (common test set)" in rendered(s)
+    assert "validation split, seed" not in md

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from node.dataset import load_schema, load_table
 from sim import partition, synthetic
-from sim.run import common_test_summary, make_plan
+from sim.common_test import from_history, per_round
+from sim.run import make_plan
 from sim.scenario import ScenarioError, load_scenario
 from sim.synthetic import SyntheticSpec
 
@@ -154,8 +155,11 @@ def test_test_summary_is_per_round_over_the_honest_nodes():
         "evil": [rec(1, 0.0), rec(2, 0.0)],
         "c": [rec(1, None)],  # no test set
     }
-    history = [{"round": 1, "test_accuracy": 0.6}, {"round": 2, "test_accuracy": 0.8}]
-    got = common_test_summary(per_node, ["a", "b", "c"], {"fedavg": {"history": history}})
+    history = [
+        {"round": r, "test_accuracy": acc, "test_auc": float("nan"), "test_loss": 0.5}
+        for r, acc in ((1, 0.6), (2, 0.8))
+    ]
+    got = per_round(per_node, ["a", "b", "c"], {"fedavg": {"test": from_history(history)}})
     assert got["per_round"] == [
         {"round": 1, "mean": 0.6, "min": 0.5, "max": 0.7, "nodes": 2},
         {"round": 2, "mean": pytest.approx(0.8), "min": 0.7, "max": 0.9, "nodes": 2},
