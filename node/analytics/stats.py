@@ -2,10 +2,11 @@
 counts, missing counts, means and standard deviations per column, histograms on agreed bins
 with approximate quantiles, level counts, and contingency tables with a chi-square test.
 
-Three sums: (counts, missing, totals, level and table cells), then the squared deviations from
+Four sums: (counts, missing, totals, level and table cells), then the squared deviations from
 the pooled means (two passes, as a careful one-machine computation would, so the standard
 deviation is exact, not a difference of large sums), then the histograms, on bins every
-hospital derives alike from the schema's range or the pooled mean and deviation.
+hospital derives alike from the schema's range or the pooled mean and deviation, then finer
+histograms inside the bins that hold the quantiles.
 """
 
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from node.analytics.query import StatsQuery
 from node.dataset import OUTCOME, DataSchema
 from node.errors import AnalyticsError
 
-QUANTILE_BINS = 1000  # the fine histogram quantiles are read from: resolution range/1000
+# Quantiles are read off a histogram of this many bins, then one of as many inside the bin that
+# holds each quantile: resolved to range / QUANTILE_BINS^2 for two small sums, not one large.
+QUANTILE_BINS = 100
 MAX_LEVELS = 20  # a numeric column cross-tabulated by its integer values: at most this many
 
 
@@ -119,25 +122,47 @@ async def describe(
         for i, c in enumerate(numeric)
     }
 
-    # 3: histograms (coarse, released) and fine ones (for quantiles, not released).
+    # 3: histograms (coarse, released) and finer ones (for quantiles, not released); 4: inside
+    # the finer bin that holds each quantile, finer again.
     edges = {c.name: _edges(c, means[c.name], sd[c.name], query.bins) for c in numeric}
     third = [
         part
         for c in numeric
         for part in (
             _histogram(values[c.name], edges[c.name]),
-            _histogram(values[c.name], _fine(edges[c.name])),
+            _histogram(values[c.name], _finer(edges[c.name])),
         )
     ]
     hist = _split(await total(np.concatenate(third)), [len(p) for p in third]) if numeric else []
+    # As pandas (and R's default): between the order statistics at ranks floor and ceil of
+    # q (n - 1), each located in a finer bin, then inside it.
+    ranks = {c.name: _ranks(count[c.name], query.quantiles) for c in numeric}
+    located = {
+        c.name: [_locate(hist[2 * j + 1], _finer(edges[c.name]), k) for k in ranks[c.name]]
+        for j, c in enumerate(numeric)
+    }
+    # One finer histogram per distinct bin (the ranks of a quantile, and close quantiles, share
+    # one); every site picks the same ones, from the same sums.
+    bins = sorted({(c.name, where) for c in numeric for where, _ in located[c.name]})
+    fourth = [_within(values[name], where) for name, where in bins]
+    summed = _split(await total(np.concatenate(fourth)), [len(p) for p in fourth]) if bins else []
+    inner = dict(zip(bins, summed, strict=True))
 
     out: dict[str, Any] = {"columns": {}, "crosstabs": []}
     for i, c in enumerate(columns):
         if c.levels is None:
             j = numeric.index(c)
-            coarse, fine = hist[2 * j], hist[2 * j + 1]
+            stats = [
+                _order_statistic(rank, below, where, inner[(c.name, where)])
+                for rank, (where, below) in zip(ranks[c.name], located[c.name], strict=True)
+            ]
+            quantiles = {}
+            for m, q in enumerate(query.quantiles):
+                low, high = stats[2 * m], stats[2 * m + 1]
+                quantiles[f"{q:g}"] = low + (q * (count[c.name] - 1) % 1) * (high - low)
+            resolution = (edges[c.name][-1] - edges[c.name][0]) / QUANTILE_BINS**2
             out["columns"][c.name] = _numeric_entry(
-                sums[i], sd[c.name], edges[c.name], coarse, fine, query.quantiles, min_cell,
+                sums[i], sd[c.name], edges[c.name], hist[2 * j], quantiles, resolution, min_cell,
                 c.low is None or c.high is None,
             )  # fmt: skip
         else:
@@ -177,7 +202,7 @@ def _edges(c: Column, mean: float, sd: float, bins: int) -> np.ndarray:
     return np.linspace(low, high, bins + 1)
 
 
-def _fine(edges: np.ndarray) -> np.ndarray:
+def _finer(edges: np.ndarray) -> np.ndarray:
     return np.linspace(edges[0], edges[-1], QUANTILE_BINS + 1)
 
 
@@ -188,17 +213,43 @@ def _histogram(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=len(edges) - 1).astype(np.float64)
 
 
-def _quantiles(fine: np.ndarray, edges: np.ndarray, qs: list[float]) -> dict[str, float]:
-    """Quantiles read off the fine histogram, linear within a bin: within one bin width."""
-    cumulative = np.concatenate([[0.0], np.cumsum(fine)])
-    n = cumulative[-1]
-    out = {}
-    for q in qs:
-        target = q * n
-        i = int(np.clip(np.searchsorted(cumulative, target, side="left") - 1, 0, len(fine) - 1))
-        inside = (target - cumulative[i]) / fine[i] if fine[i] > 0 else 0.5
-        out[f"{q:g}"] = float(edges[i] + inside * (edges[i + 1] - edges[i]))
-    return out
+def _ranks(n: float, qs: list[float]) -> list[float]:
+    """For each quantile, the 0-based ranks of the two order statistics it lies between."""
+    return [r for q in qs for r in (np.floor(q * (n - 1)), np.ceil(q * (n - 1)))]
+
+
+def _locate(
+    counts: np.ndarray, edges: np.ndarray, rank: float
+) -> tuple[tuple[float, float, bool, bool], float]:
+    """The bin of `counts` (on `edges`) that holds the order statistic of `rank`, as (its low
+    and high edge, whether it is the first, the last), and how many values lie below it."""
+    cumulative = np.cumsum(counts)
+    i = int(np.clip(np.searchsorted(cumulative, rank, side="right"), 0, len(counts) - 1))
+    below = float(cumulative[i - 1]) if i else 0.0
+    return (float(edges[i]), float(edges[i + 1]), i == 0, i == len(counts) - 1), below
+
+
+def _within(x: np.ndarray, bin_edges: tuple[float, float, bool, bool]) -> np.ndarray:
+    """The histogram of the values in one bin, on QUANTILE_BINS bins of its own (an end bin
+    keeps the values beyond its end, as `_histogram` put them there)."""
+    low, high, first, last = bin_edges
+    x = x[~np.isnan(x)]
+    inside = (first | (x >= low)) & (last | (x < high))
+    return _histogram(x[inside], np.linspace(low, high, QUANTILE_BINS + 1))
+
+
+def _order_statistic(
+    rank: float, below: float, bin_edges: tuple[float, float, bool, bool], counts: np.ndarray
+) -> float:
+    """The value of rank `rank` (0-based), inside the finest bin that holds it (its values
+    taken as evenly spread there): off by at most that bin's width."""
+    low, high = bin_edges[:2]
+    edges = np.linspace(low, high, QUANTILE_BINS + 1)
+    cumulative = below + np.cumsum(counts)
+    i = int(np.clip(np.searchsorted(cumulative, rank, side="right"), 0, len(counts) - 1))
+    before = float(cumulative[i - 1]) if i else below
+    inside = (rank - before + 0.5) / counts[i] if counts[i] > 0 else 0.5
+    return float(edges[i] + min(max(inside, 0.0), 1.0) * (edges[i + 1] - edges[i]))
 
 
 def _numeric_entry(
@@ -206,8 +257,8 @@ def _numeric_entry(
     sd: float,
     edges: np.ndarray,
     coarse: np.ndarray,
-    fine: np.ndarray,
-    qs: list[float],
+    quantiles: dict[str, float],
+    resolution: float,
     min_cell: int,
     open_ends: bool,
 ) -> dict[str, Any]:
@@ -216,12 +267,11 @@ def _numeric_entry(
     if 0 < n < min_cell:
         entry["withheld"] = f"{int(n)} value(s), fewer than the minimum cell count {min_cell}"
         return entry
-    fine_edges = _fine(edges)
     entry |= {
         "mean": float(total / n) if n else None,
         "sd": sd if np.isfinite(sd) else None,
-        "quantiles": _quantiles(fine, fine_edges, qs) if n else {},
-        "quantile_resolution": float(fine_edges[1] - fine_edges[0]),
+        "quantiles": quantiles if n else {},
+        "quantile_resolution": float(resolution),
         "histogram": {
             "edges": [float(e) for e in edges],
             "counts": released(coarse, suppressed_cells(coarse, min_cell)),
