@@ -493,6 +493,15 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # fraction = 1.0                  # sign_flip: publishes its update negated
 #                                 # free_rider: mode = "replay" | "stale" | "zeros" | "noise"
 #                                 # sybil: a copy of `node` named "<node>_sybil", same data
+
+# Federated analytics instead of training (docs/analytics.md; sim/scenarios/
+# heart-disease-analytics.toml): every node answers one query with the others, by secure sums.
+# [analytics.stats]
+# columns = ["age", "chol"]       # default: the target and every numeric feature
+# crosstabs = [["cp", "outcome"]] # each with a chi-square test
+# [[analytics.glm]]
+# formula = "outcome ~ age + sex + cp"
+# family = "binomial"             # binomial | poisson | gaussian
 """.replace("{merge_rules}", " | ".join(MERGE_RULE_NAMES))
 EXAMPLE_SCENARIO = EXAMPLE_SCENARIO.replace("{chain_backends}", " | ".join(CHAIN_BACKEND_NAMES))
 
