@@ -175,27 +175,28 @@ def _answer_blocks(answer: dict[str, Any]) -> list[Block]:
 
 
 def forest_plot(path: Path, answer: dict[str, Any]) -> Path:
-    """Each model's coefficients (intercept left out) with their 95% confidence intervals."""
+    """Each model's coefficients (intercept left out) with their 95% confidence intervals, a
+    panel per model: their scales differ (log odds, log rates, units of the outcome)."""
     from matplotlib.figure import Figure
 
-    models = [m for m in answer.get("glm", []) if "coefficients" in m]
-    rows = [
-        (m, r)
-        for m in models
-        for r in tables.coefficient_rows(m)
-        if r[0] != "Intercept" and None not in (r[1], r[5], r[6])
-    ]
-    fig = Figure(figsize=(7, 0.35 * len(rows) + 1.2))
-    ax = fig.add_subplot()
-    for y, (model, row) in enumerate(reversed(rows)):
-        coef, low, high = row[1], row[5], row[6]
-        colour = f"C{models.index(model)}"
-        ax.plot([low, high], [y, y], color=colour)
-        ax.plot([coef], [y], "o", color=colour)
-    ax.axvline(0, color="grey", lw=0.8, ls="--")
-    labels = [f"{r[0]}  [{m['family']}]" for m, r in reversed(rows)]
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    ax.set(xlabel="coefficient (95% CI)", title="Federated models")
+    panels = []
+    for model in answer.get("glm", []):
+        if "coefficients" in model:
+            rows = [r for r in tables.coefficient_rows(model)
+                    if r[0] != "Intercept" and None not in (r[1], r[5], r[6])]  # fmt: skip
+            if rows:
+                panels.append((model, rows))
+    heights = [len(rows) + 1 for _, rows in panels]
+    fig = Figure(figsize=(7, 0.32 * sum(heights) + 0.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for ax, (model, rows) in zip(axes, panels, strict=True):
+        for y, row in enumerate(reversed(rows)):
+            ax.plot([row[5], row[6]], [y, y], color="C0")
+            ax.plot([row[1]], [y], "o", color="C0")
+        ax.axvline(0, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=8)
+        ax.set_title(f"{model['formula']}  ({model['family']})", fontsize=9)
+    axes[-1].set_xlabel("coefficient (95% CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

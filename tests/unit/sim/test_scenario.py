@@ -445,3 +445,24 @@ def test_the_ray_section_takes_an_existing_clusters_address(tmp_path, address):
 def test_by_default_ray_starts_an_instance_of_the_runs_own_with_half_a_cpu_a_node(tmp_path):
     scenario = load_scenario(write(tmp_path, 'backend = "ray"\n' + BASE))
     assert (scenario.ray.address, scenario.ray.num_cpus) == (None, 0.5)
+
+
+ANALYTICS = '\n[analytics.stats]\ncolumns = ["age"]\n'
+
+
+def test_an_analytics_scenario_takes_kills_only(tmp_path):
+    scenario = load_scenario(write(tmp_path, BASE + ANALYTICS + KILL))
+    assert scenario.analytics is not None and scenario.analytics.stats is not None
+    with pytest.raises(ScenarioError, match=r"a pause needs training rounds"):
+        load_scenario(write(tmp_path, BASE + ANALYTICS + PAUSE))
+    restart = KILL + "restart = 7\n"
+    with pytest.raises(ScenarioError, match=r"va restarts"):
+        load_scenario(write(tmp_path, BASE + ANALYTICS + restart))
+    attack = '\n[[attacks]]\nkind = "label_flip"\nnode = "va"\n'
+    with pytest.raises(ScenarioError, match=r"attacks: they act on training"):
+        load_scenario(write(tmp_path, BASE + ANALYTICS + attack))
+
+
+def test_an_analytics_query_must_ask_something(tmp_path):
+    with pytest.raises(ConfigError, match=r"nothing asked"):
+        load_scenario(write(tmp_path, BASE + "\n[analytics]\nwhere = []\n"))
