@@ -75,10 +75,11 @@ def test_every_model_equals_statsmodels_on_the_pooled_records(shipped):
         assert model["n"] == len(d.y)
 
 
-def test_a_node_killed_mid_query_stops_the_answer_naming_it(tmp_path):
+def test_a_node_killed_mid_fit_stops_the_answer_naming_it(tmp_path):
+    """Statistics take the gate's and four sums: the eighth is the binomial model's third."""
     text = (ROOT / "sim/scenarios/heart-disease-analytics.toml").read_text()
     text = text.replace("../../data", str(ROOT / "data")).replace('"process"', '"inproc"')
-    text += '\n[timeouts]\nstartup_seconds = 8\n\n[[faults]]\nkind = "kill"\nnode = "va"\nat = 3\n'
+    text += '\n[timeouts]\nstartup_seconds = 8\n\n[[faults]]\nkind = "kill"\nnode = "va"\nat = 8\n'
     (tmp_path / "s.toml").write_text(text)
     [summary] = run_scenario(tmp_path / "s.toml", tmp_path / "out", Console(quiet=True))
     assert summary["answer"] is None
