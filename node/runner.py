@@ -314,6 +314,8 @@ class NodeRunner:
         assert self.cfg.analytics is not None
         members = await self.keyring.wait_for_keys(self.cfg.timeouts.startup_seconds)
         release_log = ReleaseLog(self.out / "analytics-released.json", self.cfg.data.path)
+        # An earlier query's answer must not stand for this one's if this one is cut short.
+        self.analytics_path.unlink(missing_ok=True)
         self.analytics_progress_path.unlink(missing_ok=True)
         began = time.perf_counter()
         try:
