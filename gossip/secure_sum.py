@@ -13,6 +13,10 @@ one of the pair's keys). A relayed vector that was altered fails its signature a
 Every member must take part: one whose vector does not arrive within the deadline stops the
 sum with an error naming it (its masks could only be removed by its pairs revealing their
 seeds, which would expose it if its vector were merely late).
+
+The flood itself also carries rows in clear that need no one but their author
+(`flood_available`, e.g. each member's final model for the cross-site evaluation): there a
+member that never arrives is left out, not an error.
 """
 
 from __future__ import annotations
@@ -120,7 +124,25 @@ async def flood_rows(
     exchange: ParamExchange, identity: KeyPair, flood: Flood, row: bytes
 ) -> dict[str, bytes]:
     """Every member's `row` (all of one length), signed by its author and relayed over the
-    gossip links until each member holds them all."""
+    gossip links until each member holds them all; a member missing at the end is an error."""
+    rows = await flood_available(exchange, identity, flood, row)
+    missing = [m for m in flood.members if m not in rows]
+    if missing:
+        raise SecureSumError(
+            f"secure sum {flood.session}: nothing from {', '.join(missing)} within "
+            f"{flood.deadline_seconds:g} s; every member must take part (a member that is down "
+            "can be deactivated on the ledger, or removed from privacy.peer_keys)"
+        )
+    return rows
+
+
+async def flood_available(
+    exchange: ParamExchange, identity: KeyPair, flood: Flood, row: bytes
+) -> dict[str, bytes]:
+    """The members' `row`s (all of one length, this node's among them) that reached this node:
+    each signed by its author and relayed over the gossip links for at most n + 1 steps (a row
+    crosses any connected swarm in fewer) and `flood.deadline_seconds`. A member that is down
+    is simply not in the result, in `flood.members` order."""
     me = ID.from_pubkey(identity.public_key).to_base58()
     known = {me: (row, identity.private_key.sign(_row_context(flood.session, me) + row))}
     n, width = len(flood.members), len(row)
@@ -141,14 +163,7 @@ async def flood_rows(
             if complete:
                 break
             await _gather(exchange, flood, step, expect, known)
-    missing = [m for m in flood.members if m not in known]
-    if missing:
-        raise SecureSumError(
-            f"secure sum {flood.session}: nothing from {', '.join(missing)} within "
-            f"{flood.deadline_seconds:g} s; every member must take part (a member that is down "
-            "can be deactivated on the ledger, or removed from privacy.peer_keys)"
-        )
-    return {member: known[member][0] for member in flood.members}
+    return {member: known[member][0] for member in flood.members if member in known}
 
 
 def _tensors(
