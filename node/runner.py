@@ -260,8 +260,6 @@ class NodeRunner:
                 self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
             summary = await self._train(split, scaler, checkpoint, start)
             await self._linger()
-            if self.cfg.evaluation.cross_site:  # a member may still be relaying others' models
-                await self._linger_quiet()
             return summary
 
         return await self._joined(train)
@@ -984,7 +982,8 @@ class NodeRunner:
         return reachable, failures
 
     async def _linger(self) -> None:
-        """Keep serving the final round until every partner took it, or the linger time ends."""
+        """Keep serving the final round until every partner took it (and, after a cross-site
+        evaluation, until no member asks anything for a moment), or the linger time ends."""
         final, steps = self.cfg.swarm.rounds, self.cfg.swarm.gossip_steps
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
@@ -993,9 +992,14 @@ class NodeRunner:
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)
-            # Sent is not yet read: on a loaded machine a partner may still be reading (or
-            # retrying) the last answer, which closing the host now would cut off.
-            await trio.sleep(LINGER_GRACE_SECONDS)
+            if self.cfg.evaluation.cross_site:
+                # Members may still be relaying the final models through this node: serve until
+                # nobody has asked anything for the grace time.
+                await self._linger_quiet()
+            else:
+                # Sent is not yet read: on a loaded machine a partner may still be reading (or
+                # retrying) the last answer, which closing the host now would cut off.
+                await trio.sleep(LINGER_GRACE_SECONDS)
             # Under secure aggregation a partner that has our masked model may still ask for
             # seeds or shares: done once none has asked anything for a moment.
             while self.secagg and trio.current_time() - self.secagg.last_request < QUIET_SECONDS:
