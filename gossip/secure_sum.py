@@ -13,6 +13,10 @@ one of the pair's keys). A relayed vector that was altered fails its signature a
 Every member must take part: one whose vector does not arrive within the deadline stops the
 sum with an error naming it (its masks could only be removed by its pairs revealing their
 seeds, which would expose it if its vector were merely late).
+
+The flood itself also carries rows in clear that need no one but their author
+(`flood_available`, e.g. each member's final model for the cross-site evaluation): there a
+member that never arrives is left out, not an error.
 """
 
 from __future__ import annotations
@@ -120,7 +124,33 @@ async def flood_rows(
     exchange: ParamExchange, identity: KeyPair, flood: Flood, row: bytes
 ) -> dict[str, bytes]:
     """Every member's `row` (all of one length), signed by its author and relayed over the
-    gossip links until each member holds them all."""
+    gossip links until each member holds them all; a member missing at the end is an error."""
+    rows = await _flood(exchange, identity, flood, row, drop_unreachable=False)
+    missing = [m for m in flood.members if m not in rows]
+    if missing:
+        raise SecureSumError(
+            f"secure sum {flood.session}: nothing from {', '.join(missing)} within "
+            f"{flood.deadline_seconds:g} s; every member must take part (a member that is down "
+            "can be deactivated on the ledger, or removed from privacy.peer_keys)"
+        )
+    return rows
+
+
+async def flood_available(
+    exchange: ParamExchange, identity: KeyPair, flood: Flood, row: bytes
+) -> dict[str, bytes]:
+    """The members' `row`s (all of one length, this node's among them) that reached this node:
+    each signed by its author and relayed over the gossip links for at most n + 1 steps (a row
+    crosses any connected swarm in fewer) and `flood.deadline_seconds`. A member that is down
+    is simply not in the result, in `flood.members` order. A neighbour that cannot be reached
+    (the exchange's retries failed) is not asked again: a member that is down would cost its
+    dial time in every step."""
+    return await _flood(exchange, identity, flood, row, drop_unreachable=True)
+
+
+async def _flood(
+    exchange: ParamExchange, identity: KeyPair, flood: Flood, row: bytes, drop_unreachable: bool
+) -> dict[str, bytes]:
     me = ID.from_pubkey(identity.public_key).to_base58()
     known = {me: (row, identity.private_key.sign(_row_context(flood.session, me) + row))}
     n, width = len(flood.members), len(row)
@@ -131,6 +161,7 @@ async def flood_rows(
     )
     kind = f"flood/{flood.session}"
     expect = wire.Expectation(kind, 0, n + 1, specs)
+    unreachable: set[str] = set()  # stays empty unless `drop_unreachable`
     with trio.move_on_after(flood.deadline_seconds):
         for step in range(n + 1):
             complete = len(known) == n
@@ -140,15 +171,10 @@ async def flood_rows(
             )
             if complete:
                 break
-            await _gather(exchange, flood, step, expect, known)
-    missing = [m for m in flood.members if m not in known]
-    if missing:
-        raise SecureSumError(
-            f"secure sum {flood.session}: nothing from {', '.join(missing)} within "
-            f"{flood.deadline_seconds:g} s; every member must take part (a member that is down "
-            "can be deactivated on the ledger, or removed from privacy.peer_keys)"
-        )
-    return {member: known[member][0] for member in flood.members}
+            down = await _gather(exchange, flood, step, expect, known, unreachable)
+            if drop_unreachable:
+                unreachable |= down
+    return {member: known[member][0] for member in flood.members if member in known}
 
 
 def _tensors(
@@ -172,18 +198,23 @@ async def _gather(
     step: int,
     expect: wire.Expectation,
     known: dict[str, tuple[bytes, bytes]],
-) -> None:
-    """Fetch every neighbour's step and keep the signed rows this node did not hold."""
+    skip: set[str],
+) -> set[str]:
+    """Fetch every neighbour's step (but those in `skip`) and keep the signed rows this node
+    did not hold; returns the neighbours that could not be reached (not merely slow)."""
+    unreachable: set[str] = set()
 
     async def fetch_one(info: PeerInfo) -> None:
+        sender = info.peer_id.to_base58()
         try:
             _, tensors = await exchange.fetch(
                 info, step, expect, flood.fetch_seconds, flood.connect_seconds
             )
         except (PeerUnavailable, PeerMessageError) as exc:
             log.info("secure sum %s, step %d: %s", flood.session, step, exc)
+            if isinstance(exc, PeerUnavailable) and exc.retryable:
+                unreachable.add(sender)
             return
-        sender = info.peer_id.to_base58()
         for i in np.flatnonzero(tensors["present"]):
             member = flood.members[int(i)]
             if member in known:
@@ -198,7 +229,9 @@ async def _gather(
 
     async with trio.open_nursery() as nursery:
         for info in flood.neighbours:
-            nursery.start_soon(fetch_one, info)
+            if info.peer_id.to_base58() not in skip:
+                nursery.start_soon(fetch_one, info)
+    return unreachable
 
 
 def _verifies(member: str, message: bytes, signature: bytes) -> bool:

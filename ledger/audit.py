@@ -3,7 +3,8 @@ and reward split, and check all of it against the contract's views and balance.
 
 The audit trusts nothing but the logs and the rules: membership and admins, commitment
 bitmaps, report hashes, combined scores, shares, owed and paid amounts, the pool, the
-conservation of wei (funded = owed + paid + pool), X25519 keys and the maximum epsilon. It also
+conservation of wei (funded = owed + paid + pool), X25519 keys, each member's latest cross-site
+evaluation digest and the maximum epsilon. It also
 checks each member's reported privacy spend: never above the consortium's maximum in force when
 it was reported, never decreasing. `check_models` compares model files with the committed
 digests. Every disagreement becomes a Finding; no findings means it matches. `write_audit`
@@ -35,7 +36,7 @@ from ledger.privacy import (
 )
 from ledger.scores import decode_entries, median, split_reward
 from ledger.tx import transport_guard
-from ledger.views import PrivacySpend
+from ledger.views import Evaluation, PrivacySpend
 
 MODEL_FILE_RE = re.compile(r"^round-(\d+)\.safetensors$")
 
@@ -62,6 +63,8 @@ class MemberRecord:
     accrued: int = 0
     paid: int = 0
     x25519_key: str | None = None  # 0x-hex public key; None: none registered
+    evaluation: str | None = None  # 0x-hex digest of its latest cross-site evaluation row
+    evaluations: int = 0  # how many it committed
 
     @property
     def owed(self) -> int:
@@ -117,6 +120,7 @@ class AuditReport:
     max_epsilon_history: list[MaxEpsilonRecord] = field(default_factory=list)
     # Members with a report above the maximum in force when they reported, by index.
     members_over_max: list[str] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)  # every digest, chain order
 
     @property
     def ok(self) -> bool:
@@ -166,6 +170,7 @@ class _Replay:
         self.privacy: list[PrivacySpend] = []
         self.over_max: set[str] = set()
         self._last_spend: dict[str, PrivacySpend] = {}
+        self.evaluations: list[Evaluation] = []
 
     def apply(self, e: Event) -> None:
         handler = getattr(self, f"_on_{e.name}", None)
@@ -210,6 +215,12 @@ class _Replay:
                 "privacy.epsilon_decreased", subject, expected, format_epsilon(spend.epsilon)
             )
         self._last_spend[spend.member] = spend
+
+    def _on_EvaluationCommitted(self, e: Event, a: dict[str, Any]) -> None:
+        digest = bytes(a["digest"])
+        self.evaluations.append(Evaluation(a["member"], digest, e.block_number, e.tx_hash))
+        record = self.members[a["member"]]
+        record.evaluation, record.evaluations = "0x" + digest.hex(), record.evaluations + 1
 
     def _on_MemberRegistered(self, e: Event, a: dict[str, Any]) -> None:
         address, index = a["member"], a["index"]
@@ -375,6 +386,7 @@ def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) ->
         max_epsilon=replay.max_epsilon,
         max_epsilon_history=replay.max_epsilon_history,
         members_over_max=[m.address for m in members if m.address in replay.over_max],
+        evaluations=replay.evaluations,
     )
 
 
@@ -412,6 +424,8 @@ def _check_views(ledger: Ledger, r: _Replay, state: Any) -> None:
         same("member.paid", address, rec.paid, view.paid)
         key = "0x" + view.x25519_key.hex() if view.x25519_key is not None else None
         same("member.x25519_key", address, rec.x25519_key, key)
+        evaluation = ledger.evaluation_of(address)
+        same("member.evaluation", address, rec.evaluation, evaluation and "0x" + evaluation.hex())
         by_peer = ledger.member_by_peer_id(rec.peer_id)
         same("member.by_peer_id", rec.peer_id, address, by_peer.address if by_peer else None)
         for word in _bitmap_words(r.bits[address], rec.next_round, view.next_round):
@@ -494,24 +508,32 @@ def _sha256(path: Path) -> str:
 
 FINDING_FIELDS = ["check", "subject", "expected", "actual"]
 PRIVACY_FIELDS = ["member", "name", "epoch", "epsilon", "delta", "block", "tx_hash"]
+EVALUATION_FIELDS = ["member", "name", "digest", "block", "tx_hash"]
 
 
 def write_audit(report: AuditReport, out_dir: Path) -> None:
-    """audit.json and members, commitments, scores, privacy and findings as CSV files in
-    `out_dir`. audit.json keeps epsilon and delta in the chain's fixed point; privacy.csv has
-    them as exact decimals (epsilon `inf`: trains without differential privacy)."""
+    """audit.json and members, commitments, scores, privacy, evaluations and findings as CSV
+    files in `out_dir`. audit.json keeps epsilon and delta in the chain's fixed point;
+    privacy.csv has them as exact decimals (epsilon `inf`: trains without differential
+    privacy); digests are 0x-hex in both."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = {m.address: m.name for m in report.members}
+    evaluations = [
+        {"member": v.member, "name": names.get(v.member, ""), "digest": "0x" + v.digest.hex(),
+         "block": v.block, "tx_hash": v.tx_hash}
+        for v in report.evaluations
+    ]  # fmt: skip
     doc = {
         "ok": report.ok,
         **{k: v for k, v in asdict(report).items() if k not in ("commitments",)},
         "commitments_per_round": report.commitments_per_round(),
         "commitments": len(report.commitments),
+        "evaluations": evaluations,
     }
     (out_dir / "audit.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
     _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
     _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
-    names = {m.address: m.name for m in report.members}
     privacy = [
         {
             "member": p.member,
@@ -525,6 +547,7 @@ def write_audit(report: AuditReport, out_dir: Path) -> None:
         for p in report.privacy
     ]
     _csv(out_dir / "privacy.csv", privacy, header=PRIVACY_FIELDS)
+    _csv(out_dir / "evaluations.csv", evaluations, header=EVALUATION_FIELDS)
     _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
 
 

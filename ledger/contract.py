@@ -36,6 +36,7 @@ from ledger.tx import Sender, TxResult, transport_guard
 from ledger.views import (
     Commitment,
     EpochResult,
+    Evaluation,
     LedgerState,
     MemberInfo,
     PrivacySpend,
@@ -221,6 +222,10 @@ class Ledger:
         return self._transact(
             "commitAndReport", _packed(items), epoch, encode_entries(scores), epsilon, delta
         )
+
+    def commit_evaluation(self, digest: bytes) -> TxResult:
+        """Commit the sha256 `digest` of this member's cross-site evaluation row."""
+        return self._transact("commitEvaluation", _digest(digest, "an evaluation digest"))
 
     def fixed_scores(self, scores: Mapping[str, float]) -> dict[int, int]:
         """{peer ID or address: float score} -> {member index: fixed-point score}."""
@@ -416,6 +421,27 @@ class Ledger:
         )
         return [privacy_spend(e) for e in found]
 
+    def evaluations(self, member: str | None = None) -> list[Evaluation]:
+        """Every EvaluationCommitted event (of `member`, or of everyone), in chain order."""
+        topics: list[bytes | None] = [self.events.topic("EvaluationCommitted")]
+        if member is not None:  # topics: (member)
+            topics.append(bytes(12) + bytes.fromhex(to_checksum_address(member)[2:]))
+        found = transport_guard(
+            self.chain.name,
+            lambda: read_events(
+                self.chain.w3, self.events, self.address, self.deployed_at, None, topics=topics
+            ),
+        )
+        return [
+            Evaluation(e.args["member"], bytes(e.args["digest"]), e.block_number, e.tx_hash)
+            for e in found
+        ]
+
+    def evaluation_of(self, member: str) -> bytes | None:
+        """The member's latest committed evaluation digest (None: none yet)."""
+        digest = bytes(self._call("evaluationOf", to_checksum_address(member)))
+        return digest if any(digest) else None
+
     def split_reward(self, reward: int, scores: Iterable[int]) -> list[int]:
         """The contract's own split rule, evaluated on chain (a pure call)."""
         return list(self._call("splitReward", reward, list(scores)))
@@ -435,8 +461,8 @@ def _packed(items: Sequence[Commitment]) -> bytes:
     return encode_commitments([Commitment(c.round, _digest(c.digest), c.samples) for c in items])
 
 
-def _digest(digest: bytes | str) -> bytes:
+def _digest(digest: bytes | str, what: str = "a model digest") -> bytes:
     raw = bytes.fromhex(digest.removeprefix("0x")) if isinstance(digest, str) else bytes(digest)
     if len(raw) != 32:
-        raise LedgerError(f"a model digest is 32 bytes (sha256), got {len(raw)}")
+        raise LedgerError(f"{what} is 32 bytes (sha256), got {len(raw)}")
     return raw

@@ -8,6 +8,8 @@ AlreadyReported, EpochAlreadyFinalized), which the outbox records as done.
 
 Consecutive commitments go out as one commitBatch, and commitments followed by the report
 of an epoch as one commitAndReport: flushing once per epoch is the cheapest way to write.
+A cross-site evaluation's digest (commitEvaluation) goes alone; the contract refuses the
+digest a member committed last (AlreadyEvaluated), which makes it exactly once too.
 
 Thread-safety: one Outbox may be shared by threads (e.g. trio's worker thread flushing and
 the event loop enqueueing); database access is serialised and only one flush runs at a time.
@@ -32,13 +34,14 @@ from ledger.scores import to_fixed
 from ledger.tx import TxResult
 from ledger.views import Commitment
 
-Kind = Literal["commit", "report", "finalize", "withdraw"]
+Kind = Literal["commit", "report", "finalize", "withdraw", "evaluation"]
 Status = Literal["pending", "done", "failed"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK (kind IN ('commit', 'report', 'finalize', 'withdraw')),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('commit', 'report', 'finalize', 'withdraw', 'evaluation')),
     args TEXT NOT NULL,
     dedup_key TEXT UNIQUE,
     status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
@@ -51,6 +54,11 @@ CREATE TABLE IF NOT EXISTS writes (
 );
 CREATE INDEX IF NOT EXISTS writes_status ON writes (status, id);
 """
+# The table's columns, for copying the rows of an older file's table (see _upgrade).
+COLUMNS = (
+    "id, kind, args, dedup_key, status, outcome, attempts, tx_hash, last_error, created_at,"
+    " updated_at"
+)
 # Reverts that mean "try again later", not "this write can never land".
 RETRY_LATER = frozenset({"EpochNotClosed"})
 
@@ -91,9 +99,30 @@ class Outbox:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a queued write survives power loss
+            self._upgrade()
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"{self.path}: {exc}") from exc
+
+    def _upgrade(self) -> None:
+        """An outbox file from before evaluations: its table's CHECK refuses the kind, and
+        SQLite cannot alter a CHECK, so the table is rebuilt with its rows (queued writes kept)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'writes'"
+        ).fetchone()
+        if row is None or "'evaluation'" in row[0]:
+            return
+        try:
+            self._db.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE writes RENAME TO writes_old;"
+                " DROP INDEX IF EXISTS writes_status;"
+                f" {SCHEMA} INSERT INTO writes ({COLUMNS}) SELECT {COLUMNS} FROM writes_old;"
+                " DROP TABLE writes_old; COMMIT;"
+            )
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._db_lock:
@@ -124,6 +153,12 @@ class Outbox:
             "delta": delta_to_fixed(delta),
         }
         return self._enqueue("report", args, f"report:{epoch}")
+
+    def enqueue_evaluation(self, digest: bytes) -> int:
+        """The digest of this member's cross-site evaluation row; once per digest."""
+        if len(digest) != 32:
+            raise OutboxError(f"digest must be 32 bytes (sha256), got {len(digest)}")
+        return self._enqueue("evaluation", {"digest": digest.hex()}, f"evaluation:{digest.hex()}")
 
     def enqueue_finalize(self, epoch: int) -> int:
         return self._enqueue("finalize", {"epoch": epoch}, f"finalize:{epoch}")
@@ -305,6 +340,8 @@ class Outbox:
             return ledger.finalize(last.args["epoch"])
         if last.kind == "withdraw":
             return ledger.withdraw()
+        if last.kind == "evaluation":
+            return ledger.commit_evaluation(bytes.fromhex(last.args["digest"]))
         if len(commits) == 1:
             c = commits[0]
             return ledger.commit(c.round, c.digest, c.samples)
@@ -317,11 +354,14 @@ class Outbox:
             "AlreadyCommitted": ("commit", "round"),
             "AlreadyReported": ("report", "epoch"),
             "EpochAlreadyFinalized": ("finalize", "epoch"),
+            "AlreadyEvaluated": ("evaluation", "digest"),
         }.get(exc.error_name)
         if key is None:
             return None
         kind, field_name = key
         value = exc.arguments.get(field_name)
+        if isinstance(value, bytes):  # a digest: the outbox keeps it as hex
+            value = value.hex()
         return next((i for i in group if i.kind == kind and i.args[field_name] == value), None)
 
     def _mark(

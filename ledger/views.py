@@ -74,3 +74,13 @@ class PrivacySpend:
     delta: int  # units of 1e-18
     block: int
     tx_hash: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One EvaluationCommitted event: the digest of a member's cross-site evaluation row."""
+
+    member: str
+    digest: bytes  # sha256 of the row's canonical JSON (node.cross_site)
+    block: int
+    tx_hash: str

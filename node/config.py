@@ -247,6 +247,20 @@ class ContributionSection(_Section):
     )
 
 
+class EvaluationSection(_Section):
+    """What the node does once the last round is over."""
+
+    cross_site: bool = Field(
+        False,
+        description="Flood this node's final model to every member, score every member's "
+        "final model and their consensus on this node's validation split, write the row to "
+        "out/cross_site.json and commit its sha256 on the ledger.",
+    )
+    deadline_seconds: PositiveFloat = Field(
+        60.0, description="Wait at most this long for the members' final models."
+    )
+
+
 class AdversarySection(_Section):
     """For simulations only: make this node misbehave the way an attacker would."""
 
@@ -352,6 +366,7 @@ class NodeConfig(_Section):
     ledger: LedgerSection = LedgerSection()
     contribution: ContributionSection = ContributionSection()
     privacy: PrivacySection = PrivacySection()
+    evaluation: EvaluationSection = EvaluationSection()
     adversary: AdversarySection = AdversarySection()
     faults: FaultSection = FaultSection()
     # A federated-analytics query (node.analytics.query): the node answers it with the other
@@ -411,6 +426,13 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
         problems.append(
             f"privacy.secure_aggregation needs at least 2 neighbours in node.neighbours, got "
             f"{len(cfg.node.neighbours)}: a sum of one model is that model"
+        )
+    if cfg.evaluation.cross_site and not cfg.privacy.dp:
+        problems.append(
+            "privacy.secure_aggregation with evaluation.cross_site needs DP-SGD "
+            "(privacy.target_epsilon or privacy.noise_multiplier): the cross-site evaluation "
+            "floods every member's final model in clear, from which the members' last updates, "
+            "hidden by secure aggregation, could be solved for"
         )
     scoring = cfg.ledger.enabled or cfg.contribution.enabled
     if scoring and not cfg.privacy.dp:

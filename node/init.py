@@ -113,6 +113,14 @@ snapshot_every = 5                    # under secure aggregation, without the le
 # accountant = "rdp"                  # rdp | prv | gdp (Opacus)
 secure_aggregation = false            # neighbours learn only the weighted sum of what they merge
 share_threshold = 0.5                 # self-mask shares needed, as a fraction of the others
+
+[evaluation]
+# After the last round: every member's final model scored on this hospital's validation split.
+cross_site = false                    # flood this node's final model to every member, score
+                                      # each member's and their consensus (weighted by rows);
+                                      # the row goes to out/cross_site.json, its sha256 on the
+                                      # ledger (with secure aggregation: needs DP-SGD)
+deadline_seconds = 60                 # wait at most this long for the members' final models
 """
 
 PEER_KEYS_FILE = "peer-keys.json"  # a local swarm's X25519 public keys, when it has no ledger

@@ -2,8 +2,9 @@
 
 At start the node checks that its Ethereum account is an active member registered with this
 node's libp2p peer ID. Every round it re-reads the registry (so a deactivated member is dropped
-within one round) and queues its commitment, and each epoch its scores, in a durable outbox
-that a worker thread sends; if the chain is down the node trains on and the writes go out later.
+within one round) and queues its commitment, each epoch its scores, and at the end the digest
+of its cross-site evaluation, in a durable outbox that a worker thread sends; if the chain is
+down the node trains on and the writes go out later.
 """
 
 import logging
@@ -119,6 +120,10 @@ class Membership:
         this node's cumulative privacy spend (epsilon None: no differential privacy)."""
         known = {peer: s for peer, s in scores.items() if peer in self.active_peers}
         self.outbox.enqueue_report(epoch, known, epsilon, delta)
+
+    def commit_evaluation(self, digest: bytes) -> None:
+        """Queue the sha256 of this node's cross-site evaluation row."""
+        self.outbox.enqueue_evaluation(digest)
 
     def pending(self) -> int:
         return self.outbox.pending_count()

@@ -42,5 +42,18 @@ def flatten(params: Params) -> np.ndarray:
     return np.concatenate([np.asarray(t, np.float64).ravel() for t in params.values()])
 
 
+def unflatten(values: np.ndarray, like: Params) -> Params:
+    """`flatten`'s inverse: `values` cut into `like`'s tensors (names, shapes, dtypes, order)."""
+    if values.size != size_of(like):
+        raise ValueError(f"{values.size} values for a model of {size_of(like)}")
+    out, start = {}, 0
+    for name, tensor in like.items():
+        shape = np.shape(tensor)
+        end = start + int(np.prod(shape, dtype=np.int64))
+        out[name] = values[start:end].reshape(shape).astype(np.asarray(tensor).dtype)
+        start = end
+    return out
+
+
 def size_of(params: Params) -> int:
     return sum(int(np.asarray(t).size) for t in params.values())

@@ -30,6 +30,8 @@ from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host, ensure_connected, parse_peer_addr
 from gossip.identity import load_key_file, load_x25519_key_file, peer_id_of, x25519_public
 from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember
+from gossip.secure_sum import Flood, flood_available
+from node import cross_site
 from node import merge as merging
 from node.adversary import flip_labels, forged_params, tamper_update
 from node.agreement import agree_session_only, agree_start
@@ -476,7 +478,60 @@ class NodeRunner:
             "scaler": scaler.to_dict(),
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1).encode())
+        if cfg.evaluation.cross_site:
+            await self._cross_site(run)
         return summary
+
+    async def _cross_site(self, run: RunState) -> None:
+        """The cross-site evaluation (node/cross_site.py): flood the final model to every
+        member, score every one that arrives and their consensus on the validation split,
+        write the row and queue its digest on chain. A member that never arrives (a node that
+        is down) is listed as missing, not an error."""
+        members = self._members()
+        flood = Flood(
+            session=f"cross-site/{self.session}",
+            members=members,
+            neighbours=tuple(self._reachable(self.neighbours)[0]),
+            fetch_seconds=self.cfg.timeouts.fetch_seconds,
+            connect_seconds=self.cfg.timeouts.connect_seconds,
+            deadline_seconds=self.cfg.evaluation.deadline_seconds,
+        )
+        mine = cross_site.encode_model(run.current, self.samples)
+        rows = await flood_available(self.exchange, self.key_pair, flood, mine)
+        models: dict[str, tuple[int, Params]] = {}
+        for peer, data in rows.items():
+            try:
+                models[peer] = cross_site.decode_model(data, run.current)
+            except ValueError as exc:  # signed by its author, yet unusable: left out
+                log.warning("cross-site evaluation: the final model of %s: %s", peer, exc)
+        name = self.cfg.node.name
+        if run.evaluated_on != "validation":
+            why = (
+                "no validation split (data.validation_fraction = 0): this node scores on the "
+                "common test set, which is not a site's own"
+            )
+            doc = cross_site.document(name, self.peer_id, None, why)
+        else:
+            c = self.cfg.model
+            net = build_model(c.name, run.val_x.shape[1], c.hidden, c.init_seed)
+            row = await run.scoring.run(
+                cross_site.evaluate_row, net, run.val_x, run.val_y, self.peer_id, members, models
+            )
+            doc = cross_site.document(name, self.peer_id, row)
+            if row["missing"]:
+                log.warning("cross-site evaluation without the models of %s", row["missing"])
+        write_atomic(self.out / cross_site.FILE, json.dumps(doc, indent=1).encode())
+        if self.membership is not None and doc["digest"] is not None:
+            self.membership.commit_evaluation(bytes.fromhex(doc["digest"]))
+
+    def _members(self) -> tuple[str, ...]:
+        """The members the run agreed at start (session.json), or without an agreement (the
+        consortium's reference scaling) the keyring's; this node among them, sorted."""
+        try:
+            agreed = json.loads(self.session_path.read_text()).get("members", [])
+        except (OSError, ValueError):
+            agreed = []
+        return tuple(sorted({*(agreed or self.keyring.members()), self.peer_id}))
 
     def _start(self, split: Split, scaler: Scaler, checkpoint: Checkpoint | None) -> RunState:
         """The model (initial, or resumed from the checkpoint) and what the rounds share."""
@@ -929,7 +984,8 @@ class NodeRunner:
         return reachable, failures
 
     async def _linger(self) -> None:
-        """Keep serving the final round until every partner took it, or the linger time ends."""
+        """Keep serving the final round until every partner took it (and, after a cross-site
+        evaluation, until no member asks anything for a moment), or the linger time ends."""
         final, steps = self.cfg.swarm.rounds, self.cfg.swarm.gossip_steps
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
@@ -938,9 +994,14 @@ class NodeRunner:
         with trio.move_on_after(self.cfg.timeouts.linger_seconds):
             while any(served.get(p, -1) < final for p in wanted):
                 await trio.sleep(0.1)
-            # Sent is not yet read: on a loaded machine a partner may still be reading (or
-            # retrying) the last answer, which closing the host now would cut off.
-            await trio.sleep(LINGER_GRACE_SECONDS)
+            if self.cfg.evaluation.cross_site:
+                # Members may still be relaying the final models through this node: serve until
+                # nobody has asked anything for the grace time.
+                await self._linger_quiet()
+            else:
+                # Sent is not yet read: on a loaded machine a partner may still be reading (or
+                # retrying) the last answer, which closing the host now would cut off.
+                await trio.sleep(LINGER_GRACE_SECONDS)
             # Under secure aggregation a partner that has our masked model may still ask for
             # seeds or shares: done once none has asked anything for a moment.
             while self.secagg and trio.current_time() - self.secagg.last_request < QUIET_SECONDS:

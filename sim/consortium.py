@@ -125,8 +125,9 @@ def finalize_closed_epochs(ledger: Ledger) -> list[int]:
 
 
 def rewards_by_member(report: AuditReport) -> dict[str, dict[str, Any]]:
-    """Per member name: the sum of its combined scores over finalized epochs, its reward, and
-    its privacy history (epsilon None: trained without differential privacy)."""
+    """Per member name: the sum of its combined scores over finalized epochs, its reward, its
+    privacy history (epsilon None: trained without differential privacy) and the latest
+    digest of its cross-site evaluation row (0x-hex; None: none committed)."""
     rows: dict[str, dict[str, Any]] = {}
     privacy = report.privacy_by_member()
     for m in report.members:
@@ -137,6 +138,7 @@ def rewards_by_member(report: AuditReport) -> dict[str, dict[str, Any]]:
             "score": sum(s.score for s in scores) / 1e6,
             "reward_wei": m.accrued,
             "epochs_scored": len(scores),
+            "evaluation": m.evaluation,
             "privacy": [
                 {
                     "epoch": p.epoch,

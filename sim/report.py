@@ -318,6 +318,43 @@ def _test_table(summary: dict[str, Any]) -> Table:
     return Table(["model (final)", "test accuracy", "test AUC"], rows)
 
 
+def _cross_site_blocks(summary: dict[str, Any]) -> list[Block]:
+    """The cross-site matrices (accuracy, AUC), what each row lacks and whether each row's
+    digest holds, in the file and on chain."""
+    matrix = summary.get("cross_site")
+    if not matrix:
+        return []
+    nodes = matrix["nodes"]
+    rows = [n for n in nodes if n in matrix["accuracy"]]
+    checked = [nodes[n] for n in rows]
+    verdict = f"{sum(r['digest_matches_row'] for r in checked)} of {len(rows)} rows match the "
+    verdict += "sha256 of their canonical JSON"
+    if any(r["on_chain"] is not None for r in checked):
+        verdict += f"; {sum(bool(r['on_chain']) for r in checked)} equal the digest their "
+        verdict += "hospital committed on chain (the audit's evaluations.csv)"
+    blocks: list[Block] = [
+        Heading("Cross-site evaluation"),
+        Paragraph(
+            "After the last round each hospital (a row) scored every hospital's final model (a "
+            "column) and the consensus of the final models that reached it (their average "
+            "weighted by training rows) on its own validation split; the diagonal is each "
+            f"hospital's own final model. Each row's digest is in summary.json: {verdict}."
+        ),
+    ]
+    header = ["validation split ↓ / model →", *matrix["columns"]]
+    for key, label in (("accuracy", "Accuracy"), ("auc", "AUC")):
+        cells = [[n, *(_fmt(v) for v in matrix[key][n].values())] for n in rows]
+        blocks += [Heading(label, 3), Table(header, cells)]
+    notes = [f"{n}: no row: {r['skipped']}" for n, r in nodes.items() if n not in rows]
+    notes += [f"{n}: without the model of {', '.join(nodes[n]['missing'])}"
+              for n in rows if nodes[n]["missing"]]  # fmt: skip
+    notes += [f"{n}: the digest does not match the row" for n in rows
+              if not nodes[n]["digest_matches_row"]]  # fmt: skip
+    notes += [f"{n}: the digest on chain is not this row's" for n in rows
+              if nodes[n]["on_chain"] is False]  # fmt: skip
+    return [*blocks, Bullets(notes)] if notes else blocks
+
+
 def _consensus_plot(path: Path, summary: dict[str, Any], consensus: list) -> Path:
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
@@ -555,6 +592,15 @@ def console_summary(summary: dict[str, Any]) -> list[RichTable | str]:
             line += f"; without DP-SGD {_fmt(off['mean_mia_auc'])}, accuracy "
             line += _fmt(off["mean_accuracy"])
         out.append(line)
+    if matrix := summary.get("cross_site"):
+        checked = [r for r in matrix["nodes"].values() if r["digest"] is not None]
+        line = f"cross-site evaluation: {len(checked)} of {len(matrix['nodes'])} hospitals' rows"
+        if checked and all(r["digest_matches_row"] for r in checked):
+            line += ", each matching its digest"
+        if checked and any(r["on_chain"] is not None for r in checked):
+            good = all(r["on_chain"] for r in checked)
+            line += ", on chain" if good else ", [red]NOT all digests on chain[/red]"
+        out.append(line + " (tables in the report)")
     if settled := summary.get("ledger"):
         verdict = "passed" if settled["audit_ok"] else f"FAILED: {settled['findings']}"
         again = f"; to repeat it: {settled['audit_command']}" if settled["audit_command"] else ""
@@ -615,6 +661,7 @@ def write_report(
         ),
         _baseline_table(summary),
         *_test_blocks(summary),
+        *_cross_site_blocks(summary),
         Heading("Faults and attacks"),
         Bullets(
             [f"fault: {f}" for f in summary.get("faults", [])]

@@ -301,6 +301,7 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
         **{f"training.{k}": v for k, v in scenario.training.model_dump().items()},
         **{f"swarm.{k}": v for k, v in scenario.swarm.model_dump().items()},
         **{f"timeouts.{k}": v for k, v in scenario.timeouts.model_dump().items()},
+        **{f"evaluation.{k}": v for k, v in scenario.evaluation.model_dump().items()},
         "swarm.rounds": scenario.rounds,
         "training.seed": seed,
         "model.init_seed": seed,
@@ -748,7 +749,7 @@ def collect(
     nodes: dict[str, Any] = {}
     for n in names:
         cfg = load_config(folder / "nodes" / n / "node.toml")
-        summary = json.loads((cfg.node.output_dir / "summary.json").read_text())
+        summary = _node_summary(cfg.node.output_dir, per_node[n])
         final = summary["final"]["merged"]
         reached = [r["round"] for r in per_node[n] if target and r["merged"]["accuracy"] >= target]
         member = members.get(n)
@@ -756,6 +757,7 @@ def collect(
             "accuracy": final["accuracy"],
             "auc": final["auc"],
             "rows": summary["final"]["train_samples"],
+            "finished": summary["finished"],
             "bytes_sent": sum(r["bytes_sent"] for r in per_node[n]),
             "peak_rss_mb": summary["peak_rss_mb"],
             "rounds_to_target": reached[0] if reached else None,
@@ -804,6 +806,10 @@ def collect(
             folder, plan.test_file, test, per_node, rows, plan.honest,
             _recipe(scenario, plan), baseline_results,
         )  # fmt: skip
+    if scenario.evaluation.cross_site:
+        from sim.cross_site import cross_site_matrix
+
+        summary["cross_site"] = cross_site_matrix(folder, names, settled)
     if scenario.privacy is not None:
         summary["privacy"] = privacy_summary(
             folder, plan.honest, per_node, nodes, scenario.privacy.audit,
@@ -812,6 +818,17 @@ def collect(
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     (folder / "consensus.json").write_text(json.dumps(consensus_distance(folder, names)))
     return summary
+
+
+def _node_summary(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node's summary.json; for a node killed for good (it wrote none), its last round."""
+    path = out / "summary.json"
+    if path.exists():
+        return {**json.loads(path.read_text()), "finished": True}
+    if not records:
+        raise SwarmError(f"{out}: no summary.json and no round recorded")
+    last = records[-1]
+    return {"final": last, "peak_rss_mb": last["peak_rss_mb"], "finished": False}
 
 
 def rounds_wall(per_node: dict[str, list[dict[str, Any]]], rounds: int) -> float | None:

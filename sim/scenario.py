@@ -29,6 +29,7 @@ from node.analytics.query import Query
 from node.config import (
     MERGE_RULE_NAMES,
     SECURE_AGGREGATION_RULES,
+    EvaluationSection,
     ModelSection,
     PrivacySection,
     SwarmSection,
@@ -303,6 +304,9 @@ class Scenario(_Section):
     faults: list[Fault] = []
     attacks: list[Attack] = []
     baselines: BaselinesSection = BaselinesSection()
+    # As a node config's [evaluation]: with cross_site, every node scores every node's final
+    # model and their consensus on its validation split (summary.json "cross_site").
+    evaluation: EvaluationSection = EvaluationSection()
     # A federated-analytics run: every node answers this query (statistics, models) with the
     # others instead of training; a kill's `at` counts the query's secure sums.
     analytics: Query | None = None
@@ -443,6 +447,12 @@ rounds_per_epoch = 5              # rewards are paid per epoch of this many roun
 reward_per_epoch_eth = 1.0
 pool_eth = 20.0
 # max_epsilon = 8.0               # the consortium's maximum epsilon per member (needs DP-SGD)
+
+[evaluation]                      # as in a node config
+cross_site = true                 # after the last round every node scores every node's final
+                                  # model and their consensus on its validation split (the
+                                  # report's cross-site tables; each row's sha256 on the chain)
+# deadline_seconds = 60           # how long a node waits for the others' final models
 
 # [ray]                           # backend = "ray" only
 # address = "auto"                # an existing cluster: "auto" | "ray://host:port" | "host:port"
@@ -597,6 +607,10 @@ def _analytics_problems(s: Scenario) -> list[str]:
                         "sums are secure sums already")  # fmt: skip
     if s.baselines.asked:
         problems.append("baselines: they compare training; an analytics run has none")
+    if s.evaluation.cross_site:
+        problems.append(
+            "evaluation.cross_site: it scores trained models; an analytics run trains none"
+        )
     return problems
 
 
@@ -891,6 +905,11 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
         problems.append(
             "privacy.secure_aggregation: needs topology.schedule = 'all' (one neighbour a "
             "round: a sum of one model is that model)"
+        )
+    if s.evaluation.cross_site and not (p.dp and every):
+        problems.append(
+            "evaluation.cross_site: with privacy.secure_aggregation needs DP-SGD on every node: "
+            "it floods every node's final model in clear"
         )
     if s.chain.backend != "none" and not (p.dp and every):
         problems.append(

@@ -26,6 +26,11 @@ pragma solidity 0.8.37;
 ///
 /// X25519 keys: each active member registers its own masking public key (setX25519Key), the
 /// PKI of secure aggregation among nodes; one storage slot per member, read through member().
+///
+/// Cross-site evaluation: each active member commits the sha256 of its row of the swarm's
+/// cross-site evaluation matrix (its own validation split scoring every member's final model
+/// and the consensus). Only the latest digest is stored, so that sending the same one twice (an
+/// outbox retrying after a lost receipt) is refused and lands once.
 contract Consortium {
     /// Finalize holds every report in memory and a report about all peers is ~10 bytes each:
     /// 100 members keeps a full finalize under the 128 KiB transaction-size limit of clients.
@@ -94,6 +99,7 @@ contract Consortium {
     mapping(uint64 => EpochResult) public epochResult;
     mapping(address => bytes32) internal _x25519Key;
     uint64 internal _maxEpsilon; // micro-epsilon, 0: no maximum; own slot: reports never read it
+    mapping(address => bytes32) public evaluationOf; // latest cross-site evaluation digest
 
     error NotAdmin(address caller);
     error LastAdmin(address admin);
@@ -122,6 +128,7 @@ contract Consortium {
     error TransferFailed(address to, uint256 amount);
     error Reentrancy();
     error BadX25519Key(bytes32 key);
+    error AlreadyEvaluated(address member, bytes32 digest);
 
     event AdminChanged(address indexed account, bool isAdmin, address indexed by);
     event MemberRegistered(
@@ -158,6 +165,8 @@ contract Consortium {
     event MaxEpsilonChanged(uint64 maxEpsilon, address indexed by);
     /// The reporter's cumulative privacy spend for the run, with its report of `epoch`.
     event PrivacySpent(uint64 indexed epoch, address indexed member, uint64 epsilon, uint64 delta);
+    /// The sha256 of the member's row of a cross-site evaluation (see the header).
+    event EvaluationCommitted(address indexed member, bytes32 digest);
 
     modifier onlyAdmin() {
         if (!isAdmin[msg.sender]) revert NotAdmin(msg.sender);
@@ -347,6 +356,15 @@ contract Consortium {
         uint256 pool = address(this).balance - totalOwed;
         if (reward > pool) reward = pool;
         _accrue(epoch, reward, addrs, scores, counts);
+    }
+
+    /// An active member commits the digest of its cross-site evaluation row; the same digest as
+    /// its latest is refused (AlreadyEvaluated), so a retried write lands once.
+    function commitEvaluation(bytes32 digest) external {
+        _activeMember(msg.sender);
+        if (evaluationOf[msg.sender] == digest) revert AlreadyEvaluated(msg.sender, digest);
+        evaluationOf[msg.sender] = digest;
+        emit EvaluationCommitted(msg.sender, digest);
     }
 
     // ----- rewards --------------------------------------------------------------------------

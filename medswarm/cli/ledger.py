@@ -40,7 +40,7 @@ from ledger.privacy import (
     format_epsilon,
 )
 from ledger.scores import from_fixed
-from ledger.views import MemberInfo, PrivacySpend
+from ledger.views import Evaluation, MemberInfo, PrivacySpend
 
 app = typer.Typer(
     help="Consortium ledger: deploy, register, fund, status, audit, withdraw.",
@@ -359,8 +359,9 @@ def status(
         st = ledger.state()
         members = ledger.members()
         privacy = _by_member(ledger.privacy_spent(), members)
+        evaluations = _evaluations_by_member(ledger.evaluations(), members)
         if as_json:
-            typer.echo(json.dumps(_status_json(st, members, privacy), indent=2))
+            typer.echo(json.dumps(_status_json(st, members, privacy, evaluations), indent=2))
             return
         max_fixed = 0 if st.max_epsilon is None else epsilon_to_fixed(st.max_epsilon)
         limit = "no maximum" if not max_fixed else format_epsilon(max_fixed)
@@ -371,7 +372,8 @@ def status(
             table.add_row(key, limit if key == "max_epsilon" else str(value))
         out.print(table)
         over = {a for a, h in privacy.items() if h and exceeds(h[-1].epsilon, max_fixed)}
-        out.print(_members_table(members, privacy, over))
+        latest = {a: "0x" + h[-1].digest.hex() for a, h in evaluations.items() if h}
+        out.print(_members_table(members, privacy, over, evaluations=latest))
 
 
 def _by_member(
@@ -383,8 +385,20 @@ def _by_member(
     return found
 
 
+def _evaluations_by_member(
+    found: list[Evaluation], members: list[MemberInfo]
+) -> dict[str, list[Evaluation]]:
+    by_member: dict[str, list[Evaluation]] = {m.address: [] for m in members}
+    for evaluation in found:
+        by_member.setdefault(evaluation.member, []).append(evaluation)
+    return by_member
+
+
 def _status_json(
-    st: Any, members: list[MemberInfo], privacy: dict[str, list[PrivacySpend]]
+    st: Any,
+    members: list[MemberInfo],
+    privacy: dict[str, list[PrivacySpend]],
+    evaluations: dict[str, list[Evaluation]],
 ) -> dict[str, Any]:
     rows = []
     for m in members:
@@ -392,6 +406,11 @@ def _status_json(
         row["privacy"] = [
             {"epoch": p.epoch, "epsilon": p.epsilon, "delta": p.delta}  # fixed point
             for p in privacy.get(m.address, [])
+        ]
+        # Cross-site evaluation digests, oldest first; the last is the one the contract keeps.
+        row["evaluations"] = [
+            {"digest": "0x" + e.digest.hex(), "block": e.block, "tx_hash": e.tx_hash}
+            for e in evaluations.get(m.address, [])
         ]
         rows.append(row)
     return {"state": asdict(st), "members": rows}
@@ -405,13 +424,16 @@ def _members_table(
     privacy: dict[str, list[PrivacySpend]] | None = None,
     over_max: set[str] | None = None,
     shown: int | None = STATUS_EPOCHS,
+    evaluations: dict[str, str] | None = None,
 ) -> Table:
     """Members (MemberInfo from the views, or the audit's MemberRecord) with their X25519
-    key's first bytes and, given their privacy history, the latest epsilon (and delta) and
-    the epsilon of each of the last `shown` epochs (None: all)."""
+    key's and latest cross-site evaluation digest's first bytes (`evaluations`: address ->
+    0x-hex digest; else the record's own) and, given their privacy history, the latest epsilon
+    (and delta) and the epsilon of each of the last `shown` epochs (None: all)."""
     table = Table(title="Members")
     columns = ["#", "address", "peer id", "name", "active", "next round", "owed", "paid"]
-    columns += ["x25519"] + (["latest epsilon", "epsilon by epoch"] if privacy is not None else [])
+    columns += ["x25519", "evaluation"]
+    columns += ["latest epsilon", "epsilon by epoch"] if privacy is not None else []
     for col in columns:
         table.add_column(col)
     for m in members:
@@ -419,6 +441,7 @@ def _members_table(
             str(m.index), m.address, m.peer_id, getattr(m, "name", ""),
             "yes" if m.active else "no", str(m.next_round), str(m.owed), str(m.paid),
             _key_prefix(m.x25519_key),
+            _key_prefix((evaluations or {}).get(m.address, getattr(m, "evaluation", None))),
         ]  # fmt: skip
         if privacy is not None:
             history = privacy.get(m.address, [])
@@ -493,6 +516,7 @@ def _print_audit(report: AuditReport) -> None:
         "pool (wei)": report.pool,
         "balance (wei)": report.balance,
         "model files checked": report.models_checked,
+        "evaluation digests": len(report.evaluations),
         "max epsilon": format_epsilon(report.max_epsilon) if report.max_epsilon else "none",
         "max epsilon changes": ", ".join(
             f"{format_epsilon(c.max_epsilon) if c.max_epsilon else 'none'} at block {c.block}"

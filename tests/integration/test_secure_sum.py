@@ -1,6 +1,6 @@
 """The swarm-wide secure sum on real libp2p hosts on loopback, over a ring (so most masked
 vectors travel through other members): every member gets the exact sum, and a member that never
-takes part stops the sum with an error naming it."""
+takes part stops the sum with an error naming it. A flood of rows in clear goes on without it."""
 
 import math
 from contextlib import AsyncExitStack
@@ -16,14 +16,18 @@ from libp2p.peer.peerinfo import PeerInfo
 from gossip.exchange import ParamExchange, SnapshotStore
 from gossip.host import build_host, close_host
 from gossip.secure_agg import MaskingKeys
-from gossip.secure_sum import Flood, SecureSumError, secure_sum
+from gossip.secure_sum import Flood, SecureSumError, flood_available, secure_sum
 
 pytestmark = pytest.mark.integration
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 
 
-async def ring_sum(values: list[np.ndarray], absent: int | None = None, deadline: float = 20.0):
+async def ring_sum(
+    values: list[np.ndarray], absent: int | None = None, deadline: float = 20.0, clear=False
+):
+    """Each member's outcome on a ring: the secure sum of `values`, or with `clear` the rows
+    (each member's values as bytes) that reached it by `flood_available`."""
     n = len(values)
     identities = [create_new_key_pair() for _ in range(n)]
     keys = [X25519PrivateKey.generate() for _ in range(n)]
@@ -43,6 +47,10 @@ async def ring_sum(values: list[np.ndarray], absent: int | None = None, deadline
                 (infos[(i - 1) % n], infos[(i + 1) % n]), 2.0, 1.0, deadline,
             )  # fmt: skip
             try:
+                if clear:
+                    row = values[i].tobytes()
+                    results[i] = await flood_available(exchanges[i], identities[i], flood, row)
+                    return
                 results[i] = await secure_sum(
                     exchanges[i],
                     identities[i],
@@ -82,3 +90,14 @@ def test_a_member_that_never_takes_part_stops_the_sum_naming_it():
     for i, outcome in results.items():
         assert isinstance(outcome, SecureSumError), i
         assert peers[2] in str(outcome)
+
+
+def test_a_flood_in_clear_goes_on_without_a_member_that_never_takes_part():
+    """A ring of five without member 2 is a line: rows still travel through other members."""
+    values = [np.full(3, float(i)) for i in range(5)]
+    results, peers = trio.run(ring_sum, values, 2, 20.0, True)
+    expected = {peers[i]: values[i].tobytes() for i in (0, 1, 3, 4)}
+    assert set(results) == {0, 1, 3, 4}
+    for rows in results.values():
+        assert rows == expected
+        assert list(rows) == [p for p in sorted(peers) if p != peers[2]]  # in members' order

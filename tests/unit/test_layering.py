@@ -29,6 +29,7 @@ PURE_NODE_MODULES = [
     "checkpoint",
     "baselines",
     "contribution",
+    "cross_site",
     "adversary",
     "params",
     "privacy",
@@ -53,6 +54,7 @@ SIM_MAY_USE = {
     "node.runner",  # NodeRunner is `node run`'s entry point; the inproc backend calls it
     "node.offload",  # the FedAvg baseline's clients run training as the nodes do
     "node.privacy_audit",  # the privacy audit attacks what a node published, as a neighbour
+    "node.cross_site",  # the simulator checks each node's cross-site row against its digest
     "node.analytics.query",  # a scenario's [analytics] is a node's query
     "node.analytics.tables",  # an analytics run's report shows the answer as `medswarm stats`
 }

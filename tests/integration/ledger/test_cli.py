@@ -60,11 +60,16 @@ def test_deploy_register_fund_status_audit_withdraw(tmp_path: Path) -> None:
         m2.commit_and_report([Commitment(0, digest_of("w2"), 5)], 0, {0: 1_000_000})
         m1.commit(1, digest_of("w1b"), 5)
         m2.commit(1, digest_of("w2b"), 5)
+        m1.commit_evaluation(digest_of("m1's cross-site row"))
     _run("finalize", *c, "--dev-account", "4", "--epoch", "0")
 
     status = json.loads(_run("status", *c, "--json"))
     assert status["state"]["member_count"] == 2
     assert [m["owed"] for m in status["members"]] == [25 * 10**16, 75 * 10**16]
+    row = "0x" + digest_of("m1's cross-site row").hex()
+    assert [[e["digest"] for e in m["evaluations"]] for m in status["members"]] == [[row], []]
+    table = runner.invoke(app, ["status", *c], env={"COLUMNS": "250"}).stdout
+    assert row[2:10] + "..." in table  # the evaluation column shows its first bytes
 
     key = tmp_path / "member2.key"
     write_key_file(key, dev_account(2))
@@ -73,9 +78,12 @@ def test_deploy_register_fund_status_audit_withdraw(tmp_path: Path) -> None:
     out_dir = tmp_path / "audit"
     (models / dev_account(1).address).mkdir(parents=True)
     (models / dev_account(1).address / "round-0.safetensors").write_bytes(b"not w1")
-    result = runner.invoke(app, ["audit", *c, "--out", str(out_dir)])
+    result = runner.invoke(app, ["audit", *c, "--out", str(out_dir)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    assert json.loads((out_dir / "audit.json").read_text())["ok"] is True
+    audited = json.loads((out_dir / "audit.json").read_text())
+    assert audited["ok"] is True
+    assert [m["evaluation"] for m in audited["members"]] == [row, None]
+    assert row[2:10] + "..." in result.stdout
     assert "OK" in result.stdout
 
     bad = runner.invoke(app, ["audit", *c, "--out", str(out_dir), "--models", str(models)])

@@ -361,3 +361,43 @@ def test_a_key_cleared_by_registering_a_new_peer_id_is_replayed(ctx: Ctx) -> Non
     report = run_audit(ctx.admin)
     assert report.ok, report.findings
     assert {r.address: r.x25519_key for r in report.members}[m.sender_address] is None
+
+
+def test_evaluation_digests_are_replayed_checked_and_written(
+    ctx: Ctx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = ctx.members[0], ctx.members[3]
+    first.commit_evaluation(digest_of("run 1"))
+    first.commit_evaluation(digest_of("run 2"))  # the latest is the one the view keeps
+    second.commit_evaluation(digest_of("run 2"))
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    latest = {r.address: (r.evaluation, r.evaluations) for r in report.members}
+    assert latest[first.sender_address] == ("0x" + digest_of("run 2").hex(), 2)
+    assert latest[second.sender_address] == ("0x" + digest_of("run 2").hex(), 1)
+    assert latest[ctx.addresses[1]] == (None, 0)
+    write_audit(report, tmp_path)
+    with (tmp_path / "evaluations.csv").open() as f:
+        rows = [(r["name"], r["digest"]) for r in csv.DictReader(f)]
+    assert rows == [
+        ("hospital 1", "0x" + digest_of("run 1").hex()),
+        ("hospital 1", "0x" + digest_of("run 2").hex()),
+        ("hospital 4", "0x" + digest_of("run 2").hex()),
+    ]
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert [e["digest"] for e in doc["evaluations"]] == [digest for _, digest in rows]
+
+    real = Ledger.evaluation_of
+    monkeypatch.setattr(
+        Ledger,
+        "evaluation_of",
+        lambda self, member: (
+            digest_of("run 1") if member == second.sender_address else real(self, member)
+        ),
+    )
+    (finding,) = run_audit(ctx.admin).findings
+    assert (finding.check, finding.subject) == ("member.evaluation", second.sender_address)
+    assert (finding.expected, finding.actual) == (
+        "0x" + digest_of("run 2").hex(),
+        "0x" + digest_of("run 1").hex(),
+    )

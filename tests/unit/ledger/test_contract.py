@@ -353,6 +353,46 @@ def test_reregistering_under_a_new_peer_id_clears_the_key(ctx: Ctx) -> None:
     assert ctx.admin.member(moved.sender_address).x25519_key is None  # type: ignore[union-attr]
 
 
+# ----- cross-site evaluation ---------------------------------------------------------------
+
+
+def test_members_commit_their_cross_site_evaluation_digest(ctx: Ctx) -> None:
+    first, second = ctx.members[0], ctx.members[1]
+    assert first.evaluation_of(first.sender_address) is None
+    result = first.commit_evaluation(digest_of("row"))
+    logs = first.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
+    (event,) = [first.events.decode(log) for log in logs]
+    assert event is not None and event.name == "EvaluationCommitted"
+    assert event.args == {"member": first.sender_address, "digest": digest_of("row")}
+    # The same digest again (an outbox retrying a write that landed) is refused...
+    with raises_revert("AlreadyEvaluated", member=first.sender_address, digest=digest_of("row")):
+        first.commit_evaluation(digest_of("row"))
+    first.commit_evaluation(digest_of("a later run's row"))  # ...a new one is not
+    second.commit_evaluation(digest_of("row"))  # rows are per member: equal digests are fine
+    assert ctx.admin.evaluation_of(first.sender_address) == digest_of("a later run's row")
+    assert ctx.admin.evaluation_of(ctx.addresses[2]) is None
+    found = [(e.member, e.digest) for e in ctx.admin.evaluations()]
+    assert found == [
+        (first.sender_address, digest_of("row")),
+        (first.sender_address, digest_of("a later run's row")),
+        (second.sender_address, digest_of("row")),
+    ]
+    assert [e.digest for e in ctx.admin.evaluations(second.sender_address)] == [digest_of("row")]
+
+
+def test_only_active_members_commit_an_evaluation(ctx: Ctx) -> None:
+    who = ctx.outsider.sender_address
+    with raises_revert("NotMember", account=who):
+        ctx.outsider.commit_evaluation(digest_of("row"))
+    gone = ctx.members[2]
+    ctx.admin.deactivate(gone.sender_address)
+    with raises_revert("MemberInactive", member=gone.sender_address):
+        gone.commit_evaluation(digest_of("row"))
+    with pytest.raises(LedgerError, match="evaluation digest is 32 bytes"):
+        ctx.members[0].commit_evaluation(digest_of("row")[:31])
+    assert ctx.admin.evaluations() == []
+
+
 def test_max_epsilon_is_admin_only_and_can_be_cleared(ctx: Ctx) -> None:
     assert ctx.admin.state().max_epsilon is None
     with raises_revert("NotAdmin", caller=ctx.addresses[0]):

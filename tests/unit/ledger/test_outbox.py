@@ -14,6 +14,7 @@ import pytest
 
 from ledger.backends.rpc import connect_rpc
 from ledger.contract import Ledger
+from ledger.errors import OutboxError
 from ledger.outbox import SCHEMA, Outbox
 from ledger.privacy import NO_PRIVACY, PrivacyError
 from ledger.scores import encode_entries
@@ -79,6 +80,61 @@ def test_a_report_queued_before_privacy_still_sends(ctx: Ctx, tmp_path: Path) ->
     assert member.reports(0)[0].entries == encode_entries({0: 2_000_000})
     box.retry_failed()
     assert box.flush().sent == 0 and box.items()[0].outcome == "sent"
+
+
+def test_an_evaluation_digest_goes_out_once(ctx: Ctx, tmp_path: Path) -> None:
+    """Alone, after the last commitments; again (a restart) it is no new write, and one the
+    chain already has (sent before a crash) is recorded as a duplicate."""
+    member = ctx.members[0]
+    box = Outbox(tmp_path / "outbox.db", member)
+    box.enqueue_commit(0, digest_of("c0"), 10)
+    first = box.enqueue_evaluation(digest_of("row"))
+    assert box.enqueue_evaluation(digest_of("row")) == first
+    result = box.flush()
+    assert (result.sent, len(result.tx_hashes)) == (2, 2)  # a commit, then the evaluation
+    assert member.evaluation_of(member.sender_address) == digest_of("row")
+    member.commit_evaluation(digest_of("sent before a crash"))
+    box.enqueue_evaluation(digest_of("sent before a crash"))
+    result = box.flush()
+    assert (result.sent, result.duplicates, result.failed) == (0, 1, 0)
+    assert [e.digest for e in member.evaluations()] == [
+        digest_of("row"),
+        digest_of("sent before a crash"),
+    ]
+    with pytest.raises(OutboxError, match="32 bytes"):
+        box.enqueue_evaluation(b"short")
+
+
+def test_an_outbox_file_from_before_evaluations_is_upgraded_with_its_rows(
+    ctx: Ctx, tmp_path: Path
+) -> None:
+    member = ctx.members[1]
+    db = tmp_path / "outbox.db"
+    before = SCHEMA.replace(", 'evaluation'", "")
+    assert before != SCHEMA
+    with sqlite3.connect(db) as old:
+        old.executescript(before)
+        old.execute(
+            "INSERT INTO writes (kind, args, dedup_key, created_at, updated_at)"
+            " VALUES ('commit', ?, 'commit:0', 0, 0)",
+            (json.dumps({"round": 0, "digest": digest_of("m0").hex(), "samples": 3}),),
+        )
+        with pytest.raises(sqlite3.IntegrityError):  # what the upgrade is for
+            old.execute(
+                "INSERT INTO writes (kind, args, created_at, updated_at)"
+                " VALUES ('evaluation', '{}', 0, 0)"
+            )
+    box = Outbox(db, member)
+    box.enqueue_evaluation(digest_of("row"))
+    assert [(i.id, i.kind) for i in box.items()] == [(1, "commit"), (2, "evaluation")]
+    assert box.flush().sent == 2
+    assert member.committed(member.sender_address, 0)
+    assert member.evaluation_of(member.sender_address) == digest_of("row")
+    done = box.items()
+    box.close()
+    again = Outbox(db, member)  # the upgraded file opens as it is
+    assert again.items() == done
+    again.close()
 
 
 def test_enqueue_rejects_a_spend_the_chain_cannot_take(ctx: Ctx, tmp_path: Path) -> None:

@@ -106,6 +106,21 @@ def test_secure_aggregation_takes_the_weighted_rules_and_one_mixing_step(config_
         load_config(config_path, ["swarm.gossip_steps=0"])
 
 
+def test_cross_site_evaluation_is_off_by_default_and_needs_dp_under_secure_aggregation(
+    config_path,
+):
+    cfg = load_config(config_path)
+    assert not cfg.evaluation.cross_site and cfg.evaluation.deadline_seconds == 60
+    assert "[evaluation]" in config_path.read_text()  # the template documents it
+    two = 'node.neighbours=["/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b"]'
+    on = [two, "privacy.secure_aggregation=true", "evaluation.cross_site=true"]
+    with pytest.raises(ConfigError, match=r"evaluation.cross_site needs DP-SGD"):
+        load_config(config_path, on)
+    assert load_config(config_path, [*on, "privacy.target_epsilon=8"]).evaluation.cross_site
+    with pytest.raises(ConfigError, match=r"evaluation.deadline_seconds"):
+        load_config(config_path, ["evaluation.deadline_seconds=0"])
+
+
 def test_missing_section_and_missing_file(tmp_path):
     create_key_file(tmp_path / "k")
     (tmp_path / "c.toml").write_text('[node]\nname = "a"\nkey_file = "k"\n')

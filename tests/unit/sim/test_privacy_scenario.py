@@ -87,3 +87,19 @@ def test_secure_aggregation_refuses_a_matchings_schedule(tmp_path):
     text = FULL.replace('kind = "full"', 'kind = "full"\nschedule = "matchings"')
     with pytest.raises(ScenarioError, match=r"needs topology.schedule = 'all'"):
         load_scenario(write(tmp_path, text + "\n[privacy]\nsecure_aggregation = true\n"))
+
+
+def test_cross_site_evaluation_goes_to_every_node_and_is_refused_where_it_cannot_be(tmp_path):
+    text = FULL + "\n[evaluation]\ncross_site = true\ndeadline_seconds = 20\n"
+    plan = make_plan(load_scenario(write(tmp_path, text)), 0, tmp_path / "data")
+    for name in ("cleveland", "hungarian", "switzerland", "va"):
+        assert plan.settings[name]["evaluation.cross_site"] is True
+        assert plan.settings[name]["evaluation.deadline_seconds"] == 20
+    # Its models go in clear: under secure aggregation only when DP-SGD protects every one.
+    secure = text + "\n[privacy]\nsecure_aggregation = true\n"
+    with pytest.raises(ScenarioError, match=r"evaluation.cross_site: with privacy.secure_agg"):
+        load_scenario(write(tmp_path, secure))
+    load_scenario(write(tmp_path, secure + "target_epsilon = 8.0\n"))
+    query = text + '\n[analytics.stats]\ncolumns = ["age"]\n'
+    with pytest.raises(ScenarioError, match=r"evaluation.cross_site: it scores trained models"):
+        load_scenario(write(tmp_path, query))

@@ -392,3 +392,45 @@ def test_a_run_without_validation_split_says_its_accuracy_is_on_the_test_set(tmp
     assert "metrics on the common test set (no validation split)" in md
     assert "per hospital (common test set)" in rendered(s)
     assert "validation split, seed" not in md
+
+
+def cross_site(on_chain: bool | None = True) -> dict[str, Any]:
+    """va was killed: no row of its own, its model missing from the others'."""
+    columns = [*NODES, "consensus"]
+    accuracy = {n: {c: None if c == "va" else 0.5 + 0.01 * i for i, c in enumerate(columns)}
+                for n in NODES[:2]}  # fmt: skip
+    auc = {n: {c: None if c == "va" else 0.7 for c in columns} for n in NODES[:2]}
+    row = {"rows": 40, "missing": ["va"], "digest": "ab" * 32, "digest_matches_row": True}
+    nodes: dict[str, Any] = {n: {**row, "on_chain": on_chain} for n in NODES[:2]}
+    nodes["va"] = {"skipped": "no cross_site.json: the node did not finish", "digest": None}
+    return {"columns": columns, "accuracy": accuracy, "auc": auc, "nodes": nodes}
+
+
+def test_the_cross_site_matrices_are_tables_with_what_each_row_lacks(tmp_path):
+    s = summary()
+    s["cross_site"] = cross_site()
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Cross-site evaluation" in md and "### Accuracy" in md and "### AUC" in md
+    header = "| validation split ↓ / model → | cleveland | hungarian | va | consensus |"
+    assert md.count(header) == 2
+    assert "| hungarian | 0.500 | 0.510 | — | 0.530 |" in md
+    assert "| cleveland | 0.700 | 0.700 | — | 0.700 |" in md
+    assert "2 of 2 rows match the sha256 of their canonical JSON; 2 equal the digest" in md
+    assert "- va: no row: no cross_site.json: the node did not finish" in md
+    assert "- cleveland: without the model of va" in md
+    assert "Cross-site evaluation" in (tmp_path / "report.html").read_text()
+    assert "cross-site evaluation: 2 of 3 hospitals' rows, each matching its digest, on chain" in (
+        rendered(s)
+    )
+    s["cross_site"] = cross_site(on_chain=False)
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    md = (tmp_path / "report.md").read_text()
+    assert "0 equal the digest" in md and "- hungarian: the digest on chain is not this row's" in md
+    assert "NOT all digests on chain" in rendered(s)
+    s["cross_site"] = cross_site(on_chain=None)  # no chain
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    assert "committed on chain" not in (tmp_path / "report.md").read_text()
+    del s["cross_site"]
+    write_report(tmp_path, s, PER_NODE, CONSENSUS)
+    assert "Cross-site" not in (tmp_path / "report.md").read_text()

@@ -82,6 +82,7 @@ def test_shipped_scenarios_say_what_they_promise():
     assert (heart.training.optimizer, heart.training.lr, heart.training.epochs) == ("sgd", 0.05, 1)
     assert heart.chain.backend == "anvil"
     assert heart.baselines.local_only and heart.baselines.centralized and heart.baselines.fedavg
+    assert heart.evaluation.cross_site
 
     breast = load_scenario(REPO / "sim/scenarios/breast-cancer.toml")
     assert breast.node_names() == [f"n{i:02d}" for i in range(20)]
