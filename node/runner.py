@@ -754,7 +754,10 @@ class NodeRunner:
         arrivals."""
         swarm = self.cfg.swarm
         me = Neighbour(self.peer_id, own, self.samples, degree, mass)
-        return merging.merge(swarm.merge, me, neighbours, MergeSettings(swarm.trim_fraction))
+        settings = MergeSettings(
+            swarm.trim_fraction, swarm.byzantine, swarm.multi_krum_m, swarm.clip_radius
+        )
+        return merging.merge(swarm.merge, me, neighbours, settings)
 
     def _record(
         self,
