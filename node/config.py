@@ -276,13 +276,46 @@ class ContributionSection(_Section):
 class AdversarySection(_Section):
     """For simulations only: make this node misbehave the way an attacker would."""
 
-    mode: Literal["none", "replay", "stale", "zeros", "noise"] = Field(
-        "none", description="A free rider: what it publishes instead of training."
+    mode: Literal["none", "replay", "stale", "zeros", "noise", "alie", "ipm"] = Field(
+        "none",
+        description="What it publishes instead of training: a free rider's model (replay, "
+        "stale, zeros, noise) or one crafted from the models it received last round (alie, "
+        "ipm; node/adversary.py).",
     )
     noise_std: PositiveFloat = 1.0
     label_flip: float = Field(0.0, ge=0, le=1, description="Share of training labels flipped.")
     update_noise_std: float = Field(0.0, ge=0, description="Gaussian noise on its update.")
     sign_flip: bool = Field(False, description="Publish the negated update.")
+    alie_z: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="alie: publish mean - z std of the received models; default the paper's "
+        "z_max for n = this node's neighbours + 1 and f = alie_f.",
+    )
+    alie_f: int = Field(1, ge=1, description="alie: the attackers counted in z_max's formula.")
+    ipm_epsilon: PositiveFloat = Field(
+        0.5, description="ipm: its update is -epsilon times the mean of the received ones."
+    )
+    group_dir: Path | None = Field(
+        None,
+        description="alie in a colluding group: the folder the group's members share, the "
+        "simulator's stand-in for their side channel (node/collusion.py).",
+    )
+    group_size: int = Field(1, ge=1, description="alie in a group: its members, this one too.")
+
+    _paths = field_validator("group_dir")(_resolve)
+
+    @model_validator(mode="after")
+    def _group_is_alie(self) -> Self:
+        if self.group_dir is not None and self.mode != "alie":
+            raise ValueError(
+                f"adversary.group_dir: a colluding group publishes ALIE over the union of what "
+                f"its members received: needs adversary.mode = 'alie', not {self.mode!r}"
+            )
+        if self.group_size > 1 and self.group_dir is None:
+            raise ValueError("adversary.group_size > 1 needs adversary.group_dir (its folder)")
+        return self
 
 
 class PartitionWindow(_Section):
@@ -487,6 +520,11 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
         problems.append(
             f"privacy.secure_aggregation needs swarm.merge = {rules}: {cfg.swarm.merge!r} "
             "needs every neighbour's model, which secure aggregation hides"
+        )
+    if cfg.adversary.mode in ("alie", "ipm"):
+        problems.append(
+            f"privacy.secure_aggregation hides each neighbour's model, which adversary.mode = "
+            f"{cfg.adversary.mode!r} crafts its own from: simulate it without secure aggregation"
         )
     if cfg.swarm.gossip_steps > 1:
         problems.append(

@@ -198,3 +198,16 @@ def test_no_validation_split_needs_a_common_test_set(config_path):
     assert cfg.data.validation_fraction == 0 and cfg.data.test_path == DATA / "processed.va.data"
     with pytest.raises(ConfigError, match="data.validation_fraction: .*greater than or equal"):
         load_config(config_path, ["data.validation_fraction=-0.1", test])
+
+
+def test_crafting_adversaries_need_the_models_and_a_group_is_alie(config_path, tmp_path):
+    group = [f"adversary.group_dir={str(tmp_path / 'group')!r}", "adversary.group_size=2"]
+    cfg = load_config(config_path, ["adversary.mode=alie", *group])
+    assert cfg.adversary.group_dir == tmp_path / "group" and cfg.adversary.alie_z is None
+    with pytest.raises(ConfigError, match="needs adversary.mode = 'alie', not 'ipm'"):
+        load_config(config_path, ["adversary.mode=ipm", *group])
+    with pytest.raises(ConfigError, match="group_size > 1 needs adversary.group_dir"):
+        load_config(config_path, ["adversary.mode=alie", "adversary.group_size=2"])
+    secure = [_neighbours(2), "privacy.secure_aggregation=true"]
+    with pytest.raises(ConfigError, match="hides each neighbour's model, which adversary.mode"):
+        load_config(config_path, [*secure, "adversary.mode=ipm"])
