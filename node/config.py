@@ -466,6 +466,9 @@ NEIGHBOURS_NEEDED = {
     "median": (lambda f: 2 * f, "an honest majority: n >= 2f + 1"),
 }
 
+# The rules that resist Byzantine neighbours (the others need swarm.byzantine = 0).
+BYZANTINE_RULES = ("median", "trimmed_mean", "krum", "multi_krum", "bulyan", "clipped_gossip")
+
 
 def byzantine_problem(swarm: SwarmSection, partners: int, has: str) -> str | None:
     """Why `swarm.merge` cannot keep its guarantee against `swarm.byzantine` Byzantine
@@ -484,8 +487,8 @@ def byzantine_problem(swarm: SwarmSection, partners: int, has: str) -> str | Non
             f"floor({swarm.trim_fraction:g} * {partners + 1}) < {f}; {has}"
         )
     if rule not in NEIGHBOURS_NEEDED:
-        robust = ["trimmed_mean", *NEIGHBOURS_NEEDED]
-        return f"{head}: a weighted average tolerates no Byzantine neighbour ({' | '.join(robust)})"
+        robust = " | ".join(BYZANTINE_RULES)
+        return f"{head}: a weighted average tolerates no Byzantine neighbour ({robust})"
     needed, requirement = NEIGHBOURS_NEEDED[rule]
     if partners >= needed(f):
         if rule == "multi_krum" and swarm.multi_krum_m > partners + 1 - f:
