@@ -18,7 +18,8 @@ current round's before it publishes its own). With nothing received yet (its fir
 the first after a restart) it republishes what it holds.
 
 - alie (A Little Is Enough, Baruch et al. 2019): mean - z std of the received models,
-  coordinate-wise; z by the paper's formula for n and f (`alie_z`), or given.
+  coordinate-wise; z by the paper's formula for n and f (`alie_z`; the runner's n: the models
+  it crafts from plus the attackers, as a victim on a complete graph merges), or given.
 - ipm (inner-product manipulation, Xie et al. 2020): its model plus -epsilon times the mean of
   the received models' updates, each update measured from what the attacker held when that
   round began (its estimate of where they started).

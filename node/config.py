@@ -291,7 +291,8 @@ class AdversarySection(_Section):
         ge=0,
         allow_inf_nan=False,
         description="alie: publish mean - z std of the received models; default the paper's "
-        "z_max for n = this node's neighbours + 1 and f = alie_f.",
+        "z_max for f = alie_f and n = the models it crafts from + its group's size (1 alone): "
+        "a victim's merge, on a complete graph.",
     )
     alie_f: int = Field(1, ge=1, description="alie: the attackers counted in z_max's formula.")
     ipm_epsilon: PositiveFloat = Field(

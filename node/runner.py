@@ -664,8 +664,11 @@ class NodeRunner:
             return previous
         if adversary.mode == "ipm":
             return ipm(previous, received, run.received_base, adversary.ipm_epsilon)
-        z = adversary.alie_z
-        return alie(received, alie_z(self.degree + 1, adversary.alie_f) if z is None else z)
+        # n: a victim's merge as the attacker sees it, the honest models and the attackers
+        # (the same at every member of a group, whose union is the same).
+        n = len(received) + adversary.group_size
+        z = alie_z(n, adversary.alie_f) if adversary.alie_z is None else adversary.alie_z
+        return alie(received, z)
 
     def _affords_round(self, private: PrivateTraining, r: int) -> bool:
         """Whether the budget pays for round `r`; the first time it does not, retire."""

@@ -4,6 +4,7 @@ each one is handed (no network: the fake exchange serves two neighbours' paramet
 import copy
 import inspect
 from pathlib import Path
+from statistics import NormalDist
 from typing import cast
 
 import numpy as np
@@ -328,8 +329,11 @@ def test_a_node_refuses_a_common_test_set_that_does_not_match_the_schema_before_
         runner._load_data()
 
 
-@pytest.mark.parametrize("mode", ["alie", "ipm"])
-def test_a_crafting_adversary_publishes_from_what_it_received_the_round_before(tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "z"),
+    [("alie", "1.5"), ("alie", None), ("ipm", None)],
+)
+def test_a_crafting_adversary_publishes_from_what_it_received_the_round_before(tmp_path, mode, z):
     """Round 1 has received nothing: it republishes what it holds. Round 2 publishes ALIE's
     mean - z std of round 1's arrivals, or IPM's model minus epsilon times their mean update
     from what it held when round 1 began; it never trains."""
@@ -339,8 +343,10 @@ def test_a_crafting_adversary_publishes_from_what_it_received_the_round_before(t
         str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
         [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
     )  # fmt: skip
-    settings = ["node.fsync=false", f"adversary.mode={mode}", "adversary.alie_z=1.5",
-                "adversary.ipm_epsilon=2.0"]  # fmt: skip
+    settings = ["node.fsync=false", f"adversary.mode={mode}", "adversary.ipm_epsilon=2.0"]
+    settings += [f"adversary.alie_z={z}"] if z else []
+    # Without z: the paper's z_max for n = 2 received + 1 attacker, f = 1: Phi^-1(2 / 3).
+    expected_z = float(z) if z else NormalDist().inv_cdf(2 / 3)
     runner = NodeRunner(load_config(path, settings))
     runner.out.mkdir(parents=True)
     runner.membership = None
@@ -360,7 +366,7 @@ def test_a_crafting_adversary_publishes_from_what_it_received_the_round_before(t
     for name, start in run.initial.items():
         stack = np.stack([served[p][name] for p in sorted(peers)]).astype(np.float64)
         if mode == "alie":
-            expected = stack.mean(axis=0) - 1.5 * stack.std(axis=0)
+            expected = stack.mean(axis=0) - expected_z * stack.std(axis=0)
         else:
             expected = held[name] - 2.0 * (stack.mean(axis=0) - start)
         np.testing.assert_allclose(second[name], expected, rtol=1e-5, atol=1e-6)
