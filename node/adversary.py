@@ -11,11 +11,29 @@ training and publishes instead:
 
 Poisoners train, but on flipped labels (`flip_labels`) or publish a tampered update
 (`tamper_update`: sign flip, Gaussian noise).
+
+Crafted models, made from what the attacker received and nothing more: its neighbours' published
+models of the previous round, as they arrived over the wire (a real attacker cannot see the
+current round's before it publishes its own). With nothing received yet (its first round, or
+the first after a restart) it republishes what it holds.
+
+- alie (A Little Is Enough, Baruch et al. 2019): mean - z std of the received models,
+  coordinate-wise; z by the paper's formula for n and f (`alie_z`; the runner's n: the models
+  it crafts from plus the attackers, as a victim on a complete graph merges), or given.
+- ipm (inner-product manipulation, Xie et al. 2020): its model plus -epsilon times the mean of
+  the received models' updates, each update measured from what the attacker held when that
+  round began (its estimate of where they started).
 """
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
 from node.params import Params
+
+CRAFTED = frozenset({"alie", "ipm"})  # the modes that craft from the received models
 
 
 def forged_params(
@@ -53,3 +71,30 @@ def tamper_update(
             update = update + rng.normal(0.0, noise_std, update.shape)
         tampered[k] = (before + update).astype(before.dtype)
     return tampered
+
+
+def alie_z(n: int, f: int) -> float:
+    """Baruch et al.'s z_max: s = floor(n/2 + 1) - f honest models the attacker needs on its
+    side, z = Phi^-1((n - s) / n). `n`: the models a victim merges, `f`: the attackers among
+    them. s is kept at least 1 (a majority of attackers needs no stealth)."""
+    s = max(math.floor(n / 2 + 1) - f, 1)
+    return NormalDist().inv_cdf((n - s) / n) if n > s else 0.0
+
+
+def alie(received: Sequence[Params], z: float) -> Params:
+    """mean - z std (population std) of the received models, per coordinate."""
+    out = {}
+    for name, first in received[0].items():
+        stack = np.stack([np.asarray(p[name], np.float64) for p in received])
+        out[name] = (stack.mean(axis=0) - z * stack.std(axis=0)).astype(first.dtype)
+    return out
+
+
+def ipm(current: Params, received: Sequence[Params], base: Params, epsilon: float) -> Params:
+    """current - epsilon * mean(received - base), per tensor."""
+    out = {}
+    for name, tensor in current.items():
+        stack = np.stack([np.asarray(p[name], np.float64) for p in received])
+        update = stack.mean(axis=0) - np.asarray(base[name], np.float64)
+        out[name] = (tensor - epsilon * update).astype(tensor.dtype)
+    return out

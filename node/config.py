@@ -31,7 +31,16 @@ if TYPE_CHECKING:
 PositiveFloat = Annotated[float, Field(gt=0)]
 # node.merge.MERGE_RULES by name (static for pydantic and mypy, and no numpy to read a config; a
 # unit test keeps the two equal).
-MergeRuleName = Literal["neighbourhood", "metropolis", "median", "trimmed_mean"]
+MergeRuleName = Literal[
+    "neighbourhood",
+    "metropolis",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "clipped_gossip",
+]
 MERGE_RULE_NAMES: tuple[str, ...] = get_args(MergeRuleName)
 # node.merge.PAIR_WEIGHTS by name: the rules secure aggregation can run (a weighted sum whose
 # weights both ends of a link compute alike; the same unit test keeps them equal).
@@ -173,6 +182,23 @@ class SwarmSection(_Section):
     rounds: int = Field(20, gt=0)
     merge: MergeRuleName = "neighbourhood"
     trim_fraction: float = Field(0.2, ge=0, lt=0.5)
+    byzantine: int = Field(
+        0,
+        ge=0,
+        description="f: the neighbours assumed Byzantine (they may send anything). The robust "
+        "rules need enough neighbours for it (docs/consensus.md); the weighted rules tolerate "
+        "none.",
+    )
+    multi_krum_m: int = Field(
+        0, ge=0, description="multi_krum: the best-scored models averaged; 0: n - f."
+    )
+    clip_radius: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="clipped_gossip: the clipping radius tau (L2, whole model); 0: adaptive, "
+        "the (f+1)-th largest distance to a neighbour that arrived this round.",
+    )
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
     rotation: int = Field(
         1,
@@ -264,13 +290,47 @@ class EvaluationSection(_Section):
 class AdversarySection(_Section):
     """For simulations only: make this node misbehave the way an attacker would."""
 
-    mode: Literal["none", "replay", "stale", "zeros", "noise"] = Field(
-        "none", description="A free rider: what it publishes instead of training."
+    mode: Literal["none", "replay", "stale", "zeros", "noise", "alie", "ipm"] = Field(
+        "none",
+        description="What it publishes instead of training: a free rider's model (replay, "
+        "stale, zeros, noise) or one crafted from the models it received last round (alie, "
+        "ipm; node/adversary.py).",
     )
     noise_std: PositiveFloat = 1.0
     label_flip: float = Field(0.0, ge=0, le=1, description="Share of training labels flipped.")
     update_noise_std: float = Field(0.0, ge=0, description="Gaussian noise on its update.")
     sign_flip: bool = Field(False, description="Publish the negated update.")
+    alie_z: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="alie: publish mean - z std of the received models; default the paper's "
+        "z_max for f = alie_f and n = the models it crafts from + its group's size (1 alone): "
+        "a victim's merge, on a complete graph.",
+    )
+    alie_f: int = Field(1, ge=1, description="alie: the attackers counted in z_max's formula.")
+    ipm_epsilon: PositiveFloat = Field(
+        0.5, description="ipm: its update is -epsilon times the mean of the received ones."
+    )
+    group_dir: Path | None = Field(
+        None,
+        description="alie in a colluding group: the folder the group's members share, the "
+        "simulator's stand-in for their side channel (node/collusion.py).",
+    )
+    group_size: int = Field(1, ge=1, description="alie in a group: its members, this one too.")
+
+    _paths = field_validator("group_dir")(_resolve)
+
+    @model_validator(mode="after")
+    def _group_is_alie(self) -> Self:
+        if self.group_dir is not None and self.mode != "alie":
+            raise ValueError(
+                f"adversary.group_dir: a colluding group publishes ALIE over the union of what "
+                f"its members received: needs adversary.mode = 'alie', not {self.mode!r}"
+            )
+        if self.group_size > 1 and self.group_dir is None:
+            raise ValueError("adversary.group_size > 1 needs adversary.group_dir (its folder)")
+        return self
 
 
 class PartitionWindow(_Section):
@@ -399,6 +459,74 @@ class NodeConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _merge_fits_degree(self) -> Self:
+        swarm, listed = self.swarm, len(self.node.neighbours)
+        partners = partners_per_round(listed, self.node.neighbour_phases, swarm.rotation)
+        has = f"this node has {listed} in node.neighbours" + (
+            f", {partners} in its sparsest round of swarm.rotation" if partners != listed else ""
+        )
+        if problem := byzantine_problem(swarm, partners, has):
+            raise ValueError(problem)
+        return self
+
+
+# Per robust rule, the fewest neighbours a round (n = neighbours + 1 models) for f Byzantine
+# ones, and the requirement as the docs state it; node.merge keeps its own model in a round
+# with fewer arrivals.
+NEIGHBOURS_NEEDED = {
+    "krum": (lambda f: 2 * f + 2, "n > 2f + 2"),
+    "multi_krum": (lambda f: 2 * f + 2, "n > 2f + 2"),
+    "bulyan": (lambda f: 4 * f + 2, "n >= 4f + 3"),
+    "clipped_gossip": (lambda f: f + 1, "an honest neighbour at least: more than f neighbours"),
+    "median": (lambda f: 2 * f, "an honest majority: n >= 2f + 1"),
+}
+
+# The rules that resist Byzantine neighbours (the others need swarm.byzantine = 0).
+BYZANTINE_RULES = ("median", "trimmed_mean", "krum", "multi_krum", "bulyan", "clipped_gossip")
+
+
+def byzantine_problem(swarm: SwarmSection, partners: int, has: str) -> str | None:
+    """Why `swarm.merge` cannot keep its guarantee against `swarm.byzantine` Byzantine
+    neighbours for a node with `partners` neighbours a round (None: it can), naming the keys,
+    the requirement and, in `has`, whose neighbour count it is ("node va has 2 ...")."""
+    f, rule = swarm.byzantine, swarm.merge
+    if f == 0:
+        return None
+    head = f"swarm.merge = {rule!r} with swarm.byzantine = {f}"
+    if rule == "trimmed_mean":
+        # k = floor(trim * n) values dropped at each end must cover the f Byzantine ones.
+        if int(swarm.trim_fraction * (partners + 1)) >= f:
+            return None
+        return (
+            f"{head} needs floor(swarm.trim_fraction * n) >= f (n = neighbours + 1): "
+            f"floor({swarm.trim_fraction:g} * {partners + 1}) < {f}; {has}"
+        )
+    if rule not in NEIGHBOURS_NEEDED:
+        robust = " | ".join(BYZANTINE_RULES)
+        return f"{head}: a weighted average tolerates no Byzantine neighbour ({robust})"
+    needed, requirement = NEIGHBOURS_NEEDED[rule]
+    if partners >= needed(f):
+        if rule == "multi_krum" and swarm.multi_krum_m > partners + 1 - f:
+            return (
+                f"swarm.multi_krum_m = {swarm.multi_krum_m} exceeds n - f = {partners + 1 - f} "
+                f"(n = neighbours + 1, f = swarm.byzantine; {has}): it would average a "
+                "Byzantine model in"
+            )
+        return None
+    return (
+        f"{head} needs {requirement} (n = neighbours + 1): at least {needed(f)} neighbours, "
+        f"but {has}"
+    )
+
+
+def partners_per_round(neighbours: int, phases: list[int], rotation: int) -> int:
+    """The fewest neighbours a node gossips with in a round: all of them, or under a rotation
+    those of the sparsest phase."""
+    if rotation == 1:
+        return neighbours
+    return min(phases.count(p) for p in range(rotation))
+
 
 def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
     """The combinations that would silently break secure aggregation's guarantee (or cannot
@@ -411,6 +539,11 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
         problems.append(
             f"privacy.secure_aggregation needs swarm.merge = {rules}: {cfg.swarm.merge!r} "
             "needs every neighbour's model, which secure aggregation hides"
+        )
+    if cfg.adversary.mode in ("alie", "ipm"):
+        problems.append(
+            f"privacy.secure_aggregation hides each neighbour's model, which adversary.mode = "
+            f"{cfg.adversary.mode!r} crafts its own from: simulate it without secure aggregation"
         )
     if cfg.swarm.gossip_steps > 1:
         problems.append(

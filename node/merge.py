@@ -41,6 +41,23 @@ balance for that one round only if the failure was one-sided).
 `median` and `trimmed_mean` are coordinate-wise robust rules over {own} + arrived: they resist a
 minority of bad neighbours but give up the exact weighted average.
 
+The Byzantine-robust rules assume at most f = `byzantine` of the arrived neighbours lie (the
+node's own model is honest), over the n = 1 + arrived models at hand:
+
+- `krum` (Blanchard et al. 2017): the model whose n - f - 2 nearest others are closest (sum of
+  squared L2 distances); needs n > 2f + 2.
+- `multi_krum`: the unweighted mean of the m best-scored models (m <= n - f); the same bound.
+- `bulyan` (El Mhamdi et al. 2018): theta = n - 2f models picked by Krum one at a time, then per
+  coordinate the mean of the beta = theta - 2f values nearest their median; needs n >= 4f + 3.
+- `clipped_gossip` (self-centred clipping, He, Karimireddy and Jaggi 2022): x_i + sum_j w_ij
+  clip(x_j - x_i, tau), Metropolis weights (each at most 1 / (1 + d_i) whatever a neighbour
+  claims), clip(z, tau) = z min(1, tau / |z|); tau fixed, or adaptive: the (f+1)-th largest
+  distance to an arrived neighbour, so at least one honest neighbour is no nearer than tau.
+
+None of them weighs by sample counts: a Byzantine neighbour could claim any. A round with fewer
+arrivals than the rule's bound needs keeps the node's own model, the one input it can trust.
+The bounds on the configured degree are checked at start (node/config.py `byzantine_problem`).
+
 Every rule has one signature, `rule(own, neighbours, settings)`, and is found by name in
 `MERGE_RULES`: the config's choices, the templates and the docs follow that table. The weighted
 rules' pairwise weights are in `PAIR_WEIGHTS`: secure aggregation has each neighbour weigh its
@@ -48,12 +65,15 @@ own model with the same function, so the masked merge comes out exactly as the p
 """
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from node.params import Neighbour, Params
+from node.params import Neighbour, Params, flatten
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,9 @@ class MergeSettings:
     """What the rules may need beyond the parameters (each reads only its own)."""
 
     trim_fraction: float = 0.2  # trimmed_mean: the share dropped at each end per coordinate
+    byzantine: int = 0  # f: the arrived neighbours that may lie (krum, bulyan, clipped_gossip)
+    multi_krum_m: int = 0  # multi_krum: the models averaged; 0: n - f
+    clip_radius: float = 0.0  # clipped_gossip: tau; 0: adaptive (see the module's doc)
 
 
 MergeRule = Callable[[Neighbour, Sequence[Neighbour], MergeSettings], Params]
@@ -196,6 +219,131 @@ def _coordinatewise(
     return out
 
 
+def merge_krum(own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings) -> Params:
+    """The one model with the best Krum score (ties: own, then by peer)."""
+    models = _canonical(own, neighbours)
+    f = settings.byzantine
+    if not _enough(len(models), 2 * f + 3, "krum"):
+        return _copy(own.params, own.params)
+    scores = krum_scores(squared_distances(_vectors(models)), f)
+    return _copy(models[int(np.argmin(scores))].params, own.params)
+
+
+def merge_multi_krum(
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
+    """The unweighted mean of the m models with the best Krum scores, m <= n - f."""
+    models = _canonical(own, neighbours)
+    n, f = len(models), settings.byzantine
+    if not _enough(n, 2 * f + 3, "multi_krum"):
+        return _copy(own.params, own.params)
+    vectors = _vectors(models)
+    m = min(settings.multi_krum_m or n - f, n - f)
+    chosen = np.argsort(krum_scores(squared_distances(vectors), f), kind="stable")[:m]
+    return _unflatten(vectors[np.sort(chosen)].mean(axis=0), own.params)
+
+
+def merge_bulyan(
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
+    """theta = n - 2f models picked by Krum one at a time (each pick leaves the pool), then per
+    coordinate the mean of the beta = theta - 2f picked values nearest their median."""
+    models = _canonical(own, neighbours)
+    n, f = len(models), settings.byzantine
+    if not _enough(n, 4 * f + 3, "bulyan"):
+        return _copy(own.params, own.params)
+    vectors = _vectors(models)
+    d2 = squared_distances(vectors)
+    pool, picked = list(range(n)), []
+    for _ in range(n - 2 * f):
+        best = pool[int(np.argmin(krum_scores(d2[np.ix_(pool, pool)], f)))]
+        picked.append(best)
+        pool.remove(best)
+    # Sorted first, so that of two values as near the median the lower is taken whatever the
+    # models' order (the stable argsort keeps the sorted order among ties).
+    values = np.sort(vectors[sorted(picked)], axis=0)
+    median = np.median(values, axis=0)
+    nearest = np.argsort(np.abs(values - median), axis=0, kind="stable")[: n - 4 * f]
+    return _unflatten(np.take_along_axis(values, nearest, axis=0).mean(axis=0), own.params)
+
+
+def merge_clipped_gossip(
+    own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings
+) -> Params:
+    """x_i + sum_j w_ij clip(x_j - x_i, tau), Metropolis weights: the node moves at most
+    tau * sum_j w_ij < tau from its own model, whatever the neighbours sent."""
+    arrived = sorted(neighbours, key=lambda nb: nb.peer)
+    x = flatten(own.params)
+    if not arrived:
+        return _copy(own.params, own.params)
+    _, weights = metropolis_weights(own.samples, own.degree, arrived)
+    diffs = np.stack([flatten(nb.params) for nb in arrived]) - x
+    norms = np.sqrt((diffs**2).sum(axis=1))
+    tau = settings.clip_radius or adaptive_radius(norms, settings.byzantine)
+    far = norms > tau
+    scale = np.ones_like(norms)
+    scale[far] = tau / norms[far]
+    return _unflatten(x + (np.array(weights) * scale) @ diffs, own.params)
+
+
+def adaptive_radius(distances: np.ndarray, byzantine: int) -> float:
+    """The (f+1)-th largest distance to an arrived neighbour: with at most f of them Byzantine,
+    one honest neighbour at least is that far, so each Byzantine pull is at most an honest one's.
+    0 (keep the own model) with f or fewer arrivals, none of which need be honest."""
+    if len(distances) <= byzantine:
+        if len(distances):
+            log.warning("clipped_gossip: %d arrived, f = %d: keeping the own model",
+                        len(distances), byzantine)  # fmt: skip
+        return 0.0
+    return float(np.sort(distances)[::-1][byzantine])
+
+
+def squared_distances(vectors: np.ndarray) -> np.ndarray:
+    """The n x n squared L2 distances between rows, exactly symmetric (the same sums either way)."""
+    return np.stack([((vectors - v) ** 2).sum(axis=1) for v in vectors])
+
+
+def krum_scores(d2: np.ndarray, byzantine: int) -> np.ndarray:
+    """Per model, the sum of its squared distances to its k = n - f - 2 nearest others (k at
+    least 1: Bulyan's last picks run Krum on fewer models than Krum itself needs)."""
+    n = len(d2)
+    if n == 1:
+        return np.zeros(1)
+    k = min(max(n - byzantine - 2, 1), n - 1)
+    others = np.where(np.eye(n, dtype=bool), np.inf, d2)
+    return np.sort(others, axis=1)[:, :k].sum(axis=1)
+
+
+def _canonical(own: Neighbour, neighbours: Sequence[Neighbour]) -> list[Neighbour]:
+    """Own first, then the neighbours by peer: one order whatever the arrival order, so that
+    ties and floating-point sums come out the same (and a tie goes to the own model)."""
+    return [own, *sorted(neighbours, key=lambda nb: nb.peer)]
+
+
+def _enough(n: int, needed: int, rule: str) -> bool:
+    if n >= needed:
+        return True
+    log.warning("%s: %d models at hand, %d needed: keeping the own model", rule, n, needed)
+    return False
+
+
+def _vectors(models: Sequence[Neighbour]) -> np.ndarray:
+    return np.stack([flatten(m.params) for m in models])
+
+
+def _unflatten(vector: np.ndarray, like: Params) -> Params:
+    """`vector` (in `flatten` order) as tensors of `like`'s names, shapes and dtypes."""
+    out, offset = {}, 0
+    for name, tensor in like.items():
+        out[name] = vector[offset : offset + tensor.size].reshape(tensor.shape).astype(tensor.dtype)
+        offset += tensor.size
+    return out
+
+
+def _copy(params: Params, like: Params) -> Params:
+    return {name: np.array(params[name], dtype=tensor.dtype) for name, tensor in like.items()}
+
+
 # The rules by name, the first the default. Add a rule here and to node/config.py's MergeRule
 # (a unit test keeps the two equal).
 MERGE_RULES: dict[str, MergeRule] = {
@@ -203,6 +351,10 @@ MERGE_RULES: dict[str, MergeRule] = {
     "metropolis": merge_metropolis,
     "median": merge_median,
     "trimmed_mean": merge_trimmed_mean,
+    "krum": merge_krum,
+    "multi_krum": merge_multi_krum,
+    "bulyan": merge_bulyan,
+    "clipped_gossip": merge_clipped_gossip,
 }
 
 

@@ -33,7 +33,7 @@ from gossip.secure_agg import Deadlines, MaskingKeys, SecAggMember
 from gossip.secure_sum import Flood, flood_available
 from node import cross_site
 from node import merge as merging
-from node.adversary import flip_labels, forged_params, tamper_update
+from node.adversary import CRAFTED, alie, alie_z, flip_labels, forged_params, ipm, tamper_update
 from node.agreement import agree_session_only, agree_start
 from node.checkpoint import (
     Checkpoint,
@@ -43,6 +43,7 @@ from node.checkpoint import (
     save_params,
     write_atomic,
 )
+from node.collusion import pooled
 from node.config import NodeConfig
 from node.contribution import (
     ContributionScorer,
@@ -119,6 +120,10 @@ class RunState:
     evaluated_on: str = "validation"
     training: Offload = field(default_factory=Offload)
     scoring: Offload = field(default_factory=Offload)
+    # A simulated crafting adversary (alie, ipm): the neighbours' models of its last round as
+    # they arrived, and what it held when that round began (IPM measures their updates from it).
+    received: list[Neighbour] = field(default_factory=list)
+    received_base: Params = field(default_factory=dict)
 
 
 @dataclass
@@ -632,6 +637,8 @@ class NodeRunner:
         mixed: list[int] = []  # how many partners arrived in each extra mixing step
         if self.secagg is None:
             neighbours, failures = await self._gather(run, r, partners, own, mass)
+            if self.cfg.adversary.mode in CRAFTED:  # what it crafts next round's model from
+                run.received, run.received_base = neighbours, previous
             scores = await self._score(run, r, previous, own, neighbours)
             merged = self._combine(own, len(partners), mass, neighbours)
             reached = [n.peer for n in neighbours]
@@ -688,6 +695,8 @@ class NodeRunner:
                 secret = seed if self.cfg.privacy.seeded_noise else None
                 loss = await run.training.run(train_private, *args[:4], private.plan, secret)
                 private.accountant.record_round(private.plan)
+        elif adversary.mode in CRAFTED:  # a simulated poisoner crafting from what it received
+            load_params(run.model, await self._crafted(run, r, previous))
         else:  # a simulated free rider: publishes without training
             mode, std = adversary.mode, adversary.noise_std
             load_params(run.model, forged_params(mode, previous, run.initial, run.forger, std))
@@ -696,6 +705,27 @@ class NodeRunner:
             flip, std = adversary.sign_flip, adversary.update_noise_std
             load_params(run.model, tamper_update(previous, trained, flip, std, run.forger))
         return loss
+
+    async def _crafted(self, run: RunState, r: int, previous: Params) -> Params:
+        """ALIE's or IPM's model from the neighbours' models of the last round as they arrived
+        (in a colluding group: from the union of what its members received); with none, what
+        it holds."""
+        adversary = self.cfg.adversary
+        received = [nb.params for nb in run.received]
+        if adversary.group_dir is not None:
+            received = await pooled(
+                adversary.group_dir, r, self.peer_id, run.received, adversary.group_size,
+                self.cfg.timeouts.fetch_seconds,
+            )  # fmt: skip
+        if not received:
+            return previous
+        if adversary.mode == "ipm":
+            return ipm(previous, received, run.received_base, adversary.ipm_epsilon)
+        # n: a victim's merge as the attacker sees it, the honest models and the attackers
+        # (the same at every member of a group, whose union is the same).
+        n = len(received) + adversary.group_size
+        z = alie_z(n, adversary.alie_f) if adversary.alie_z is None else adversary.alie_z
+        return alie(received, z)
 
     def _affords_round(self, private: PrivateTraining, r: int) -> bool:
         """Whether the budget pays for round `r`; the first time it does not, retire."""
@@ -811,7 +841,10 @@ class NodeRunner:
         arrivals."""
         swarm = self.cfg.swarm
         me = Neighbour(self.peer_id, own, self.samples, degree, mass)
-        return merging.merge(swarm.merge, me, neighbours, MergeSettings(swarm.trim_fraction))
+        settings = MergeSettings(
+            swarm.trim_fraction, swarm.byzantine, swarm.multi_krum_m, swarm.clip_radius
+        )
+        return merging.merge(swarm.merge, me, neighbours, settings)
 
     def _record(
         self,

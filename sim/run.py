@@ -38,8 +38,10 @@ from sim.memory import MemoryPeak, own_peak_rss_mb
 from sim.pool import worker_pool
 from sim.scenario import (
     BACKENDS,
+    AlieAttack,
     Attack,
     FreeRider,
+    IpmAttack,
     LabelFlip,
     NoiseAttack,
     PauseFault,
@@ -319,6 +321,7 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
         common["analytics"] = scenario.analytics.model_dump(exclude_none=True)
     if scenario.data.reference_scaling:
         common["data.scaling"] = str(_reference_scaling(plan, data_dir))
+    colluding = scenario.colluding_groups()
     for attack in scenario.attacks:
         if isinstance(attack, Sybil):
             twin = f"{attack.node}_sybil"
@@ -327,6 +330,14 @@ def make_plan(scenario: Scenario, seed: int, data_dir: Path) -> Plan:
             continue
         plan.honest.remove(attack.node)
         settings, text = _attack_settings(attack)
+        if isinstance(attack, AlieAttack) and attack.group is not None:
+            members = colluding[attack.group]
+            settings |= {  # the folder is the simulator's stand-in for the group's side channel
+                "adversary.group_dir": str(data_dir.parent / "collusion" / attack.group),
+                "adversary.group_size": len(members),
+                "adversary.alie_f": len(members),
+            }
+            text += f", colluding with {', '.join(m for m in members if m != attack.node)}"
         plan.settings.setdefault(attack.node, {}).update(settings)
         plan.attacks.append(f"{attack.node}: {text}")
     for fault in scenario.faults:
@@ -400,6 +411,16 @@ def _attack_settings(attack: Attack) -> tuple[dict[str, Any], str]:
         case FreeRider():
             settings = {"adversary.mode": attack.mode, "adversary.noise_std": attack.std}
             return settings, f"free rider ({attack.mode}): never trains"
+        case AlieAttack():
+            z = "z_max" if attack.z is None else f"z = {attack.z:g}"
+            alie: dict[str, Any] = {"adversary.mode": "alie"}
+            if attack.z is not None:
+                alie["adversary.alie_z"] = attack.z
+            return alie, f"ALIE: publishes mean - {z} std of the models it received"
+        case IpmAttack():
+            return {"adversary.mode": "ipm", "adversary.ipm_epsilon": attack.epsilon}, (
+                f"IPM: publishes -{attack.epsilon:g} times the mean update it received"
+            )
     raise ValueError(f"unknown attack {attack!r}")
 
 

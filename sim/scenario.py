@@ -27,6 +27,7 @@ from pydantic import (
 
 from node.analytics.query import Query
 from node.config import (
+    BYZANTINE_RULES,
     MERGE_RULE_NAMES,
     SECURE_AGGREGATION_RULES,
     EvaluationSection,
@@ -35,7 +36,9 @@ from node.config import (
     SwarmSection,
     TimeoutSection,
     TrainingSection,
+    byzantine_problem,
     format_validation_error,
+    partners_per_round,
 )
 from node.dataset import DataSchema, load_schema, load_table, load_test_set, not_numbers
 from node.errors import ConfigError, DataError
@@ -230,6 +233,25 @@ class FreeRider(_NodeEvent):
     std: float = Field(1.0, gt=0)  # for mode = "noise"
 
 
+class AlieAttack(_NodeEvent):
+    """Publishes mean - z std of the neighbours' models it received last round (A Little Is
+    Enough); nodes with the same `group` collude: all publish ALIE over the union of what the
+    group received (coordinated through a folder of the run, the simulator's stand-in for a
+    side channel)."""
+
+    kind: Literal["alie"]
+    z: float | None = Field(None, ge=0, allow_inf_nan=False)  # default: the paper's z_max
+    group: str | None = Field(None, pattern=f"^{NAME.pattern}$")
+
+
+class IpmAttack(_NodeEvent):
+    """Publishes -epsilon times the mean update of the models it received last round
+    (inner-product manipulation)."""
+
+    kind: Literal["ipm"]
+    epsilon: float = Field(0.5, gt=0, allow_inf_nan=False)
+
+
 class Sybil(_NodeEvent):
     """A copy of `node` under a new identity, with the same data."""
 
@@ -242,7 +264,8 @@ class Sybil(_NodeEvent):
 
 Fault = Annotated[KillFault | PartitionFault | PauseFault | SlowFault, Field(discriminator="kind")]
 Attack = Annotated[
-    LabelFlip | NoiseAttack | SignFlip | FreeRider | Sybil, Field(discriminator="kind")
+    LabelFlip | NoiseAttack | SignFlip | FreeRider | Sybil | AlieAttack | IpmAttack,
+    Field(discriminator="kind"),
 ]
 KINDS = (
     "kill",
@@ -254,6 +277,8 @@ KINDS = (
     "sign_flip",
     "free_rider",
     "sybil",
+    "alie",
+    "ipm",
 )
 
 
@@ -328,6 +353,14 @@ class Scenario(_Section):
 
     def sybil_names(self) -> list[str]:
         return [a.name for a in self.attacks if isinstance(a, Sybil)]
+
+    def colluding_groups(self) -> dict[str, list[str]]:
+        """Each colluding group's members (ALIE attacks that name a `group`), in attack order."""
+        groups: dict[str, list[str]] = {}
+        for a in self.attacks:
+            if isinstance(a, AlieAttack) and a.group is not None:
+                groups.setdefault(a.group, []).append(a.node)
+        return groups
 
     def site_labels(self) -> np.ndarray:
         """Each data row's site (natural split), as the stripped text of `data.site_column`."""
@@ -436,6 +469,9 @@ weight_decay = 0.0
 merge = "neighbourhood"           # {merge_rules}
 trim_fraction = 0.2               # for trimmed_mean
 gossip_steps = 1                  # mixing steps per round
+byzantine = 0                     # f, the Byzantine neighbours the robust rules resist
+# multi_krum_m = 0                # multi_krum: models averaged (0: n - f)
+# clip_radius = 0.0               # clipped_gossip: tau (0: adaptive)
 
 # [timeouts]                      # as in a node config
 # connect_seconds = 5
@@ -503,6 +539,14 @@ target_accuracy = 0.8             # report the rounds each method needs to reach
 # fraction = 1.0                  # sign_flip: publishes its update negated
 #                                 # free_rider: mode = "replay" | "stale" | "zeros" | "noise"
 #                                 # sybil: a copy of `node` named "<node>_sybil", same data
+#                                 # alie: mean - z std of the models it received last round
+#                                 #   (`z`, default the paper's z_max); attackers with the same
+#                                 #   `group = "g"` collude: all publish ALIE over the union of
+#                                 #   what they received, through a folder of the run (the
+#                                 #   simulator's stand-in for a side channel; not on docker)
+#                                 # ipm: -`epsilon` (0.5) times the mean update it received
+# Against them, a robust [swarm] merge with `byzantine = f`: every node's degree must meet the
+# rule's bound (krum: more than 2f + 1 neighbours; docs/consensus.md), checked before the start.
 
 # Federated analytics instead of training (docs/analytics.md; sim/scenarios/
 # heart-disease-analytics.toml): every node answers one query with the others, by secure sums.
@@ -580,9 +624,10 @@ def _problems(s: Scenario) -> list[str]:
     return problems or [
         *backend_problems(s),
         *_timeout_problems(s),
-        *_topology_problems(s, len(names)),
+        *_topology_problems(s, len(names) + len(s.sybil_names())),  # Sybils are nodes too
         *_fault_problems(s, names),
         *_attack_problems(s, names),
+        *_merge_problems(s, [*names, *s.sybil_names()]),
         *_privacy_problems(s, names),
         *_analytics_problems(s),
     ]
@@ -630,6 +675,11 @@ def backend_problems(s: Scenario) -> list[str]:
             for i, fault in enumerate(s.faults)
             if isinstance(fault, PauseFault)
         ]
+    if s.backend == "docker" and s.colluding_groups():
+        problems.append(
+            "attacks: a colluding group shares a folder of the run, which backend = 'docker' "
+            "does not mount into the containers (process | inproc | ray)"
+        )
     if s.workers > 1 and s.backend != "inproc":
         problems.append(
             f"workers: {s.workers} processes shared by the nodes is for backend = 'inproc' "
@@ -862,6 +912,47 @@ def _attack_problems(s: Scenario, names: list[str]) -> list[str]:
             if attack.name in taken:
                 problems.append(f"attacks.{i}.node: the Sybil's name {attack.name!r} is taken")
             taken.add(attack.name)
+    return problems
+
+
+def _merge_problems(s: Scenario, names: list[str]) -> list[str]:
+    """What each node's config would refuse: its degree in the topology (per seed, where the
+    graph is drawn per seed; its sparsest round under matchings) against the merge rule's bound
+    for swarm.byzantine. One line per seed: the first such node and how many more."""
+    if s.swarm.byzantine == 0:
+        return []
+    if s.swarm.merge not in BYZANTINE_RULES:  # whatever the degree
+        return [f"swarm.byzantine: {byzantine_problem(s.swarm, 0, '')}"]
+    seeds = s.seeds if s.topology.kind in ("k_regular", "random") else s.seeds[:1]
+    problems = []
+    for seed in seeds:
+        try:
+            nbrs = s.topology.neighbours(len(names), seed)
+        except ValueError:
+            return []  # the topology's own problem is reported
+        per_round = [len(js) for js in nbrs]
+        if s.topology.schedule == "matchings":
+            phases = topology.matchings(nbrs, seed)
+            rotation = max(phases.values(), default=0) + 1
+            per_round = [
+                partners_per_round(len(js), [phases[frozenset((i, j))] for j in js], rotation)
+                for i, js in enumerate(nbrs)
+            ]
+        failing = [
+            (name, len(js), partners)
+            for name, js, partners in zip(names, nbrs, per_round, strict=True)
+            if byzantine_problem(s.swarm, partners, "") is not None
+        ]
+        if not failing:
+            continue
+        name, degree, partners = failing[0]
+        has = f"node {name!r} has {degree} in the topology" + (
+            f", {partners} in its sparsest round of matchings" if partners != degree else ""
+        )
+        more = f" ({len(failing) - 1} more nodes too)" if len(failing) > 1 else ""
+        where = f" (seed {seed})" if len(seeds) > 1 else ""
+        problem = byzantine_problem(s.swarm, partners, has)
+        problems.append(f"swarm.byzantine: {problem}{where}{more}")
     return problems
 
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,61 @@ def test_cross_site_evaluation_is_off_by_default_and_needs_dp_under_secure_aggre
         load_config(config_path, ["evaluation.deadline_seconds=0"])
 
 
+def _neighbours(k):
+    addrs = ", ".join(f'"/ip4/127.0.0.1/tcp/{i + 1}/p2p/p{i}"' for i in range(k))
+    return f"node.neighbours=[{addrs}]"
+
+
+@pytest.mark.parametrize(
+    ("rule", "f", "fewest", "requirement"),
+    [
+        ("krum", 1, 4, "n > 2f + 2"),
+        ("multi_krum", 2, 6, "n > 2f + 2"),
+        ("bulyan", 1, 6, "n >= 4f + 3"),
+        ("clipped_gossip", 2, 3, "more than f neighbours"),
+        ("median", 2, 4, "n >= 2f + 1"),
+    ],
+)
+def test_a_robust_rule_is_refused_where_the_degree_cannot_meet_its_bound(
+    config_path, rule, f, fewest, requirement
+):
+    on = [f"swarm.merge={rule}", f"swarm.byzantine={f}"]
+    assert load_config(config_path, [_neighbours(fewest), *on]).swarm.byzantine == f
+    message = (
+        rf"swarm.merge = '{rule}' with swarm.byzantine = {f} needs .*{re.escape(requirement)}.*"
+        rf"at least {fewest} neighbours, but this node has {fewest - 1} in node.neighbours"
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_config(config_path, [_neighbours(fewest - 1), *on])
+
+
+def test_byzantine_neighbours_need_a_robust_rule_and_enough_trimming(config_path):
+    with pytest.raises(ConfigError, match="a weighted average tolerates no Byzantine neighbour"):
+        load_config(config_path, [_neighbours(9), "swarm.byzantine=1"])
+    trimmed = [_neighbours(4), "swarm.merge=trimmed_mean", "swarm.byzantine=1"]
+    assert load_config(config_path, [*trimmed, "swarm.trim_fraction=0.2"])  # floor(0.2 * 5) = 1
+    with pytest.raises(ConfigError, match=r"floor\(0.1 \* 5\) < 1; this node has 4"):
+        load_config(config_path, [*trimmed, "swarm.trim_fraction=0.1"])
+    krum = [_neighbours(4), "swarm.merge=multi_krum", "swarm.byzantine=1"]
+    assert load_config(config_path, [*krum, "swarm.multi_krum_m=4"]).swarm.multi_krum_m == 4
+    with pytest.raises(ConfigError, match=r"swarm.multi_krum_m = 5 exceeds n - f = 4"):
+        load_config(config_path, [*krum, "swarm.multi_krum_m=5"])
+
+
+def test_under_a_rotation_the_bound_holds_in_the_sparsest_round(config_path):
+    rotation = ["swarm.rotation=2", "node.neighbour_phases=[0, 0, 0, 0, 1]"]
+    robust = ["swarm.merge=clipped_gossip", "swarm.byzantine=1"]
+    with pytest.raises(ConfigError, match="has 5 in node.neighbours, 1 in its sparsest round"):
+        load_config(config_path, [_neighbours(5), *rotation, *robust])
+
+
+def test_secure_aggregation_refuses_the_rules_that_need_each_model(config_path):
+    on = [_neighbours(4), "privacy.secure_aggregation=true"]
+    for rule in ("krum", "multi_krum", "bulyan", "clipped_gossip"):
+        with pytest.raises(ConfigError, match=f"'{rule}' needs every neighbour's model"):
+            load_config(config_path, [*on, f"swarm.merge={rule}"])
+
+
 def test_missing_section_and_missing_file(tmp_path):
     create_key_file(tmp_path / "k")
     (tmp_path / "c.toml").write_text('[node]\nname = "a"\nkey_file = "k"\n')
@@ -157,3 +213,16 @@ def test_no_validation_split_needs_a_common_test_set(config_path):
     assert cfg.data.validation_fraction == 0 and cfg.data.test_path == DATA / "processed.va.data"
     with pytest.raises(ConfigError, match="data.validation_fraction: .*greater than or equal"):
         load_config(config_path, ["data.validation_fraction=-0.1", test])
+
+
+def test_crafting_adversaries_need_the_models_and_a_group_is_alie(config_path, tmp_path):
+    group = [f"adversary.group_dir={str(tmp_path / 'group')!r}", "adversary.group_size=2"]
+    cfg = load_config(config_path, ["adversary.mode=alie", *group])
+    assert cfg.adversary.group_dir == tmp_path / "group" and cfg.adversary.alie_z is None
+    with pytest.raises(ConfigError, match="needs adversary.mode = 'alie', not 'ipm'"):
+        load_config(config_path, ["adversary.mode=ipm", *group])
+    with pytest.raises(ConfigError, match="group_size > 1 needs adversary.group_dir"):
+        load_config(config_path, ["adversary.mode=alie", "adversary.group_size=2"])
+    secure = [_neighbours(2), "privacy.secure_aggregation=true"]
+    with pytest.raises(ConfigError, match="hides each neighbour's model, which adversary.mode"):
+        load_config(config_path, [*secure, "adversary.mode=ipm"])

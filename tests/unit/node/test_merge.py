@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import networkx as nx
@@ -291,3 +292,189 @@ def test_every_rule_is_a_config_choice_and_documented():
     readme = (ROOT / "README.md").read_text()
     for rule in m.MERGE_RULES:
         assert f"`{rule}`" in readme, f"merge rule {rule!r} is not described in README.md"
+
+
+# -- Byzantine-robust rules -----------------------------------------------------------------
+# Inputs: the node's own model (honest) and its arrived neighbours, of which at most f
+# (`swarm.byzantine`) are Byzantine and may hold anything, in any order, with any claims.
+
+FEWEST_MODELS = {  # n = 1 + arrived, per rule, for f Byzantine
+    "krum": lambda f: 2 * f + 3,
+    "multi_krum": lambda f: 2 * f + 3,
+    "bulyan": lambda f: 4 * f + 3,
+    "clipped_gossip": lambda f: f + 2,
+}
+ROBUST = tuple(FEWEST_MODELS)
+honest_values = st.floats(-10, 10, allow_nan=False)
+byzantine_values = st.floats(-1e4, 1e4, allow_nan=False)
+
+
+@st.composite
+def byzantine_rounds(draw, rule, far=False):
+    """(own, neighbours, honest matrix, f, settings): f <= 2 Byzantine assumed, b <= f present,
+    n within the rule's bound; honest rows in [-10, 10], Byzantine anywhere in [-1e4, 1e4] (or,
+    with `far`, beyond 1e5); each neighbour claims 1 to 10**6 rows and 1 to 10 partners."""
+    f = draw(st.integers(0, 2))
+    b = draw(st.integers(0, f))
+    fewest = FEWEST_MODELS[rule](f)
+    n = draw(st.integers(max(fewest, b + 1), fewest + 3))
+    p = draw(st.integers(1, 3))
+    honest = np.array(draw(st.lists(st.lists(honest_values, min_size=p, max_size=p),
+                                    min_size=n - b, max_size=n - b)))  # fmt: skip
+    byz = np.array(draw(st.lists(st.lists(byzantine_values, min_size=p, max_size=p),
+                                 min_size=b, max_size=b))).reshape(b, p)  # fmt: skip
+    if far:
+        byz = 1e5 + np.abs(byz)
+    rows = [*honest[1:], *byz]
+    peers = draw(st.permutations([f"p{k:02d}" for k in range(n - 1)]))
+    claims = st.tuples(st.integers(1, 10**6), st.integers(1, 10))
+    nbs = []
+    for peer, row in zip(peers, rows, strict=True):
+        samples, degree = draw(claims)
+        nbs.append(Neighbour(peer, {"w": row}, samples, degree))
+    own = me({"w": honest[0]}, draw(st.integers(1, 1000)), n - 1 + draw(st.integers(0, 2)))
+    tau = draw(st.sampled_from([0.0, 0.5, 3.0]))
+    return own, nbs, honest, f, m.MergeSettings(byzantine=f, clip_radius=tau)
+
+
+def _honest_diameter(honest):
+    return max(np.linalg.norm(a - b) for a in honest for b in honest)
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_robust_rules_ignore_the_order_neighbours_arrive_in(rule, data):
+    own, nbs, _, _, config = data.draw(byzantine_rounds(rule))
+    shuffled = data.draw(st.permutations(nbs))
+    assert np.array_equal(m.merge(rule, own, nbs, config)["w"],
+                          m.merge(rule, own, shuffled, config)["w"])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(byzantine_rounds("krum"))
+def test_krum_picks_an_input_no_farther_from_an_honest_one_than_the_honest_spread_allows(case):
+    """Krum's score of an honest model is at most k D^2 (k = n - f - 2 nearest, D the honest
+    inputs' diameter: it has more than k honest others), and a Byzantine winner has an honest
+    model among its k nearest: the pick is honest or within sqrt(k) D of an honest input."""
+    own, nbs, honest, f, config = case
+    out = m.merge("krum", own, nbs, config)["w"]
+    inputs = [own.params["w"], *(nb.params["w"] for nb in nbs)]
+    assert any(np.array_equal(out, x) for x in inputs)
+    k = len(inputs) - f - 2
+    nearest_honest = min(np.linalg.norm(out - h) for h in honest)
+    assert nearest_honest <= np.sqrt(k) * _honest_diameter(honest) * (1 + 1e-9) + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(byzantine_rounds("krum", far=True))
+def test_krum_picks_an_honest_input_when_the_byzantine_ones_are_far(case):
+    own, nbs, honest, _, config = case
+    out = m.merge("krum", own, nbs, config)["w"]
+    assert any(np.array_equal(out, h) for h in honest)
+
+
+@settings(max_examples=150, deadline=None)
+@given(byzantine_rounds("multi_krum"), st.integers(0, 5))
+def test_multi_krum_stays_within_sqrt_k_honest_diameters_of_the_honest_box(case, m_setting):
+    """Each of the m <= n - f picks scores no worse than the m-th honest model, so (as for
+    Krum) lies within sqrt(k) D of an honest input: every coordinate of their mean is within
+    sqrt(k) D of the honest inputs' coordinate-wise range."""
+    own, nbs, honest, f, config = case
+    config = dataclasses.replace(config, multi_krum_m=m_setting)
+    out = m.merge("multi_krum", own, nbs, config)["w"]
+    slack = np.sqrt(len(nbs) + 1 - f - 2) * _honest_diameter(honest) * (1 + 1e-9) + 1e-9
+    assert (out >= honest.min(axis=0) - slack).all() and (out <= honest.max(axis=0) + slack).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(byzantine_rounds("multi_krum", far=True))
+def test_multi_krum_averages_honest_inputs_only_when_the_byzantine_ones_are_far(case):
+    own, nbs, honest, _, config = case
+    out = m.merge("multi_krum", own, nbs, config)["w"]
+    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+
+
+def test_multi_krum_averages_the_m_best_scored():
+    own = me({"w": np.array([0.0])}, 1, 4)
+    nbs = [contribution([v], 1, 4, f"p{v}") for v in (1.0, 2.0, 3.0, 100.0)]
+    # f = 1: k = 2 nearest; scores 0: 1+4, 1: 1+1, 2: 1+1, 3: 1+4, 100: 97^2+98^2.
+    out = m.merge("multi_krum", own, nbs, m.MergeSettings(byzantine=1, multi_krum_m=2))
+    assert out["w"][0] == pytest.approx(1.5)
+    out = m.merge("multi_krum", own, nbs, m.MergeSettings(byzantine=1))  # m = n - f = 4
+    assert out["w"][0] == pytest.approx(1.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(byzantine_rounds("bulyan"))
+def test_bulyan_stays_within_the_honest_range_widened_by_its_width(case):
+    """Per coordinate: the median of the theta picks lies in the honest range (more than half
+    of them are honest), and the beta values averaged are no farther from it than the farthest
+    honest pick, so the output is within [min - W, max + W], W = max - min of the honest."""
+    own, nbs, honest, _, config = case
+    out = m.merge("bulyan", own, nbs, config)["w"]
+    low, high = honest.min(axis=0), honest.max(axis=0)
+    slack = (high - low) * (1 + 1e-9) + 1e-9
+    assert (out >= low - slack).all() and (out <= high + slack).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(byzantine_rounds("bulyan", far=True))
+def test_bulyan_stays_within_the_honest_range_when_the_byzantine_ones_are_far(case):
+    own, nbs, honest, _, config = case
+    out = m.merge("bulyan", own, nbs, config)["w"]
+    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+
+
+def test_bulyan_with_one_byzantine_of_seven():
+    """n = 7, f = 1: theta = 5 picks by Krum (the outlier never), beta = 3 nearest the median."""
+    values = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    own = me({"w": np.array([values[0]])}, 1, 6)
+    nbs = [contribution([v], 1, 6, f"p{i}") for i, v in enumerate([*values[1:], 1e6])]
+    out = m.merge("bulyan", own, nbs, m.MergeSettings(byzantine=1))["w"][0]
+    assert 1.0 <= out <= 4.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(byzantine_rounds("clipped_gossip"))
+def test_clipped_gossip_moves_at_most_tau_times_the_neighbours_weight(case):
+    """Whatever arrives: |out - own| <= tau * sum_j w_ij, each w_ij <= 1 / (1 + d_i) (the
+    Metropolis weight, whatever the neighbour claims). With the adaptive tau and at most f
+    Byzantine neighbours, tau is no more than the farthest honest neighbour's distance."""
+    own, nbs, honest, f, config = case
+    out = m.merge("clipped_gossip", own, nbs, config)["w"]
+    x = own.params["w"]
+    _, weights = m.metropolis_weights(own.samples, own.degree, nbs)
+    assert all(w <= 1 / (1 + own.degree) + 1e-12 for w in weights)
+    farthest_honest = max((np.linalg.norm(h - x) for h in honest[1:]), default=0.0)
+    tau = config.clip_radius or farthest_honest
+    assert np.linalg.norm(out - x) <= tau * sum(weights) * (1 + 1e-9) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(byzantine_rounds("clipped_gossip"))
+def test_clipped_gossip_is_metropolis_when_every_neighbour_is_within_tau(case):
+    own, nbs, _, _, config = case
+    x = own.params["w"]
+    radius = max(np.linalg.norm(nb.params["w"] - x) for nb in nbs) + 1.0
+    out = m.merge("clipped_gossip", own, nbs, m.MergeSettings(clip_radius=radius))["w"]
+    plain = m.merge("metropolis", own, sorted(nbs, key=lambda nb: nb.peer), DEFAULTS)["w"]
+    np.testing.assert_allclose(out, plain, rtol=1e-9, atol=1e-9)
+
+
+def test_the_adaptive_radius_is_the_f_plus_first_largest_distance():
+    distances = np.array([1.0, 5.0, 3.0, 100.0])
+    assert m.adaptive_radius(distances, 0) == 100.0
+    assert m.adaptive_radius(distances, 1) == 5.0
+    assert m.adaptive_radius(distances, 2) == 3.0
+    assert m.adaptive_radius(distances, 4) == 0.0  # none need be honest: stay put
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+def test_a_round_with_fewer_arrivals_than_the_bound_keeps_the_own_model(rule):
+    own = me({"w": np.array([1.0, 2.0], np.float32)}, 10, 4)
+    nbs = [contribution([50.0, 60.0], 10, 4, "a")]  # n = 2 models: below every bound for f = 1
+    out = m.merge(rule, own, nbs, m.MergeSettings(byzantine=1))
+    assert out["w"].dtype == np.float32
+    np.testing.assert_array_equal(out["w"], own.params["w"])
+    assert out["w"] is not own.params["w"]

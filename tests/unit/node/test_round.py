@@ -4,6 +4,7 @@ each one is handed (no network: the fake exchange serves two neighbours' paramet
 import copy
 import inspect
 from pathlib import Path
+from statistics import NormalDist
 from typing import cast
 
 import numpy as np
@@ -326,3 +327,46 @@ def test_a_node_refuses_a_common_test_set_that_does_not_match_the_schema_before_
     runner.out.mkdir(parents=True)
     with pytest.raises(DataError, match=rf"^{bad}: .*column 'chol' \(1 row\), e.g. line 2"):
         runner._load_data()
+
+
+@pytest.mark.parametrize(
+    ("mode", "z"),
+    [("alie", "1.5"), ("alie", None), ("ipm", None)],
+)
+def test_a_crafting_adversary_publishes_from_what_it_received_the_round_before(tmp_path, mode, z):
+    """Round 1 has received nothing: it republishes what it holds. Round 2 publishes ALIE's
+    mean - z std of round 1's arrivals, or IPM's model minus epsilon times their mean update
+    from what it held when round 1 began; it never trains."""
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    path, _ = init_node(
+        tmp_path / "node", "cleveland", str(DATA / "processed.cleveland.data"),
+        str(DATA / "schema.toml"), "/ip4/127.0.0.1/tcp/0",
+        [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)],
+    )  # fmt: skip
+    settings = ["node.fsync=false", f"adversary.mode={mode}", "adversary.ipm_epsilon=2.0"]
+    settings += [f"adversary.alie_z={z}"] if z else []
+    # Without z: the paper's z_max for n = 2 received + 1 attacker, f = 1: Phi^-1(2 / 3).
+    expected_z = float(z) if z else NormalDist().inv_cdf(2 / 3)
+    runner = NodeRunner(load_config(path, settings))
+    runner.out.mkdir(parents=True)
+    runner.membership = None
+    split = runner._load_data()
+    runner.samples = len(split.train_y)
+    run = runner._start(split, Scaler.from_stats(local_stats(split.train_x)), None)
+    served = {p: shifted(run.initial, 0.1 + 0.3 * i) for i, p in enumerate(sorted(peers))}
+    runner.exchange = FakeExchange(served)
+
+    records = [trio.run(runner._round, run, 1)]
+    held = run.current  # round 1's merge: what round 2 begins from
+    records.append(trio.run(runner._round, run, 2))
+    first, second = (s.tensors for s in runner.exchange.store.published)
+
+    assert [r["train_loss"] for r in records] == [None, None]
+    assert_same(first, run.initial)
+    for name, start in run.initial.items():
+        stack = np.stack([served[p][name] for p in sorted(peers)]).astype(np.float64)
+        if mode == "alie":
+            expected = stack.mean(axis=0) - expected_z * stack.std(axis=0)
+        else:
+            expected = held[name] - 2.0 * (stack.mean(axis=0) - start)
+        np.testing.assert_allclose(second[name], expected, rtol=1e-5, atol=1e-6)

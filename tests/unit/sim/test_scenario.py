@@ -5,6 +5,7 @@ import pytest
 from ledger.backends import CHAIN_BACKENDS
 from node.errors import ConfigError, DataError
 from node.merge import MERGE_RULES
+from sim.run import make_plan
 from sim.scenario import (
     CHAIN_BACKEND_NAMES,
     EXAMPLE_SCENARIO,
@@ -467,3 +468,90 @@ def test_an_analytics_scenario_takes_kills_only(tmp_path):
 def test_an_analytics_query_must_ask_something(tmp_path):
     with pytest.raises(ConfigError, match=r"nothing asked"):
         load_scenario(write(tmp_path, BASE + "\n[analytics]\nwhere = []\n"))
+
+
+def swarm(merge: str, byzantine: int, topology: str = 'kind = "ring"') -> str:
+    text = BASE.replace('kind = "ring"', topology)
+    return text + f'\n[swarm]\nmerge = "{merge}"\nbyzantine = {byzantine}\n'
+
+
+def test_a_robust_rule_is_checked_against_every_node_s_degree_before_the_start(tmp_path):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, swarm("krum", 1)))
+    assert (
+        "swarm.byzantine: swarm.merge = 'krum' with swarm.byzantine = 1 needs n > 2f + 2 (n = "
+        "neighbours + 1): at least 4 neighbours, but node 'cleveland' has 2 in the topology "
+        "(3 more nodes too)"
+    ) in str(err.value)
+    full = 'kind = "full"'
+    assert load_scenario(write(tmp_path, swarm("clipped_gossip", 1, full))).swarm.byzantine == 1
+    with pytest.raises(ScenarioError, match=r"'bulyan' .* needs n >= 4f \+ 3 .* has 3 in the"):
+        load_scenario(write(tmp_path, swarm("bulyan", 1, full)))
+    with pytest.raises(ScenarioError, match=r"has 3 in the topology, 1 in its sparsest round of"):
+        matchings = full + '\nschedule = "matchings"'
+        load_scenario(write(tmp_path, swarm("clipped_gossip", 1, matchings)))
+    with pytest.raises(ScenarioError, match="swarm.byzantine: .* tolerates no Byzantine neighbour"):
+        load_scenario(write(tmp_path, swarm("metropolis", 1, full)))
+
+
+def test_the_degree_check_counts_sybils_and_every_seed_s_graph(tmp_path):
+    """Four sites and a Sybil: a 4-regular graph (five nodes needed) meets Krum's bound for
+    f = 1; a 2-regular one does not, in either seed's graph."""
+    sybil = '\n[[attacks]]\nkind = "sybil"\nnode = "va"\n'
+    text = swarm("krum", 1, 'kind = "k_regular"\ndegree = 4') + sybil
+    text = text.replace("rounds = 20", "rounds = 20\nseeds = [0, 1]")
+    assert load_scenario(write(tmp_path, text)).sybil_names() == ["va_sybil"]
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text.replace("degree = 4", "degree = 2")))
+    assert "has 2 in the topology (4 more nodes too) (seed 0)" not in str(err.value)
+    assert "has 2 in the topology (seed 0) (4 more nodes too)" in str(err.value)
+    assert "(seed 1) (4 more nodes too)" in str(err.value)
+
+
+ALIE_GROUP = """
+[[attacks]]
+kind = "alie"
+node = "va"
+group = "g"
+
+[[attacks]]
+kind = "alie"
+node = "switzerland"
+group = "g"
+z = 1.5
+
+[[attacks]]
+kind = "ipm"
+node = "hungarian"
+epsilon = 2.0
+"""
+
+
+def test_alie_and_ipm_attackers_get_their_settings_and_a_group_one_folder(tmp_path):
+    scenario = load_scenario(write(tmp_path, BASE.replace('"ring"', '"full"') + ALIE_GROUP))
+    assert scenario.colluding_groups() == {"g": ["va", "switzerland"]}
+    plan = make_plan(scenario, 0, tmp_path / "run" / "data")
+    assert plan.honest == ["cleveland"]
+    folder = str(tmp_path / "run" / "collusion" / "g")
+    group = {"adversary.group_dir": folder, "adversary.group_size": 2, "adversary.alie_f": 2}
+    assert plan.settings["va"].items() >= {"adversary.mode": "alie", **group}.items()
+    assert "adversary.alie_z" not in plan.settings["va"]  # the paper's z_max
+    assert plan.settings["switzerland"]["adversary.alie_z"] == 1.5
+    assert (
+        plan.settings["hungarian"].items()
+        >= {"adversary.mode": "ipm", "adversary.ipm_epsilon": 2.0}.items()
+    )
+    assert plan.attacks == [
+        "va: ALIE: publishes mean - z_max std of the models it received, colluding with "
+        "switzerland",
+        "switzerland: ALIE: publishes mean - z = 1.5 std of the models it received, colluding "
+        "with va",
+        "hungarian: IPM: publishes -2 times the mean update it received",
+    ]
+
+
+def test_a_colluding_group_cannot_run_in_containers(tmp_path):
+    text = BASE.replace('"ring"', '"full"')
+    text = text.replace("rounds = 20", 'rounds = 20\nbackend = "docker"')
+    with pytest.raises(ScenarioError, match="a colluding group shares a folder of the run"):
+        load_scenario(write(tmp_path, text + ALIE_GROUP))
