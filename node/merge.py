@@ -71,7 +71,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.params import Neighbour, Params, flatten
+from node.params import Neighbour, Params, flatten, unflatten
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def merge_multi_krum(
     vectors = _vectors(models)
     m = min(settings.multi_krum_m or n - f, n - f)
     chosen = np.argsort(krum_scores(squared_distances(vectors), f), kind="stable")[:m]
-    return _unflatten(vectors[np.sort(chosen)].mean(axis=0), own.params)
+    return unflatten(vectors[np.sort(chosen)].mean(axis=0), own.params)
 
 
 def merge_bulyan(
@@ -264,7 +264,7 @@ def merge_bulyan(
     values = np.sort(vectors[sorted(picked)], axis=0)
     median = np.median(values, axis=0)
     nearest = np.argsort(np.abs(values - median), axis=0, kind="stable")[: n - 4 * f]
-    return _unflatten(np.take_along_axis(values, nearest, axis=0).mean(axis=0), own.params)
+    return unflatten(np.take_along_axis(values, nearest, axis=0).mean(axis=0), own.params)
 
 
 def merge_clipped_gossip(
@@ -283,7 +283,7 @@ def merge_clipped_gossip(
     far = norms > tau
     scale = np.ones_like(norms)
     scale[far] = tau / norms[far]
-    return _unflatten(x + (np.array(weights) * scale) @ diffs, own.params)
+    return unflatten(x + (np.array(weights) * scale) @ diffs, own.params)
 
 
 def adaptive_radius(distances: np.ndarray, byzantine: int) -> float:
@@ -329,15 +329,6 @@ def _enough(n: int, needed: int, rule: str) -> bool:
 
 def _vectors(models: Sequence[Neighbour]) -> np.ndarray:
     return np.stack([flatten(m.params) for m in models])
-
-
-def _unflatten(vector: np.ndarray, like: Params) -> Params:
-    """`vector` (in `flatten` order) as tensors of `like`'s names, shapes and dtypes."""
-    out, offset = {}, 0
-    for name, tensor in like.items():
-        out[name] = vector[offset : offset + tensor.size].reshape(tensor.shape).astype(tensor.dtype)
-        offset += tensor.size
-    return out
 
 
 def _copy(params: Params, like: Params) -> Params:
