@@ -906,8 +906,16 @@ def _fault_problems(s: Scenario, names: list[str]) -> list[str]:
 def _attack_problems(s: Scenario, names: list[str]) -> list[str]:
     problems: list[str] = []
     taken = set(names)
+    attacked: dict[str, int] = {}  # node -> the attack that makes it misbehave
     for i, attack in enumerate(s.attacks):
         problems += _unknown(f"attacks.{i}.node", attack.node, names)
+        if not isinstance(attack, Sybil):  # a Sybil copies the node; the others replace it
+            if attack.node in attacked:
+                problems.append(
+                    f"attacks.{i}.node: {attack.node!r} already misbehaves by attacks."
+                    f"{attacked[attack.node]}; one attack per node"
+                )
+            attacked.setdefault(attack.node, i)
         if isinstance(attack, Sybil):
             if attack.name in taken:
                 problems.append(f"attacks.{i}.node: the Sybil's name {attack.name!r} is taken")

@@ -555,3 +555,14 @@ def test_a_colluding_group_cannot_run_in_containers(tmp_path):
     text = text.replace("rounds = 20", 'rounds = 20\nbackend = "docker"')
     with pytest.raises(ScenarioError, match="a colluding group shares a folder of the run"):
         load_scenario(write(tmp_path, text + ALIE_GROUP))
+
+
+def test_a_node_takes_one_attack(tmp_path):
+    flip = '\n[[attacks]]\nkind = "label_flip"\nnode = "va"\n'
+    sign = '\n[[attacks]]\nkind = "sign_flip"\nnode = "va"\n'
+    with pytest.raises(
+        ScenarioError, match=r"attacks.1.node: 'va' already misbehaves by attacks.0"
+    ):
+        load_scenario(write(tmp_path, BASE + flip + sign))
+    sybil = '\n[[attacks]]\nkind = "sybil"\nnode = "va"\n'  # a copy beside it, not instead
+    assert len(load_scenario(write(tmp_path, BASE + flip + sybil)).attacks) == 2
