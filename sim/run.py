@@ -181,8 +181,10 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
     except (SwarmError, ExceptionGroup) as exc:
         # A query that stopped (a node down, a refusal) is a result: each node says why. (The
         # inproc backend's nursery wraps the error in a group.)
-        swarm_errors = exc.split(SwarmError)[0] if isinstance(exc, ExceptionGroup) else exc
-        if scenario.analytics is None or swarm_errors is None:
+        swarm_errors, others = (
+            exc.split(SwarmError) if isinstance(exc, ExceptionGroup) else (exc, None)
+        )
+        if scenario.analytics is None or swarm_errors is None or others is not None:
             raise
         wall, failure = time.perf_counter() - began, str(swarm_errors)
     if scenario.analytics is not None:
