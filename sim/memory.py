@@ -23,6 +23,8 @@ class MemoryPeak:
         sizes = []
         for process in [self.me, *self.me.children(recursive=True)]:
             try:
+                if process is not self.me and _unexecuted_fork(process):
+                    continue
                 sizes.append(process.memory_info().rss / 2**20)
             except psutil.Error:  # it exited meanwhile
                 continue
@@ -30,3 +32,10 @@ class MemoryPeak:
         if now > self.peak_mb:
             self.peak_mb, self.at_peak = now, sizes
         return now
+
+
+def _unexecuted_fork(process: psutil.Process) -> bool:
+    """A child caught between fork and exec (a library starting a helper program): it runs its
+    parent's program on its parent's pages, shared, and would count its parent twice."""
+    parent = process.parent()
+    return parent is not None and process.cmdline() == parent.cmdline()
