@@ -277,6 +277,10 @@ class Ledger:
     def deployed_at(self) -> int:
         return self._constants[3]
 
+    def round_limit(self) -> int:
+        """Commitments take rounds below this: (next epoch + 2) * rounds per epoch + grace."""
+        return int(self._call("roundLimit"))
+
     def state(self) -> LedgerState:
         count, max_members, admins, next_epoch, reward, pool, max_epsilon = self._call("state")
         rounds, grace, min_reports, deployed = self._constants

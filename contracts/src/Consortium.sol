@@ -27,6 +27,11 @@ pragma solidity 0.8.37;
 /// X25519 keys: each active member registers its own masking public key (setX25519Key), the
 /// PKI of secure aggregation among nodes; one storage slot per member, read through member().
 ///
+/// Round window: a commitment's round must be below roundLimit() = (nextEpoch + 2) *
+/// roundsPerEpoch + graceRounds, where nextEpoch is the first epoch not finalized. That is the
+/// round that would close the epoch after it: a member can count toward closing the current
+/// epoch, never a later one, so a member committing round 10**9 closes nothing in advance.
+///
 /// Cross-site evaluation: each active member commits the sha256 of its row of the swarm's
 /// cross-site evaluation matrix (its own validation split scoring every member's final model
 /// and the consensus). Only the latest digest is stored, so that sending the same one twice (an
@@ -111,6 +116,7 @@ contract Consortium {
     error PeerIdTaken(string peerId, address holder);
     error MemberCapReached(uint16 maxMembers);
     error AlreadyCommitted(address member, uint64 round);
+    error RoundBeyondWindow(uint64 round, uint256 limit);
     error EmptyBatch();
     error BadCommitmentEncoding(uint256 length);
     error AlreadyReported(address member, uint64 epoch);
@@ -294,6 +300,7 @@ contract Consortium {
 
     function commit(uint64 round, bytes32 digest, uint64 samples) external {
         Member memory m = _activeMember(msg.sender);
+        _checkRound(round);
         mapping(uint256 => uint256) storage words = _committed[msg.sender];
         uint256 bit = 1 << (round & 0xff);
         uint256 bits = words[round >> 8];
@@ -431,6 +438,11 @@ contract Consortium {
 
     // ----- views ----------------------------------------------------------------------------
 
+    /// Commitments take rounds below this (see the header's round window).
+    function roundLimit() public view returns (uint256) {
+        return (uint256(_state.nextEpoch) + 2) * roundsPerEpoch + graceRounds;
+    }
+
     function state()
         external
         view
@@ -539,6 +551,11 @@ contract Consortium {
         }
     }
 
+    function _checkRound(uint64 round) internal view {
+        uint256 limit = roundLimit();
+        if (round >= limit) revert RoundBeyondWindow(round, limit);
+    }
+
     /// Mark `items` (48-byte records) in the bitmap and log them as one event; returns the
     /// member's new nextRound.
     function _commitMany(Member memory m, bytes calldata items) internal returns (uint64 next) {
@@ -564,6 +581,7 @@ contract Consortium {
             else if (round < first) first = round;
         }
         words[word] = bits;
+        _checkRound(last);
         next = last + 1; // checked: a round of 2**64 - 1 reverts, as in commit
         if (next < m.nextRound) next = m.nextRound;
         emit ModelsCommitted(msg.sender, first, last, items);
