@@ -77,6 +77,7 @@ class DeployConfig:
     min_reports: int = 2
     grace_rounds: int = 1
     reward_per_epoch: int = 10**18  # wei
+    close_timeout: int = 7 * 24 * 3600  # seconds before an admin may close a stalled epoch
     admins: tuple[str, ...] = ()  # empty: the deployer alone
 
 
@@ -120,6 +121,7 @@ class Ledger:
             config.min_reports,
             config.grace_rounds,
             config.reward_per_epoch,
+            config.close_timeout,
         ).data_in_transaction
         sender = Sender(chain.w3, account, ErrorDecoder(artifact.abi), chain.name)
         result = sender.send(None, data, description={"function": "constructor"})
@@ -235,6 +237,14 @@ class Ledger:
         """Finalize `epoch`, supplying its reports from the chain's events."""
         reports = [(r.reporter, r.entries) for r in self.reports(epoch)]
         return self._transact("finalize", epoch, reports)
+
+    def close_epoch(self, epoch: int) -> TxResult:
+        """As an admin, close a stalled `epoch` (no scores, no reward) after the timeout."""
+        return self._transact("closeEpoch", epoch)
+
+    def closable_at(self) -> int:
+        """The time (unix seconds) from which an admin may close the first unfinalized epoch."""
+        return int(self._call("epochOpenedAt")) + int(self._call("closeTimeout"))
 
     def fund(self, wei: int) -> TxResult:
         return self._transact("fund", value=wei)

@@ -32,6 +32,13 @@ pragma solidity 0.8.37;
 /// round that would close the epoch after it: a member can count toward closing the current
 /// epoch, never a later one, so a member committing round 10**9 closes nothing in advance.
 ///
+/// Stalled epochs: if most members stop committing, an epoch never closes and the window
+/// keeps everyone else from moving on. An admin may close the first unfinalized epoch
+/// (closeEpoch) once closeTimeout seconds have passed since that epoch became the first
+/// unfinalized one (deployment, or the previous finalize or close: epochOpenedAt). Such an
+/// epoch pays no reward (its reward stays in the pool; its reports, from the few members left,
+/// are not combined) and is logged as EpochClosedByAdmin.
+///
 /// Cross-site evaluation: each active member commits the sha256 of its row of the swarm's
 /// cross-site evaluation matrix (its own validation split scoring every member's final model
 /// and the consensus). Only the latest digest is stored, so that sending the same one twice (an
@@ -90,6 +97,7 @@ contract Consortium {
     uint64 public immutable graceRounds;
     uint16 public immutable minReports;
     uint64 public immutable deployedAt; // block number: where an auditor starts reading logs
+    uint64 public immutable closeTimeout; // seconds before an admin may close a stalled epoch
 
     State internal _state;
     uint256 public totalOwed;
@@ -105,6 +113,7 @@ contract Consortium {
     mapping(address => bytes32) internal _x25519Key;
     uint64 internal _maxEpsilon; // micro-epsilon, 0: no maximum; own slot: reports never read it
     mapping(address => bytes32) public evaluationOf; // latest cross-site evaluation digest
+    uint64 public epochOpenedAt; // timestamp: when the first unfinalized epoch became so
 
     error NotAdmin(address caller);
     error LastAdmin(address admin);
@@ -128,6 +137,7 @@ contract Consortium {
     error EpochAlreadyFinalized(uint64 epoch);
     error EpochOutOfOrder(uint64 epoch, uint64 nextEpoch);
     error EpochNotClosed(uint64 epoch, uint256 membersPast, uint256 activeMembers);
+    error EpochNotStalled(uint64 epoch, uint256 closableAt);
     error ReportsMismatch(uint64 epoch, bytes32 stored, bytes32 supplied);
     error ZeroAmount();
     error NothingToWithdraw(address member);
@@ -162,6 +172,8 @@ contract Consortium {
     event EpochFinalized(
         uint64 indexed epoch, address indexed by, uint256 reward, uint256 allocated, bytes32 resultsHash
     );
+    /// An admin closed a stalled epoch (see the header): no scores, no reward.
+    event EpochClosedByAdmin(uint64 indexed epoch, address indexed by);
     event PoolFunded(address indexed from, uint256 amount);
     event RewardPerEpochChanged(uint256 amount, address indexed by);
     event RewardWithdrawn(address indexed member, uint256 amount);
@@ -192,7 +204,8 @@ contract Consortium {
         uint64 roundsPerEpoch_,
         uint16 minReports_,
         uint64 graceRounds_,
-        uint128 rewardPerEpoch_
+        uint128 rewardPerEpoch_,
+        uint64 closeTimeout_
     ) {
         if (admins.length == 0) revert InvalidConfig("admins", 0);
         if (maxMembers_ == 0 || maxMembers_ > MAX_MEMBERS_LIMIT) {
@@ -204,6 +217,8 @@ contract Consortium {
         graceRounds = graceRounds_;
         minReports = minReports_;
         deployedAt = uint64(block.number);
+        closeTimeout = closeTimeout_;
+        epochOpenedAt = uint64(block.timestamp);
         _state.maxMembers = maxMembers_;
         _state.rewardPerEpoch = rewardPerEpoch_;
         emit MaxMembersChanged(maxMembers_, msg.sender);
@@ -363,6 +378,19 @@ contract Consortium {
         uint256 pool = address(this).balance - totalOwed;
         if (reward > pool) reward = pool;
         _accrue(epoch, reward, addrs, scores, counts);
+    }
+
+    /// An admin closes the first unfinalized epoch when it stalled: closeTimeout seconds after
+    /// it became the first unfinalized one. No scores and no reward; the next epoch opens.
+    function closeEpoch(uint64 epoch) external onlyAdmin nonReentrant {
+        uint64 next = _state.nextEpoch;
+        if (epoch < next) revert EpochAlreadyFinalized(epoch);
+        if (epoch > next) revert EpochOutOfOrder(epoch, next);
+        uint256 closableAt = uint256(epochOpenedAt) + closeTimeout;
+        if (block.timestamp < closableAt) revert EpochNotStalled(epoch, closableAt);
+        _state.nextEpoch = epoch + 1;
+        epochOpenedAt = uint64(block.timestamp);
+        emit EpochClosedByAdmin(epoch, msg.sender);
     }
 
     /// An active member commits the digest of its cross-site evaluation row; the same digest as
@@ -529,6 +557,7 @@ contract Consortium {
         totalOwed += allocated;
         epochResult[epoch] = EpochResult(results, uint128(reward), uint128(allocated));
         _state.nextEpoch = epoch + 1;
+        epochOpenedAt = uint64(block.timestamp);
         emit EpochFinalized(epoch, msg.sender, reward, allocated, results);
     }
 

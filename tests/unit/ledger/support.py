@@ -16,7 +16,12 @@ from ledger.testing import dev_consortium, digest_of, revert, snapshot
 from ledger.views import Commitment
 
 CONFIG = DeployConfig(
-    max_members=6, rounds_per_epoch=2, min_reports=2, grace_rounds=0, reward_per_epoch=10**18
+    max_members=6,
+    rounds_per_epoch=2,
+    min_reports=2,
+    grace_rounds=0,
+    reward_per_epoch=10**18,
+    close_timeout=3600,
 )
 MEMBERS = 5
 SCORE = 1_000_000

@@ -1,14 +1,15 @@
 """The ledger against hostile or absent members (issue 17): a huge round number, and an epoch
-most members stopped writing in."""
+most members stopped writing in (closed by an admin after the timeout)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ledger.audit import run_audit
 from ledger.outbox import Outbox
-from ledger.testing import digest_of
+from ledger.testing import advance_time, digest_of
 from ledger.views import Commitment
-from tests.unit.ledger.support import CONFIG, Ctx, commit_through, raises_revert
+from tests.unit.ledger.support import CONFIG, SCORE, Ctx, commit_through, raises_revert
 
 HUGE = 10**9
 
@@ -60,3 +61,53 @@ def test_the_outbox_holds_a_commit_past_the_window_without_blocking(
     assert (third.failed, third.pending) == (0, 1)
     assert a.committed(a.sender_address, limit + 1)
     assert [i.args["round"] for i in box.items("pending")] == [HUGE]
+
+
+def test_an_admin_closes_a_stalled_epoch_after_the_timeout(ctx: Ctx, tmp_path: Path) -> None:
+    a, b, c, d, e = ctx.members
+    ctx.admin.fund(10**18)
+    limit = ctx.admin.round_limit()
+    # The old failure: three of five members stop committing; epoch 0 never closes and the
+    # two left cannot move past the window.
+    for m in (a, b):
+        commit_through(m, 0, limit - 1)
+    a.report_fixed(0, {1: SCORE, 2: SCORE})
+    with raises_revert("EpochNotClosed", membersPast=2, activeMembers=5):
+        ctx.admin.finalize(0)
+    with raises_revert("RoundBeyondWindow"):
+        a.commit(limit, digest_of("stuck"), 1)
+    # Before the timeout an admin cannot close it either; a member never can.
+    closable_at = ctx.admin.closable_at()
+    with raises_revert("EpochNotStalled", epoch=0, closableAt=closable_at):
+        ctx.admin.close_epoch(0)
+    advance_time(ctx.chain, CONFIG.close_timeout)
+    with raises_revert("NotAdmin"):
+        a.close_epoch(0)
+    with raises_revert("EpochOutOfOrder"):
+        ctx.admin.close_epoch(1)
+    result = ctx.admin.close_epoch(0)
+    logs = ctx.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
+    (event,) = [ctx.admin.events.decode(log) for log in logs]
+    assert event is not None
+    assert (event.name, event.args["epoch"], event.args["by"]) == (
+        "EpochClosedByAdmin",
+        0,
+        ctx.admin.sender_address,
+    )
+    state = ctx.admin.state()
+    assert state.next_epoch == 1 and state.pool == 10**18  # no reward paid
+    assert ctx.admin.epoch_result(0).reward == 0
+    with raises_revert("EpochAlreadyFinalized"):
+        ctx.admin.close_epoch(0)
+    # The next epoch proceeds: the two members commit on, and with the absent three
+    # deactivated epoch 1 closes and finalizes as usual.
+    for m in (a, b):
+        commit_through(m, limit, limit + CONFIG.rounds_per_epoch - 1)
+    for m in (c, d, e):
+        ctx.admin.deactivate(m.sender_address)
+    ctx.admin.finalize(1)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert [(c.epoch, c.by) for c in report.epochs_closed_by_admin] == [
+        (0, ctx.admin.sender_address)
+    ]
