@@ -139,6 +139,8 @@ contract Consortium {
     error EpochNotClosed(uint64 epoch, uint256 membersPast, uint256 activeMembers);
     error EpochNotStalled(uint64 epoch, uint256 closableAt);
     error ReportsMismatch(uint64 epoch, bytes32 stored, bytes32 supplied);
+    error BadMiddles(uint256 length, uint256 expected);
+    error MiddlesMismatch(uint16 member, int64 low, int64 high);
     error ZeroAmount();
     error NothingToWithdraw(address member);
     error TransferFailed(address to, uint256 amount);
@@ -366,14 +368,24 @@ contract Consortium {
     /// Close an epoch: `reports` are the epoch's ScoresReported events in log order (checked
     /// against the stored hash). Callable by anyone once more than half of the active members
     /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later.
-    function finalize(uint64 epoch, Report[] calldata reports) external nonReentrant {
+    /// `middles`: for each member index i, middles[2i] and middles[2i + 1] are the two middle
+    /// values of the scores about it from active reporters (sorted off chain; equal for an odd
+    /// count; any value for a member that gets no score). The contract checks them in one pass
+    /// instead of sorting (see _checkedMedian): an insertion sort was 2/3 of the gas.
+    function finalize(uint64 epoch, Report[] calldata reports, int64[] calldata middles)
+        external
+        nonReentrant
+    {
         uint64 next = _state.nextEpoch;
         if (epoch < next) revert EpochAlreadyFinalized(epoch);
         if (epoch > next) revert EpochOutOfOrder(epoch, next);
         _checkReports(epoch, reports);
         (address[] memory addrs, bool[] memory active) = _closedMembers(epoch);
+        if (middles.length != 2 * addrs.length) {
+            revert BadMiddles(middles.length, 2 * addrs.length);
+        }
         int256[] memory scores = new int256[](addrs.length);
-        uint256[] memory counts = _combine(reports, active, scores);
+        uint256[] memory counts = _combine(reports, active, middles, scores);
         uint256 reward = _state.rewardPerEpoch;
         uint256 pool = address(this).balance - totalOwed;
         if (reward > pool) reward = pool;
@@ -448,7 +460,8 @@ contract Consortium {
     }
 
     /// Median; for an even count the mean of the two middle values, rounded toward zero.
-    /// Sorts `values` in place (insertion sort: a subject has fewer than 100 reports).
+    /// Sorts `values` in place (insertion sort). The rule finalize applies, with the sorting
+    /// done off chain (see finalize's `middles`); kept for tests and auditors.
     function median(int256[] memory values) public pure returns (int256) {
         uint256 n = values.length;
         for (uint256 i = 1; i < n; ++i) {
@@ -675,11 +688,12 @@ contract Consortium {
 
     /// Median score per active subject from the reports of active reporters; `counts[i]` is
     /// the number of reports behind `scores[i]`, or 0 when the subject gets no score.
-    function _combine(Report[] calldata reports, bool[] memory active, int256[] memory scores)
-        internal
-        view
-        returns (uint256[] memory counts)
-    {
+    function _combine(
+        Report[] calldata reports,
+        bool[] memory active,
+        int64[] calldata middles,
+        int256[] memory scores
+    ) internal view returns (uint256[] memory counts) {
         uint256 n = active.length;
         counts = new uint256[](n);
         bool[] memory counted = new bool[](reports.length);
@@ -710,7 +724,36 @@ contract Consortium {
                 counts[i] = 0;
                 continue;
             }
-            scores[i] = median(buckets[i]);
+            scores[i] = _checkedMedian(uint16(i), buckets[i], middles[2 * i], middles[2 * i + 1]);
         }
+    }
+
+    /// The median of `values` (as median() computes it) from its two middle values, supplied:
+    /// `low` must be the ((n - 1) / 2)-th smallest value and `high` the (n / 2)-th (0-based),
+    /// which holds iff fewer than j + 1 values are below it and more than j are at most it.
+    /// One pass, O(n), instead of an O(n^2) sort.
+    function _checkedMedian(uint16 subject, int256[] memory values, int64 low, int64 high)
+        internal
+        pure
+        returns (int256)
+    {
+        uint256 n = values.length; // >= minReports >= 1
+        uint256 lowBelow;
+        uint256 lowAtMost;
+        uint256 highBelow;
+        uint256 highAtMost;
+        for (uint256 k; k < n; ++k) {
+            int256 v = values[k];
+            if (v < low) ++lowBelow;
+            if (v <= low) ++lowAtMost;
+            if (v < high) ++highBelow;
+            if (v <= high) ++highAtMost;
+        }
+        uint256 jLow = (n - 1) / 2;
+        uint256 jHigh = n / 2;
+        if (lowBelow > jLow || lowAtMost <= jLow || highBelow > jHigh || highAtMost <= jHigh) {
+            revert MiddlesMismatch(subject, low, high);
+        }
+        return (int256(low) + int256(high)) / 2;
     }
 }

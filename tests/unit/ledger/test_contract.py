@@ -499,11 +499,12 @@ def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
     close_epoch(ctx, 0)
     reports = [(r.reporter, r.entries) for r in ctx.admin.reports(0)]
     forged = [reports[0], (reports[1][0], encode_entries({1: 100 * SCORE}))]
+    middles = [0] * (2 * len(ctx.members))  # checked only after the reports
     with pytest.raises(LedgerRevert) as info:
-        ctx.admin._transact("finalize", 0, forged)
+        ctx.admin._transact("finalize", 0, forged, middles)
     assert info.value.error_name == "ReportsMismatch" and info.value.arguments["epoch"] == 0
-    with raises_revert("ReportsMismatch", epoch=0):
-        ctx.admin._transact("finalize", 0, reports[:1])  # omitting a report is caught too
+    with raises_revert("ReportsMismatch", epoch=0):  # omitting a report is caught too
+        ctx.admin._transact("finalize", 0, reports[:1], middles)
 
 
 def test_median_resists_a_lying_minority(ctx: Ctx) -> None:

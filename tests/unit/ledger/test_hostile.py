@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ledger.audit import run_audit
+from ledger.contract import finalize_middles
 from ledger.outbox import Outbox
 from ledger.testing import advance_time, digest_of
 from ledger.views import Commitment
@@ -111,3 +112,25 @@ def test_an_admin_closes_a_stalled_epoch_after_the_timeout(ctx: Ctx, tmp_path: P
     assert [(c.epoch, c.by) for c in report.epochs_closed_by_admin] == [
         (0, ctx.admin.sender_address)
     ]
+
+
+def test_finalize_checks_the_middle_scores_it_is_given(ctx: Ctx) -> None:
+    """finalize takes the scores' middle values sorted off chain and checks them."""
+    a, b, c, d, _ = ctx.members
+    for i, m in enumerate((b, c, d)):  # three reports about a: 1, 2, 3 (odd: middle 2)
+        m.report_fixed(0, {0: (i + 1) * SCORE, 4: (4 - i) * SCORE})
+    a.report_fixed(0, {4: 9 * SCORE})  # four about e: 4, 3, 2, 9 (even: 3 and 4)
+    for m in (a, b, c):
+        commit_through(m, 0, CONFIG.rounds_per_epoch)
+    reports = [(r.reporter, r.entries) for r in ctx.admin.reports(0)]
+    members = len(ctx.members)
+    right = finalize_middles([[1 * SCORE, 2 * SCORE, 3 * SCORE], [], [], [], [4, 3, 2, 9]])
+    assert right[:2] == [2 * SCORE, 2 * SCORE] and right[8:] == [3, 4]
+    with raises_revert("BadMiddles", length=2, expected=2 * members):
+        ctx.admin._transact("finalize", 0, reports, [0, 0])
+    wrong = [SCORE, SCORE] + [0] * (2 * members - 2)  # a's lowest score, not its middle
+    with raises_revert("MiddlesMismatch", member=0, low=SCORE, high=SCORE):
+        ctx.admin._transact("finalize", 0, reports, wrong)
+    ctx.admin.finalize(0)  # Ledger.finalize sorts them itself
+    combined = {s.member: s.score for s in run_audit(ctx.admin).scores}
+    assert combined == {a.sender_address: 2 * SCORE, ctx.addresses[4]: 3 * SCORE + SCORE // 2}
