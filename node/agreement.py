@@ -22,9 +22,12 @@ from node.config import TimeoutSection
 from node.scaling import Scaler, centred_squares, column_sums
 
 
-def _flood(members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection) -> Flood:
+def member_flood(
+    session: str, members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection
+) -> Flood:
+    """A flood over every member within the start-up deadline (the start's sums, a query's)."""
     return Flood(
-        session="start",
+        session=session,
         members=members,
         neighbours=tuple(neighbours),
         fetch_seconds=timeouts.fetch_seconds,
@@ -41,7 +44,8 @@ async def agree_session_only(
     timeouts: TimeoutSection,
 ) -> str:
     """The run's session alone (the scaling comes from the consortium's reference)."""
-    return await agree_session(exchange, identity, _flood(members, neighbours, timeouts), "start")
+    flood = member_flood("start", members, neighbours, timeouts)
+    return await agree_session(exchange, identity, flood, "start")
 
 
 async def agree_start(
@@ -54,7 +58,7 @@ async def agree_start(
     train_x: np.ndarray,
 ) -> tuple[str, Scaler]:
     """(the run's session, the swarm-wide scaler) from every member's training features."""
-    flood = _flood(members, neighbours, timeouts)
+    flood = member_flood("start", members, neighbours, timeouts)
     session = await agree_session(exchange, identity, flood, "start")
     sums = await secure_sum(
         exchange, identity, keys, dataclasses.replace(flood, session=f"{session}/sums"),

@@ -2,7 +2,6 @@
 (gossip.secure_sum), each in a session of its own under one fresh session for the query."""
 
 import dataclasses
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +13,8 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from gossip.exchange import ParamExchange
 from gossip.secure_agg import MaskingKeys
-from gossip.secure_sum import Flood, agree_session, secure_sum
+from gossip.secure_sum import agree_session, secure_sum
+from node.agreement import member_flood
 from node.analytics.answer import answer
 from node.analytics.disclosure import ReleaseLog
 from node.analytics.query import Query
@@ -39,21 +39,13 @@ async def answer_over_swarm(
 ) -> dict[str, Any]:
     """`query`'s released answer, computed with every member (all must take part);
     `on_sum(k)` after the k-th sum (progress, and the simulator's faults)."""
-    flood = Flood(
-        session="analytics",
-        members=members,
-        neighbours=tuple(neighbours),
-        fetch_seconds=timeouts.fetch_seconds,
-        connect_seconds=timeouts.connect_seconds,
-        deadline_seconds=timeouts.startup_seconds,
-    )
+    flood = member_flood("analytics", members, neighbours, timeouts)
     session = await agree_session(exchange, identity, flood, "analytics")
-    counter = itertools.count(1)
     sums = 0
 
     async def total(vector: np.ndarray) -> np.ndarray:
         nonlocal sums
-        sums = next(counter)
+        sums += 1
         at = dataclasses.replace(flood, session=f"{session}/{sums}")
         result = await secure_sum(exchange, identity, keys, at, np.asarray(vector, np.float64))
         await on_sum(sums)
