@@ -581,12 +581,7 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
 def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
     """Parse and validate a node config; `overrides` are `dotted.key=toml-value` strings."""
     path = path.resolve()
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _read_toml(path, "config")
     for item in overrides or []:
         _apply_override(raw, item, path)
     try:
@@ -598,16 +593,21 @@ def load_config(path: Path, overrides: list[str] | None = None) -> NodeConfig:
 def load_query(path: Path) -> Query:
     """A federated-analytics query file (`medswarm stats QUERY`), with the file and the key in
     every error."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: query file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _read_toml(path, "query")
     try:
         return Query.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc, "query")) from None
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file at `path` (a `what` file), or a ConfigError naming the file and the fault."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def format_validation_error(path: Path, exc: ValidationError, what: str = "configuration") -> str:
