@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from eth_account.signers.local import LocalAccount
@@ -359,7 +359,7 @@ def status(
         st = ledger.state()
         members = ledger.members()
         privacy = _by_member(ledger.privacy_spent(), members)
-        evaluations = _evaluations_by_member(ledger.evaluations(), members)
+        evaluations = _by_member(ledger.evaluations(), members)
         if as_json:
             typer.echo(json.dumps(_status_json(st, members, privacy, evaluations), indent=2))
             return
@@ -376,22 +376,20 @@ def status(
         out.print(_members_table(members, privacy, over, evaluations=latest))
 
 
-def _by_member(
-    spends: list[PrivacySpend], members: list[MemberInfo]
-) -> dict[str, list[PrivacySpend]]:
-    found: dict[str, list[PrivacySpend]] = {m.address: [] for m in members}
-    for spend in spends:
-        found.setdefault(spend.member, []).append(spend)
+class _OfMember(Protocol):
+    @property
+    def member(self) -> str: ...
+
+
+_Member = TypeVar("_Member", bound=_OfMember)
+
+
+def _by_member(items: list[_Member], members: list[MemberInfo]) -> dict[str, list[_Member]]:
+    """Each member's events (privacy spends, evaluations) in chain order, [] for none."""
+    found: dict[str, list[_Member]] = {m.address: [] for m in members}
+    for item in items:
+        found.setdefault(item.member, []).append(item)
     return found
-
-
-def _evaluations_by_member(
-    found: list[Evaluation], members: list[MemberInfo]
-) -> dict[str, list[Evaluation]]:
-    by_member: dict[str, list[Evaluation]] = {m.address: [] for m in members}
-    for evaluation in found:
-        by_member.setdefault(evaluation.member, []).append(evaluation)
-    return by_member
 
 
 def _status_json(
