@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from node.errors import DataError, SchemaError
+from node.row_filter import RowFilter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,24 +93,6 @@ class FeatureSpec(BaseModel):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if not all(math.isfinite(v) for v in [*(self.levels or []), *self.missing_values]):
             raise ValueError("levels and missing_values must be finite numbers")
-        return self
-
-
-class RowFilter(BaseModel):
-    """Keep only rows whose ``column`` lies in ``[min, max]`` (an inclusion criterion)."""
-
-    model_config = _MODEL_CONFIG
-
-    column: str
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> RowFilter:
-        if self.min is None and self.max is None:
-            raise ValueError("a filter needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
 
 

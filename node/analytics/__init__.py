@@ -7,8 +7,10 @@ gossip.secure_sum (node.analytics.swarm); unit tests with a plain sum over in-me
 """
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # not at run time: reading a node config imports this package
+    import numpy as np
 
 # This site's float64 vector -> the element-wise sum over all contributing sites, exactly.
-Total = Callable[[np.ndarray], Awaitable[np.ndarray]]
+Total = Callable[["np.ndarray"], Awaitable["np.ndarray"]]

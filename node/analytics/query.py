@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from node.dataset import RowFilter
+from node.row_filter import RowFilter
 
 FAMILIES = ("gaussian", "binomial", "poisson")
 
