@@ -106,7 +106,7 @@ def _ask(swarm: Path, query: str, tmp: Path) -> list[subprocess.CompletedProcess
                 "--json",
                 str(tmp / f"{s}.json"),
                 "--set",
-                "timeouts.startup_seconds=20",
+                "timeouts.startup_seconds=90",  # four processes starting on a loaded CI machine
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
