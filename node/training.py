@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from node.direct_sgd import DirectSGD, linear_layers
 from node.models import SeededDropout
 
 
@@ -138,13 +139,15 @@ def train_local(
     if settings.epochs == 0:
         return _mean_loss(model, xt, yt)
     generator = torch.Generator().manual_seed(seed)
+    layers = linear_layers(model) if settings.optimizer == "sgd" else None
+    direct = layers and DirectSGD(layers, settings.lr, settings.momentum, settings.weight_decay)
     dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
     optimizer: PlainSGD | torch.optim.Optimizer = (
         PlainSGD(model, settings) if settings.optimizer == "sgd" else _optimizer(model, settings)
     )
     loss_fn = nn.BCEWithLogitsLoss()
     n = xt.shape[0]
-    total, seen = 0.0, 0
+    total, seen = torch.zeros((), dtype=torch.float64), 0
     was_training = model.training
     model.train()
     for d in dropouts:
@@ -160,17 +163,20 @@ def train_local(
                     xs[start : start + settings.batch_size],
                     ys[start : start + settings.batch_size],
                 )
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(yb)
+                if direct:
+                    total += direct.step(xb, yb)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(xb), yb)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach() * len(yb)
                 seen += len(yb)
     finally:
         for d in dropouts:
             d.generator = None
         model.train(was_training)
-    return total / seen
+    return float(total) / seen
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
