@@ -12,6 +12,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import THandler, TProtocol
 from libp2p.io.abc import ReadWriteCloser
+from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -67,6 +68,11 @@ def build_host(key_pair: KeyPair) -> IHost:
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): LeanYamux},
         transports=[tcp],
+        # One connection per peer is all a node uses. With py-libp2p's default (3) a dial that
+        # succeeds still waits out the 250 ms happy-eyeballs head start before returning (the
+        # wait ends early only on a failure or on reaching this limit): 19 neighbours dialled
+        # one after another cost a node almost 5 s of start-up.
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     # LeanYamux: the stock /yamux/1.0.0 wire format with ~1 MiB frames and a lean frame loop
     # (gossip/lean_yamux.py). py-libp2p 0.8.1's muxer negotiation builds the stock Yamux whatever
