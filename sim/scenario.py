@@ -464,6 +464,7 @@ lr = 0.05
 optimizer = "sgd"                 # sgd | adam
 momentum = 0.0
 weight_decay = 0.0
+# prox_mu = 0.0                   # FedProx's proximal term (docs/heterogeneity.md)
 
 [swarm]                           # as in a node config; the rounds are set above
 merge = "neighbourhood"           # {merge_rules}
@@ -472,6 +473,8 @@ gossip_steps = 1                  # mixing steps per round
 byzantine = 0                     # f, the Byzantine neighbours the robust rules resist
 # multi_krum_m = 0                # multi_krum: models averaged (0: n - f)
 # clip_radius = 0.0               # clipped_gossip: tau (0: adaptive)
+# personalize = "bias"            # keep the output's bias (or "head": the output layer) at
+#                                 # each hospital (docs/heterogeneity.md)
 
 # [timeouts]                      # as in a node config
 # connect_seconds = 5
