@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,11 @@ def _fit(
     x: np.ndarray, y: np.ndarray, recipe: Recipe, after_round: Callable[[nn.Module], None]
 ) -> nn.Module:
     net = build_model(recipe.model, x.shape[1], recipe.hidden, seed=recipe.model_seed)
+    # FedProx pulls an update towards the model a round received; a model trained alone (one
+    # site, or all data pooled) receives none, so it trains without the term.
+    settings = replace(recipe.settings, prox_mu=0.0)
     for r in range(recipe.rounds):
-        train_local(net, x, y, recipe.settings, seed=training_seed(recipe.model_seed, r))
+        train_local(net, x, y, settings, seed=training_seed(recipe.model_seed, r))
         after_round(net)
     return net
 
@@ -118,16 +121,46 @@ def local_only(
     return scores, curves
 
 
+def local_only_matrix(
+    tables: Mapping[str, CleanTable], recipe: Recipe
+) -> dict[str, dict[str, EvalResult]]:
+    """Each site's model trained alone (its own scaler), scored on every site's validation
+    split: model site -> validation site -> scores."""
+    splits = _splits(tables, recipe)
+    return {
+        site: {
+            other: evaluate(net, scaler.transform(s.val_x), s.val_y) for other, s in splits.items()
+        }
+        for site, scaler, net, _ in _local_models(splits, recipe)
+    }
+
+
+def models_at_every_site(
+    models: Mapping[str, tuple[Params, Scaler]],
+    tables: Mapping[str, CleanTable],
+    recipe: Recipe,
+) -> dict[str, dict[str, EvalResult]]:
+    """Given models (a site's parameters and the scaling it trained with), each scored on
+    every site's validation split: model site -> validation site -> scores."""
+    splits = _splits(tables, recipe)
+    return {
+        site: {
+            other: fedavg_evaluate(params, recipe, scaler.transform(s.val_x), s.val_y)
+            for other, s in splits.items()
+        }
+        for site, (params, scaler) in models.items()
+    }
+
+
 def local_only_cross_site(
     tables: Mapping[str, CleanTable], recipe: Recipe
 ) -> dict[str, EvalResult]:
     """Each site alone, scored on every site's validation split (FLamby's protocol for local
     models): the mean of the per-site metrics, i.e. how well a model trained on one hospital's
     records serves the consortium's patients."""
-    splits = _splits(tables, recipe)
     results = {}
-    for site, scaler, net, _ in _local_models(splits, recipe):
-        scores = [evaluate(net, scaler.transform(s.val_x), s.val_y) for s in splits.values()]
+    for site, row in local_only_matrix(tables, recipe).items():
+        scores = list(row.values())
         aucs = [e.auc for e in scores if e.auc is not None]
         results[site] = EvalResult(
             accuracy=float(np.mean([e.accuracy for e in scores])),

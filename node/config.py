@@ -42,6 +42,9 @@ MergeRuleName = Literal[
     "clipped_gossip",
 ]
 MERGE_RULE_NAMES: tuple[str, ...] = get_args(MergeRuleName)
+# node.personalize.local_names's modes (static here for the same reasons; the same test).
+PersonalizeMode = Literal["none", "bias", "head"]
+PERSONALIZE_MODES: tuple[str, ...] = get_args(PersonalizeMode)
 # node.merge.PAIR_WEIGHTS by name: the rules secure aggregation can run (a weighted sum whose
 # weights both ends of a link compute alike; the same unit test keeps them equal).
 SECURE_AGGREGATION_RULES: tuple[str, ...] = ("neighbourhood", "metropolis")
@@ -162,6 +165,14 @@ class TrainingSection(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
+    prox_mu: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="FedProx: mu / 2 * ||w - w_start||^2 added to the local loss, w_start the "
+        "model the round began from (the last merge); 0: plain local training "
+        "(docs/heterogeneity.md).",
+    )
     seed: int = 0
     threads: int = Field(1, gt=0, description="torch threads for this node.")
 
@@ -175,6 +186,7 @@ class TrainingSection(_Section):
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             optimizer=self.optimizer,
+            prox_mu=self.prox_mu,
         )
 
 
@@ -213,6 +225,12 @@ class SwarmSection(_Section):
         description="Mixing steps per round: after the merge, exchange and merge the result "
         "with the same partners this many times in all (docs/consensus.md). More than 1 "
         "helps sparse graphs reach consensus in fewer rounds, at that many times the messages.",
+    )
+    personalize: PersonalizeMode = Field(
+        "none",
+        description="Keep part of the model at this hospital: 'bias' (the output layer's bias) "
+        "or 'head' (the whole output layer, mlp only) is trained on the local rows but never "
+        "published or merged; the rest is gossiped as usual (docs/heterogeneity.md).",
     )
 
 
@@ -446,6 +464,12 @@ class NodeConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _heterogeneity_fits(self) -> Self:
+        if problems := heterogeneity_problems(self):
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _phases_fit_rotation(self) -> Self:
         phases, rotation = self.node.neighbour_phases, self.swarm.rotation
         if (rotation > 1 or phases) and len(phases) != len(self.node.neighbours):
@@ -574,6 +598,40 @@ def secure_aggregation_problems(cfg: "NodeConfig") -> list[str]:
             "contribution.enabled) needs DP-SGD (privacy.target_epsilon or "
             "privacy.noise_multiplier): the scorer sees each neighbour's DP-protected "
             "snapshot, which without DP would be the very model secure aggregation hides"
+        )
+    return problems
+
+
+def heterogeneity_problems(cfg: "NodeConfig") -> list[str]:
+    """The combinations FedProx and personalization cannot run with: each a message naming the
+    keys and what to do instead."""
+    problems = []
+    if cfg.training.prox_mu > 0 and cfg.privacy.dp:
+        problems.append(
+            f"training.prox_mu = {cfg.training.prox_mu:g} with DP-SGD (privacy.target_epsilon "
+            "or privacy.noise_multiplier): DP-SGD clips and noises each record's gradient, and "
+            "the proximal term belongs to no record; set training.prox_mu = 0"
+        )
+    mode = cfg.swarm.personalize
+    if mode == "none":
+        return problems
+    if mode == "head" and cfg.model.name == "logreg":
+        problems.append(
+            "swarm.personalize = 'head' with model.name = 'logreg': its output layer is the "
+            "whole model, nothing would be shared; use 'bias' (a site's own intercept) or mlp"
+        )
+    if cfg.evaluation.cross_site:
+        problems.append(
+            f"swarm.personalize = {mode!r} with evaluation.cross_site: the cross-site "
+            "evaluation floods each node's final model, whose local part personalization keeps "
+            "at the hospital; set evaluation.cross_site = false (the simulator scores "
+            "personalized models at every site from the nodes' checkpoints)"
+        )
+    if cfg.adversary.mode in ("alie", "ipm"):
+        problems.append(
+            f"swarm.personalize = {mode!r} with adversary.mode = {cfg.adversary.mode!r}: the "
+            "crafted attacks are simulated without personalization; set swarm.personalize = "
+            "'none'"
         )
     return problems
 

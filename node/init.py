@@ -59,6 +59,7 @@ lr = 0.05
 optimizer = "sgd"                     # sgd | adam
 momentum = 0.0
 weight_decay = 0.0
+prox_mu = 0.0                         # FedProx: pull each update towards the round's start
 seed = 0
 threads = 1                           # torch threads
 
@@ -79,6 +80,8 @@ clip_radius = 0.0                     # clipped_gossip: tau, L2 over the whole m
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
 rotation = 1                          # gossip with each neighbour every this many rounds
 gossip_steps = 1                      # mixing steps per round (more: faster consensus)
+# Keep part of the model here, trained on this hospital's rows only, never published or merged:
+personalize = "none"                  # none | bias (the output's bias) | head (the output layer)
 
 [timeouts]
 startup_seconds = 60                  # wait for neighbours to come up

@@ -68,6 +68,7 @@ from node.metrics import ANALYTICS_PROGRESS, append_record, read_records
 from node.models import build_model
 from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
+from node.personalize import joined, local_names, local_part, shared_part
 from node.scaling import Scaler
 from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
 
@@ -124,6 +125,10 @@ class RunState:
     # they arrived, and what it held when that round began (IPM measures their updates from it).
     received: list[Neighbour] = field(default_factory=list)
     received_base: Params = field(default_factory=dict)
+    # swarm.personalize: the names kept at this node (never published or merged; empty: none),
+    # and their values as this round's training left them.
+    local: tuple[str, ...] = ()
+    kept: Params = field(default_factory=dict)
 
 
 @dataclass
@@ -554,7 +559,9 @@ class NodeRunner:
         if checkpoint is None:
             save_params(self.out / "initial.safetensors", initial)
         else:
-            load_params(model, checkpoint.params)
+            load_params(model, checkpoint.params)  # the local part too: it is in the checkpoint
+        local = local_names(model, cfg.swarm.personalize)
+        published = shared_part(initial, local)  # what neighbours send and secure sums mask
         return RunState(
             model=model,
             train_x=train_x,
@@ -563,8 +570,8 @@ class NodeRunner:
             val_y=val_y,
             initial=initial,
             current=initial if checkpoint is None else checkpoint.params,
-            specs=wire.specs_of(initial),
-            size=size_of(initial),
+            specs=wire.specs_of(published),
+            size=size_of(published),
             train_settings=cfg.training.settings(),
             scorer=self._scorer(model, val_x, val_y),
             training=Offload(limiter=self.cpu),
@@ -576,6 +583,7 @@ class NodeRunner:
             test_x=test_x,
             test_y=test_y,
             evaluated_on=evaluated_on,
+            local=local,
         )
 
     def _private_training(
@@ -630,7 +638,9 @@ class NodeRunner:
         local_eval = (
             evaluate(run.model, run.val_x, run.val_y) if self.cfg.node.evaluate_local else None
         )
-        own = self.publish_transform(model_params(run.model))
+        updated = model_params(run.model)
+        run.kept = local_part(updated, run.local)
+        own = self.publish_transform(shared_part(updated, run.local))
         self._commit(r, own)
         partners = self._partners(r)
         mass = self._mass(partners)
@@ -647,6 +657,7 @@ class NodeRunner:
             merged, reached, failures, scores = await self._secure_round(
                 run, r, partners, own, previous, mass
             )
+        merged = joined(merged, run.kept, run.initial)  # the local part stays this node's own
         load_params(run.model, merged)
         run.current = merged
         merged_eval = evaluate(run.model, run.val_x, run.val_y)
@@ -787,6 +798,12 @@ class NodeRunner:
         """The neighbours' Shapley values this round, added to the epoch's (None: not scored)."""
         if run.scorer is None or not neighbours:
             return None
+        if run.local:  # coalitions are scored as this node would use them: with its local part
+            own = joined(own, run.kept, previous)
+            neighbours = [
+                dataclasses.replace(n, params=joined(n.params, run.kept, previous))
+                for n in neighbours
+            ]
         scores = await run.scoring.run(run.scorer.score, r, previous, own, neighbours)
         for peer, value in scores.scores.items():
             run.epoch_scores[peer] = run.epoch_scores.get(peer, 0.0) + value

@@ -6,6 +6,7 @@ Pure and synchronous: the node runs `train_local` in a worker thread. Thread cou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -25,6 +26,9 @@ class TrainSettings:
     momentum: float = 0.0
     weight_decay: float = 0.0
     optimizer: Literal["sgd", "adam"] = "sgd"
+    # FedProx: mu / 2 * ||w - w_start||^2 added to each minibatch's loss, w_start the model the
+    # call began from (the round's merge), so a site's update cannot drift far from it.
+    prox_mu: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -39,6 +43,8 @@ class TrainSettings:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if not self.prox_mu >= 0:
+            raise ValueError(f"prox_mu must be >= 0, got {self.prox_mu}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,21 @@ def _mean_loss(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor) -> float:
         model.train(was_training)
 
 
+def _proximal_term(model: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:
+    """FedProx's mu / 2 * ||w - w_start||^2 over the trainable parameters, w_start their values
+    now (None for mu = 0: no term, the same steps bit for bit as without it)."""
+    if mu == 0:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+
+    def term() -> torch.Tensor:
+        squared = torch.stack([((p - s) ** 2).sum() for p, s in zip(params, start, strict=True)])
+        return (mu / 2) * squared.sum()
+
+    return term
+
+
 def train_local(
     model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSettings, seed: int
 ) -> float:
@@ -133,19 +154,24 @@ def train_local(
     The returned loss is the sample-weighted mean of the minibatch losses seen while training.
     With ``epochs = 0`` nothing changes and the current loss on ``(x, y)`` is returned. Each
     call makes a fresh optimizer (no momentum or Adam state carries over between rounds).
-    Shuffling and dropout masks come from a generator seeded with ``seed``.
+    Shuffling and dropout masks come from a generator seeded with ``seed``. With
+    ``settings.prox_mu > 0`` each step also pulls towards the parameters the call began with
+    (FedProx's proximal term); the returned loss is still the data's alone.
     """
     xt, yt = _tensors(x, y)
     if settings.epochs == 0:
         return _mean_loss(model, xt, yt)
     generator = torch.Generator().manual_seed(seed)
-    layers = linear_layers(model) if settings.optimizer == "sgd" else None
+    # The written-out backward has no proximal term: FedProx keeps autograd.
+    plain = settings.optimizer == "sgd" and not settings.prox_mu
+    layers = linear_layers(model) if plain else None
     direct = layers and DirectSGD(layers, settings.lr, settings.momentum, settings.weight_decay)
     dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
     optimizer: PlainSGD | torch.optim.Optimizer = (
         PlainSGD(model, settings) if settings.optimizer == "sgd" else _optimizer(model, settings)
     )
     loss_fn = nn.BCEWithLogitsLoss()
+    proximal = _proximal_term(model, settings.prox_mu)
     n = xt.shape[0]
     total, seen = torch.zeros((), dtype=torch.float64), 0
     was_training = model.training
@@ -168,7 +194,7 @@ def train_local(
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model(xb), yb)
-                    loss.backward()
+                    (loss if proximal is None else loss + proximal()).backward()
                     optimizer.step()
                     total += loss.detach() * len(yb)
                 seen += len(yb)

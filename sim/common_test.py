@@ -53,7 +53,7 @@ def consensus(
 ) -> dict[str, Any] | None:
     """The row-weighted average of these nodes' final models (their last checkpoints) on the
     test set, scaled by the swarm's agreed scaler (None: no node left a checkpoint)."""
-    finals = {n: params for n in names if (params := _final_params(folder, n))}
+    finals = {n: params for n in names if (params := final_params(folder, n))}
     if not finals:
         return None
     out = folder / "nodes" / next(iter(finals)) / "out"
@@ -67,7 +67,7 @@ def consensus(
     }
 
 
-def _final_params(folder: Path, name: str) -> dict[str, np.ndarray] | None:
+def final_params(folder: Path, name: str) -> dict[str, np.ndarray] | None:
     """A node's final model: its newest checkpoint (`checkpoint/checkpoint-<r>.safetensors`)."""
     found = (folder / "nodes" / name / "out" / "checkpoint").glob("checkpoint-*.safetensors")
     by_round = {int(p.stem.split("-")[1]): p for p in found}

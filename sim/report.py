@@ -21,6 +21,8 @@ from rich import box
 from rich.table import Table as RichTable
 from scipy import stats
 
+from sim.heterogeneity import KEYS, METHODS, over_seeds
+
 # Below this many seeds the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
 # the smallest p with n pairs is 2 / 2^n), so fewer seeds use the paired t-test.
 WILCOXON_MIN_SEEDS = 6
@@ -183,6 +185,85 @@ def _significance(seeds_summary: Sequence[dict[str, Any]] | None) -> list[Block]
         )
     )
     return blocks
+
+
+# --------------------------------------------------------------------------- heterogeneity
+
+# The paired comparisons of the heterogeneity section: (method, against, score).
+HETEROGENEITY_TESTS = (
+    ("personalized_swarm", "local_only", "own_accuracy"),
+    ("personalized_swarm", "swarm", "own_auc"),
+    ("personalized_swarm", "swarm", "own_accuracy"),
+    ("personalized_swarm", "swarm", "all_accuracy"),
+)
+SCORE_LABELS = {
+    "own_accuracy": "own-site accuracy",
+    "own_auc": "own-site AUC",
+    "all_accuracy": "all-site accuracy",
+    "all_auc": "all-site AUC",
+}
+
+
+def _heterogeneity(
+    summary: dict[str, Any], seeds_summary: Sequence[dict[str, Any]] | None
+) -> list[Block]:
+    """Own-site and all-site accuracy and AUC per site for the swarm, the personalized swarm
+    and local only: this seed's, or with several seeds their means and paired tests."""
+    runs = [s["heterogeneity"] for s in seeds_summary or [] if s.get("heterogeneity")]
+    several = len(runs) >= 2
+    scores = over_seeds(runs) if several else summary.get("heterogeneity")
+    if not scores:
+        return []
+    seeds = f"means over {len(runs)} seeds" if several else f"seed {summary['seed']}"
+    blocks: list[Block] = [
+        Heading("Heterogeneity"),
+        Paragraph(
+            f"Each site's final model (personalization: swarm.personalize = "
+            f"{summary['heterogeneity']['personalize']!r}, its local part kept at the site) "
+            "scored on its own validation split (own-site) and on every site's, the mean over "
+            f"the sites (all-site); {seeds}. Swarm: the same run sharing every parameter. "
+            "See docs/heterogeneity.md."
+        ),
+        _heterogeneity_table(scores),
+    ]
+    if several:
+        blocks.append(Bullets(_heterogeneity_tests(runs)))
+    return blocks
+
+
+def _heterogeneity_table(scores: dict[str, Any]) -> Table:
+    methods = [m for m in METHODS if scores.get(m)]
+    sites = list(scores[methods[0]]["per_site"])
+    rows = [
+        [site, METHODS[m], *(_fmt(scores[m]["per_site"].get(site, {}).get(k)) for k in KEYS)]
+        for site in sites
+        for m in methods
+    ]
+    rows += [["mean", METHODS[m], *(_fmt(scores[m]["mean"][k]) for k in KEYS)] for m in methods]
+    return Table(["hospital", "model", *(SCORE_LABELS[k] for k in KEYS)], rows)
+
+
+def _heterogeneity_tests(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Each comparison's paired test over the seeds of the means over sites."""
+    lines = []
+    for method, against, key in HETEROGENEITY_TESTS:
+        if not all(r.get(method) and r.get(against) for r in runs):
+            continue
+        ours = [r[method]["mean"][key] for r in runs]
+        theirs = [r[against]["mean"][key] for r in runs]
+        if None in ours or None in theirs:
+            continue
+        result = paired_test(ours, theirs)
+        test = (
+            "every seed the same difference"
+            if math.isnan(result.p_value)
+            else f"{result.test}, p = {result.p_value:.4f}"
+        )
+        lines.append(
+            f"mean {SCORE_LABELS[key]}, {METHODS[method]} minus {METHODS[against]}: "
+            f"{result.mean_difference:+.4f} over {result.seeds} seeds ({test}, two-sided)"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- plots
@@ -662,6 +743,7 @@ def write_report(
         _baseline_table(summary),
         *_test_blocks(summary),
         *_cross_site_blocks(summary),
+        *_heterogeneity(summary, seeds_summary),
         Heading("Faults and attacks"),
         Bullets(
             [f"fault: {f}" for f in summary.get("faults", [])]

@@ -40,6 +40,7 @@ from sim.scenario import (
     BACKENDS,
     AlieAttack,
     Attack,
+    BaselinesSection,
     FreeRider,
     IpmAttack,
     LabelFlip,
@@ -200,6 +201,8 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
     summary = collect(folder, scenario, plan, wall, settled, timing)
     if scenario.privacy is not None and scenario.privacy.compare_without_dp:
         _compare_without_dp(scenario, seed, folder, summary, console)
+    if scenario.baselines.shared_swarm:
+        _compare_shared(scenario, plan, folder, summary, console)
     _report(folder, summary, folder, None)
     from sim.report import console_summary
 
@@ -292,6 +295,29 @@ def _without_dp_rows(plain: dict[str, Any]) -> dict[str, Any]:
             for n, r in rows.items()
         },
     }
+
+
+def shared_swarm(scenario: Scenario) -> Scenario:
+    """The scenario with every parameter shared (no personalization) and no baselines (the
+    personalized run has them): the swarm a personalized one is compared with."""
+    swarm = scenario.swarm.model_copy(update={"personalize": "none"})
+    return scenario.model_copy(update={"swarm": swarm, "baselines": BaselinesSection()})
+
+
+def _compare_shared(
+    scenario: Scenario, plan: Plan, folder: Path, summary: dict[str, Any], console: Console
+) -> None:
+    """Run the seed again sharing every parameter (into `shared-swarm/`) and score its models
+    at every site, for the report's heterogeneity table."""
+    from sim.heterogeneity import site_scores, swarm_matrix
+
+    console.rule(f"{scenario.name}: seed {plan.seed}, the same swarm sharing every parameter")
+    run_seed(shared_swarm(scenario), plan.seed, folder / "shared-swarm", console)
+    matrix = swarm_matrix(
+        folder / "shared-swarm", plan.honest, plan.files, plan.schema, _recipe(scenario, plan)
+    )
+    summary["heterogeneity"]["swarm"] = site_scores(matrix)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -833,6 +859,16 @@ def collect(
         from sim.cross_site import cross_site_matrix
 
         summary["cross_site"] = cross_site_matrix(folder, names, settled)
+    if scenario.swarm.personalize != "none":
+        from sim.heterogeneity import site_scores, swarm_matrix
+
+        matrix = swarm_matrix(folder, plan.honest, plan.files, plan.schema, _recipe(scenario, plan))
+        summary["heterogeneity"] = {
+            "personalize": scenario.swarm.personalize,
+            "personalized_swarm": site_scores(matrix),
+            "swarm": None,  # filled in by the shared-swarm run (baselines.shared_swarm)
+            "local_only": (baseline_results.get("local_only") or {}).get("sites"),
+        }
     if scenario.privacy is not None:
         summary["privacy"] = privacy_summary(
             folder, plan.honest, per_node, nodes, scenario.privacy.audit,
@@ -886,6 +922,7 @@ def cached_baselines(
         "model": scenario.model.model_dump(mode="json"),
         "training": scenario.training.model_dump(mode="json"),
         "baselines": scenario.baselines.model_dump(mode="json", exclude={"cache"}),
+        "personalize": scenario.swarm.personalize,  # local only's own/all-site scores with it
     }
     if plan.test_file is not None:  # every baseline is scored on it: its rows are data too
         settings["test_set"] = hashlib.sha256(plan.test_file.read_bytes()).hexdigest()
@@ -928,6 +965,11 @@ def baselines(scenario: Scenario, plan: Plan, folder: Path) -> dict[str, Any]:
         out["local_only"] = _described(scores)
         if test is not None:
             out["local_only"]["test"] = common_test.per_site(curves)
+        if scenario.swarm.personalize != "none":  # the heterogeneity table's own/all-site
+            from node.baselines import local_only_matrix
+            from sim.heterogeneity import site_scores
+
+            out["local_only"]["sites"] = site_scores(local_only_matrix(tables, recipe))
     if wanted.centralized:
         scores, curve = pooled(tables, recipe, test)
         out["centralized"] = _described(scores)

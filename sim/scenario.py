@@ -164,6 +164,9 @@ class BaselinesSection(_Section):
     # The same FedAvg deployed as processes (a server and a client per site) over libp2p: the
     # wall-clock to compare with the swarm's on the process backend.
     fedavg_network: bool = False
+    # With swarm.personalize: the same swarm again with every parameter shared, into
+    # shared-swarm/, for the report's own-site and all-site table (docs/heterogeneity.md).
+    shared_swarm: bool = False
     target_accuracy: float | None = Field(None, gt=0, le=1)
     # Keep the baselines' results per scenario, seed and data (sim/baseline_cache.py): a rerun
     # of the same comparison does not train them again.
@@ -464,6 +467,7 @@ lr = 0.05
 optimizer = "sgd"                 # sgd | adam
 momentum = 0.0
 weight_decay = 0.0
+# prox_mu = 0.0                   # FedProx's proximal term (docs/heterogeneity.md)
 
 [swarm]                           # as in a node config; the rounds are set above
 merge = "neighbourhood"           # {merge_rules}
@@ -472,6 +476,8 @@ gossip_steps = 1                  # mixing steps per round
 byzantine = 0                     # f, the Byzantine neighbours the robust rules resist
 # multi_krum_m = 0                # multi_krum: models averaged (0: n - f)
 # clip_radius = 0.0               # clipped_gossip: tau (0: adaptive)
+# personalize = "bias"            # keep the output's bias (or "head": the output layer) at
+#                                 # each hospital (docs/heterogeneity.md)
 
 # [timeouts]                      # as in a node config
 # connect_seconds = 5
@@ -509,6 +515,7 @@ local_only = true                 # each node alone on its own data
 centralized = true                # one model on all the data pooled
 fedavg = true                     # server-based federated averaging
 fedavg_network = false            # also run it as a server and client processes (wall-clock)
+# shared_swarm = true             # with swarm.personalize: the same swarm sharing everything
 target_accuracy = 0.8             # report the rounds each method needs to reach this
 
 # Faults, any number, each a [[faults]] table:
@@ -629,6 +636,7 @@ def _problems(s: Scenario) -> list[str]:
         *_attack_problems(s, names),
         *_merge_problems(s, [*names, *s.sybil_names()]),
         *_privacy_problems(s, names),
+        *_heterogeneity_problems(s),
         *_analytics_problems(s),
     ]
 
@@ -1016,6 +1024,43 @@ def _privacy_problems(s: Scenario, names: list[str]) -> list[str]:
             "every node (privacy.target_epsilon or privacy.noise_multiplier, privacy.nodes: "
             "all): the scorer sees DP-protected snapshots"
         )
+    return problems
+
+
+def _heterogeneity_problems(s: Scenario) -> list[str]:
+    """What FedProx and personalization cannot run with, said in the scenario's keys."""
+    problems = []
+    mode = s.swarm.personalize
+    if s.baselines.shared_swarm and mode == "none":
+        problems.append(
+            "baselines.shared_swarm: compares a personalized swarm with the same swarm sharing "
+            "every parameter: needs swarm.personalize = 'bias' or 'head'"
+        )
+    if s.training.prox_mu > 0 and s.privacy is not None and s.privacy.dp:
+        problems.append(
+            "training.prox_mu: DP-SGD (privacy.target_epsilon or privacy.noise_multiplier) "
+            "clips each record's gradient, and the proximal term belongs to no record: needs 0"
+        )
+    if mode == "none":
+        return problems
+    if mode == "head" and s.model.name == "logreg":
+        problems.append(
+            "swarm.personalize = 'head': logreg's output layer is the whole model; use 'bias'"
+        )
+    if s.evaluation.cross_site:
+        problems.append(
+            f"evaluation.cross_site: floods each node's final model, whose local part "
+            f"swarm.personalize = {mode!r} keeps at the hospital; set it false (the report's "
+            "heterogeneity table scores every site's model at every site)"
+        )
+    if s.privacy is not None and s.privacy.audit:
+        problems.append(
+            f"privacy.audit: attacks the published models, which under swarm.personalize = "
+            f"{mode!r} lack the local part; set privacy.audit = false"
+        )
+    crafted = sorted({a.kind for a in s.attacks if isinstance(a, AlieAttack | IpmAttack)})
+    if crafted:
+        problems.append(f"attacks: {', '.join(crafted)} are simulated without swarm.personalize")
     return problems
 
 

@@ -22,6 +22,7 @@ FORBIDDEN = {
 }
 PURE_NODE_MODULES = [
     "models",
+    "personalize",
     "training",
     "merge",
     "scaling",

@@ -212,3 +212,47 @@ def test_dropout_keeps_autograd():
 
     assert linear_layers(build_model("mlp", 4, (8,), dropout=0.2)) is None
     assert linear_layers(build_model("mlp", 4, (8,))) is not None
+
+
+def _distance(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
+    return float(sum(((v - start[k]) ** 2).sum() for k, v in model.state_dict().items()) ** 0.5)
+
+
+def test_the_proximal_term_keeps_the_update_near_where_the_round_began():
+    x, y = _separable()
+    distances = {}
+    for mu in (0.0, 0.1, 10.0):
+        model = build_model("mlp", 5, hidden=(8,), seed=3)
+        start = _state(model)
+        train_local(model, x, y, TrainSettings(epochs=5, lr=0.05, prox_mu=mu), seed=7)
+        distances[mu] = _distance(model, start)
+    assert distances[10.0] < 0.5 * distances[0.1] < 0.5 * distances[0.0]
+
+
+def test_prox_mu_zero_takes_the_plain_steps_bit_for_bit():
+    """mu = 0 is the loop without the term: the same SGD steps on the same shuffles."""
+    x, y = _separable()
+    settings = TrainSettings(epochs=2, batch_size=16, lr=0.1, momentum=0.5, prox_mu=0.0)
+    ours = build_model("mlp", 5, hidden=(8,), seed=3)
+    loss = train_local(ours, x, y, settings, seed=11)
+
+    plain = build_model("mlp", 5, hidden=(8,), seed=3)
+    optimizer, generator = PlainSGD(plain, settings), torch.Generator().manual_seed(11)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
+    total = 0.0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            optimizer.zero_grad()
+            step = nn.functional.binary_cross_entropy_with_logits(plain(xt[rows]), yt[rows])
+            step.backward()
+            optimizer.step()
+            total += float(step.detach()) * len(rows)
+    assert loss == total / (settings.epochs * len(y))
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in ours.state_dict().items())
+
+
+def test_prox_mu_must_not_be_negative():
+    with pytest.raises(ValueError, match="prox_mu"):
+        TrainSettings(prox_mu=-0.1)
