@@ -98,6 +98,16 @@ class MaxEpsilonRecord:
     tx_hash: str
 
 
+@dataclass(frozen=True)
+class AdminClose:
+    """A stalled epoch an admin closed (EpochClosedByAdmin): no scores, no reward."""
+
+    epoch: int
+    by: str
+    block: int
+    tx_hash: str
+
+
 @dataclass
 class AuditReport:
     contract: str
@@ -121,6 +131,7 @@ class AuditReport:
     # Members with a report above the maximum in force when they reported, by index.
     members_over_max: list[str] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)  # every digest, chain order
+    epochs_closed_by_admin: list[AdminClose] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -171,6 +182,7 @@ class _Replay:
         self.over_max: set[str] = set()
         self._last_spend: dict[str, PrivacySpend] = {}
         self.evaluations: list[Evaluation] = []
+        self.closed_by_admin: list[AdminClose] = []
 
     def apply(self, e: Event) -> None:
         handler = getattr(self, f"_on_{e.name}", None)
@@ -344,6 +356,16 @@ class _Replay:
         self.results[epoch] = (results, reward, allocated)
         self.next_epoch = epoch + 1
 
+    def _on_EpochClosedByAdmin(self, e: Event, a: dict[str, Any]) -> None:
+        """A stalled epoch closed by an admin: no scores, no reward (the contract checked the
+        timeout; the audit lists every such close)."""
+        epoch = a["epoch"]
+        if epoch != self.next_epoch:
+            self._find("event.epoch_order", f"epoch {epoch}", self.next_epoch, epoch)
+        self.results[epoch] = (b"\0" * 32, 0, 0)
+        self.closed_by_admin.append(AdminClose(epoch, a["by"], e.block_number, e.tx_hash))
+        self.next_epoch = epoch + 1
+
 
 def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) -> AuditReport:
     """Replay every event up to `to_block` (default: latest) and check it against the views."""
@@ -387,6 +409,7 @@ def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) ->
         max_epsilon_history=replay.max_epsilon_history,
         members_over_max=[m.address for m in members if m.address in replay.over_max],
         evaluations=replay.evaluations,
+        epochs_closed_by_admin=replay.closed_by_admin,
     )
 
 

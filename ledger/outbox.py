@@ -8,6 +8,12 @@ AlreadyReported, EpochAlreadyFinalized), which the outbox records as done.
 
 Consecutive commitments go out as one commitBatch, and commitments followed by the report
 of an epoch as one commitAndReport: flushing once per epoch is the cheapest way to write.
+The contract takes a commitment only for a round below its window's limit (the round that
+would close the epoch after the first unfinalized one). A commitment past it is held back, not
+sent: it waits, without blocking the writes behind it, until the window moves on. When it holds
+one back, a flush first finalizes the first unfinalized epoch if that epoch is closed (anyone
+may), which is what moves the window.
+
 A cross-site evaluation's digest (commitEvaluation) goes alone; the contract refuses the
 digest a member committed last (AlreadyEvaluated), which makes it exactly once too.
 
@@ -17,6 +23,7 @@ the event loop enqueueing); database access is serialised and only one flush run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -60,7 +67,7 @@ COLUMNS = (
     " updated_at"
 )
 # Reverts that mean "try again later", not "this write can never land".
-RETRY_LATER = frozenset({"EpochNotClosed"})
+RETRY_LATER = frozenset({"EpochNotClosed", "RoundBeyondWindow"})
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,13 @@ class Outbox:
         try:
             budget = max_items if max_items is not None else 1 << 62
             deferred: set[int] = set()  # retry-later items: skipped until the next flush
+            try:
+                deferred |= self._held_commits()
+            except ChainUnavailable as exc:
+                self._note_attempt(self._next_group(budget, deferred), str(exc))
+                report.chain_down = True
+                report.error = str(exc)
+                budget = 0
             while budget > 0:
                 group = self._next_group(budget, deferred)
                 if not group:
@@ -264,6 +278,22 @@ class Outbox:
         )
         thread.start()
         return thread, stop
+
+    def _held_commits(self) -> set[int]:
+        """The pending commitments the contract would refuse for now (round at or past its
+        window's limit), after finalizing the first unfinalized epoch if any are and it can."""
+        ledger = self.ledger
+        assert ledger is not None
+        commits = [i for i in self.items("pending") if i.kind == "commit"]
+        limit = ledger.round_limit()
+        if not any(int(i.args["round"]) >= limit for i in commits):
+            return set()
+        # The window moves when the first unfinalized epoch is finalized; a revert means it is
+        # not closed yet, or another member finalized it first.
+        with contextlib.suppress(LedgerRevert):
+            ledger.finalize(ledger.state().next_epoch)
+        limit = ledger.round_limit()
+        return {i.id for i in commits if int(i.args["round"]) >= limit}
 
     def _next_group(self, budget: int, deferred: set[int]) -> list[OutboxItem]:
         """The next transaction's items: a run of commits (optionally closed by a report),

@@ -108,3 +108,24 @@ def test_deploy_register_fund_status_audit_withdraw(tmp_path: Path) -> None:
     )
     assert rejected.exit_code == 2
     assert "NotAdmin" in rejected.output
+
+
+def test_close_epoch_by_admin_shows_in_the_audit(tmp_path: Path) -> None:
+    state = str(tmp_path / "chain.json")
+    common = ["--chain", "anvil", "--state", state]
+    deployed = _run("deploy", *common, "--dev-account", "0", "--close-timeout", "0")
+    c = [*common, "--contract", deployed.strip().splitlines()[-1]]
+    _run("register", *c, "--dev-account", "0", "--member", dev_account(1).address,
+         "--peer-id", "12D3KooWcli1", "--name", "Hospital 1")  # fmt: skip
+    refused = runner.invoke(app, ["close-epoch", *c, "--dev-account", "1", "--epoch", "0"])
+    assert refused.exit_code != 0 and "NotAdmin" in refused.output
+    _run("close-epoch", *c, "--dev-account", "0", "--epoch", "0")
+    out_dir = tmp_path / "audit"
+    result = runner.invoke(app, ["audit", *c, "--out", str(out_dir)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "epochs closed by admin" in result.stdout
+    audited = json.loads((out_dir / "audit.json").read_text())
+    assert [(e["epoch"], e["by"]) for e in audited["epochs_closed_by_admin"]] == [
+        (0, dev_account(0).address)
+    ]
+    assert json.loads(_run("status", *c, "--json"))["state"]["next_epoch"] == 1

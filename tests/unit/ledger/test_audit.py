@@ -16,7 +16,7 @@ from ledger.events import Event, EventDecoder
 from ledger.privacy import delta_to_fixed, epsilon_to_fixed
 from ledger.testing import digest_of, peer_id
 from ledger.views import Commitment
-from tests.unit.ledger.support import SCORE, Ctx, close_epoch
+from tests.unit.ledger.support import SCORE, Ctx, close_epoch, wide_window
 
 
 def _history(ctx: Ctx) -> None:
@@ -118,6 +118,7 @@ def test_models_are_checked_against_committed_digests(ctx: Ctx, tmp_path: Path) 
 
 def test_audit_rebuilds_every_commitment_exactly(ctx: Ctx) -> None:
     """Single commits, batches across bitmap words and commitAndReport, out of order."""
+    ctx = wide_window(ctx)
     import hashlib
 
     def d(label: str) -> bytes:
@@ -151,6 +152,7 @@ def test_audit_reads_only_the_bitmap_words_events_mention(
 ) -> None:
     """Huge rounds cost the audit one view call per word they touch, not one per word up to
     them (every word below 2**40 would be ~4e9 calls)."""
+    ctx = wide_window(ctx)
     a, b = ctx.members[0], ctx.members[1]
     a.commit(2**33, digest_of("far"), 1)
     a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (3, 2**40, 2**40 + 1)])
@@ -205,6 +207,7 @@ def test_audit_reads_the_word_of_the_contracts_highest_round(
 def test_audit_checks_a_batch_round_range_against_its_records(
     ctx: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    ctx = wide_window(ctx)
     a = ctx.members[0]
     a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (7, 3, 9)])
     real_decode = EventDecoder.decode

@@ -26,6 +26,7 @@ from tests.unit.ledger.support import (
     close_epoch,
     commit_through,
     raises_revert,
+    wide_window,
 )
 
 # ----- deployment and administration ------------------------------------------------------
@@ -164,6 +165,7 @@ def test_commit_once_per_round(ctx: Ctx) -> None:
 
 
 def test_commit_batch_across_bitmap_words(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m = ctx.members[0]
     rounds = [254, 255, 256, 300, 1000]
     m.commit_batch([Commitment(r, digest_of(str(r)), 1) for r in rounds])
@@ -180,12 +182,12 @@ def test_commit_batch_across_bitmap_words(ctx: Ctx) -> None:
 
 def test_commitment_event_carries_digest_and_samples(ctx: Ctx) -> None:
     m = ctx.members[2]
-    result = m.commit(5, digest_of("model"), 1234)
+    result = m.commit(3, digest_of("model"), 1234)
     logs = m.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
     event = m.events.decode(logs[0])
     assert event is not None and event.name == "ModelCommitted"
     assert event.args == {
-        "round": 5,
+        "round": 3,
         "member": m.sender_address,
         "digest": digest_of("model"),
         "samples": 1234,
@@ -193,6 +195,7 @@ def test_commitment_event_carries_digest_and_samples(ctx: Ctx) -> None:
 
 
 def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m = ctx.members[1]
     items = [Commitment(r, digest_of(f"b{r}"), 100 + r) for r in (3, 4, 2**40, 9)]
     result = m.commit_batch(items)
@@ -213,6 +216,7 @@ def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
 
 
 def test_batch_event_is_indexed_by_its_round_range(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m, other = ctx.members[1], ctx.members[2]
     items = [Commitment(r, digest_of(f"r{r}"), 1) for r in (12, 10, 300, 11)]  # any order
     result = m.commit_batch(items)
@@ -495,11 +499,12 @@ def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
     close_epoch(ctx, 0)
     reports = [(r.reporter, r.entries) for r in ctx.admin.reports(0)]
     forged = [reports[0], (reports[1][0], encode_entries({1: 100 * SCORE}))]
+    middles = [0] * (2 * len(ctx.members))  # checked only after the reports
     with pytest.raises(LedgerRevert) as info:
-        ctx.admin._transact("finalize", 0, forged)
+        ctx.admin._transact("finalize", 0, forged, middles)
     assert info.value.error_name == "ReportsMismatch" and info.value.arguments["epoch"] == 0
-    with raises_revert("ReportsMismatch", epoch=0):
-        ctx.admin._transact("finalize", 0, reports[:1])  # omitting a report is caught too
+    with raises_revert("ReportsMismatch", epoch=0):  # omitting a report is caught too
+        ctx.admin._transact("finalize", 0, reports[:1], middles)
 
 
 def test_median_resists_a_lying_minority(ctx: Ctx) -> None:
@@ -685,4 +690,4 @@ def test_events_cover_the_history(ctx: Ctx) -> None:
     (withdrawn,) = _events(ctx, "RewardWithdrawn")
     assert withdrawn.args == {"member": ctx.addresses[0], "amount": 10**18}
     assert CONFIG.rounds_per_epoch == 2
-    commit_through(ctx.members[0], 100, 101)
+    commit_through(ctx.members[0], 4, 5)  # within the window after epoch 0
