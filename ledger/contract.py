@@ -233,9 +233,13 @@ class Ledger:
         """{peer ID or address: float score} -> {member index: fixed-point score}."""
         return {self.index_of(k): to_fixed(v) for k, v in scores.items()}
 
-    def finalize(self, epoch: int) -> TxResult:
+    def finalize(self, epoch: int, *, wait_for_reports: bool = True) -> TxResult:
         """Finalize `epoch`, supplying its reports from the chain's events and, sorted here,
-        the two middle scores about each member (which the contract checks, not sorts)."""
+        the two middle scores about each member (which the contract checks, not sorts).
+
+        The contract waits for every active member's report (ReportsMissing) unless most
+        members reached the window's end; `wait_for_reports=False` is an admin's decision
+        not to wait (adminFinalize), e.g. after a run, when no more reports are coming."""
         found = self.reports(epoch)
         reports = [(r.reporter, r.entries) for r in found]
         members = self.members()
@@ -245,7 +249,8 @@ class Ledger:
             if to_checksum_address(r.reporter) in active:
                 for subject, score in decode_entries(r.entries).items():
                     about[subject].append(score)
-        return self._transact("finalize", epoch, reports, finalize_middles(about))
+        function = "finalize" if wait_for_reports else "adminFinalize"
+        return self._transact(function, epoch, reports, finalize_middles(about))
 
     def close_epoch(self, epoch: int) -> TxResult:
         """As an admin, close a stalled `epoch` (no scores, no reward) after the timeout."""

@@ -11,8 +11,11 @@ of an epoch as one commitAndReport: flushing once per epoch is the cheapest way 
 The contract takes a commitment only for a round below its window's limit (the round that
 would close the epoch after the first unfinalized one). A commitment past it is held back, not
 sent: it waits, without blocking the writes behind it, until the window moves on. When it holds
-one back, a flush first finalizes the first unfinalized epoch if that epoch is closed (anyone
-may), which is what moves the window.
+one back, a flush first finalizes the first unfinalized epoch if the contract lets it (anyone
+may), which is what moves the window. The contract waits for every active member's report of
+the epoch (ReportsMissing) unless most members are held at the window's end too, and takes a
+report of an epoch finalized meanwhile as a late one (logged, not combined; its privacy spend
+kept): a slow member's report is never refused, and the node only warns about it.
 
 A cross-site evaluation's digest (commitEvaluation) goes alone; the contract refuses the
 digest a member committed last (AlreadyEvaluated), which makes it exactly once too.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -40,6 +44,8 @@ from ledger.privacy import NO_PRIVACY, delta_to_fixed, epsilon_to_fixed
 from ledger.scores import to_fixed
 from ledger.tx import TxResult
 from ledger.views import Commitment
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["commit", "report", "finalize", "withdraw", "evaluation"]
 Status = Literal["pending", "done", "failed"]
@@ -67,7 +73,7 @@ COLUMNS = (
     " updated_at"
 )
 # Reverts that mean "try again later", not "this write can never land".
-RETRY_LATER = frozenset({"EpochNotClosed", "RoundBeyondWindow"})
+RETRY_LATER = frozenset({"EpochNotClosed", "ReportsMissing", "RoundBeyondWindow"})
 
 
 @dataclass(frozen=True)
@@ -289,7 +295,7 @@ class Outbox:
         if not any(int(i.args["round"]) >= limit for i in commits):
             return set()
         # The window moves when the first unfinalized epoch is finalized; a revert means it is
-        # not closed yet, or another member finalized it first.
+        # not closed yet, a member's report is still awaited, or another member finalized it.
         with contextlib.suppress(LedgerRevert):
             ledger.finalize(ledger.state().next_epoch)
         limit = ledger.round_limit()
@@ -363,6 +369,12 @@ class Outbox:
             scores = {ledger.index_of(k): int(v) for k, v in args["scores"].items()}
             # Rows queued before reports carried privacy have no keys: they were no-DP.
             privacy = (int(args.get("epsilon", NO_PRIVACY)), int(args.get("delta", 0)))
+            if ledger.state().next_epoch > args["epoch"]:
+                log.warning(
+                    "epoch %d was finalized before this node's report of it: the report goes "
+                    "out late (its scores are logged, not combined; its privacy spend counts)",
+                    args["epoch"],
+                )
             if commits:
                 return ledger.commit_and_report(commits, args["epoch"], scores, *privacy)
             return ledger.report_fixed(args["epoch"], scores, *privacy)

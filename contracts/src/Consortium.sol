@@ -32,6 +32,20 @@ pragma solidity 0.8.37;
 /// round that would close the epoch after it: a member can count toward closing the current
 /// epoch, never a later one, so a member committing round 10**9 closes nothing in advance.
 ///
+/// Waiting for reports: an epoch is closed once more than half of the active members committed
+/// its close round ((epoch + 1) * roundsPerEpoch + graceRounds). finalize also waits until every
+/// active member has reported it (or a later epoch), so that a fast member finalizing the epoch
+/// to move the window on does not shut a slow member's report out. A member that stopped cannot
+/// hold the others for long: once more than half of the active members committed up to the
+/// window's end (roundLimit() - 1, roundsPerEpoch rounds past the close round), the epoch
+/// finalizes without the missing reports. An admin may finalize a closed epoch without waiting
+/// (adminFinalize: after a run, when no report is coming any more).
+///
+/// Late reports: a report of an epoch already finalized is still taken, in epoch order as any
+/// report, but only logged (ScoresReportedLate, and its PrivacySpent): the epoch's scores are
+/// final, while the privacy spend is a fact the consortium must see. So a member's report is
+/// never refused for being slow.
+///
 /// Stalled epochs: if most members stop committing, an epoch never closes and the window
 /// keeps everyone else from moving on. An admin may close the first unfinalized epoch
 /// (closeEpoch) once closeTimeout seconds have passed since that epoch became the first
@@ -137,6 +151,7 @@ contract Consortium {
     error EpochAlreadyFinalized(uint64 epoch);
     error EpochOutOfOrder(uint64 epoch, uint64 nextEpoch);
     error EpochNotClosed(uint64 epoch, uint256 membersPast, uint256 activeMembers);
+    error ReportsMissing(uint64 epoch, uint256 reported, uint256 activeMembers);
     error EpochNotStalled(uint64 epoch, uint256 closableAt);
     error ReportsMismatch(uint64 epoch, bytes32 stored, bytes32 supplied);
     error BadMiddles(uint256 length, uint256 expected);
@@ -167,6 +182,8 @@ contract Consortium {
         bytes commitments
     );
     event ScoresReported(uint64 indexed epoch, address indexed reporter, bytes entries);
+    /// A report of an epoch already finalized (see the header): logged, not combined.
+    event ScoresReportedLate(uint64 indexed epoch, address indexed reporter, bytes entries);
     event ScoreCombined(
         uint64 indexed epoch, address indexed member, int64 score, uint32 reports
     );
@@ -367,29 +384,25 @@ contract Consortium {
 
     /// Close an epoch: `reports` are the epoch's ScoresReported events in log order (checked
     /// against the stored hash). Callable by anyone once more than half of the active members
-    /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later.
+    /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later, and every
+    /// active member has reported the epoch or most reached the window's end (see the header).
     /// `middles`: for each member index i, middles[2i] and middles[2i + 1] are the two middle
     /// values of the scores about it from active reporters (sorted off chain; equal for an odd
     /// count; any value for a member that gets no score). The contract checks them in one pass
     /// instead of sorting (see _checkedMedian): an insertion sort was 2/3 of the gas.
     function finalize(uint64 epoch, Report[] calldata reports, int64[] calldata middles)
         external
-        nonReentrant
     {
-        uint64 next = _state.nextEpoch;
-        if (epoch < next) revert EpochAlreadyFinalized(epoch);
-        if (epoch > next) revert EpochOutOfOrder(epoch, next);
-        _checkReports(epoch, reports);
-        (address[] memory addrs, bool[] memory active) = _closedMembers(epoch);
-        if (middles.length != 2 * addrs.length) {
-            revert BadMiddles(middles.length, 2 * addrs.length);
-        }
-        int256[] memory scores = new int256[](addrs.length);
-        uint256[] memory counts = _combine(reports, active, middles, scores);
-        uint256 reward = _state.rewardPerEpoch;
-        uint256 pool = address(this).balance - totalOwed;
-        if (reward > pool) reward = pool;
-        _accrue(epoch, reward, addrs, scores, counts);
+        _finalize(epoch, reports, middles, true);
+    }
+
+    /// finalize without waiting for the reports still missing: an admin's decision that they
+    /// are not coming (the epoch must still be closed).
+    function adminFinalize(uint64 epoch, Report[] calldata reports, int64[] calldata middles)
+        external
+        onlyAdmin
+    {
+        _finalize(epoch, reports, middles, false);
     }
 
     /// An admin closes the first unfinalized epoch when it stalled: closeTimeout seconds after
@@ -544,6 +557,28 @@ contract Consortium {
         }
     }
 
+    function _finalize(
+        uint64 epoch,
+        Report[] calldata reports,
+        int64[] calldata middles,
+        bool waitForReports
+    ) internal nonReentrant {
+        uint64 next = _state.nextEpoch;
+        if (epoch < next) revert EpochAlreadyFinalized(epoch);
+        if (epoch > next) revert EpochOutOfOrder(epoch, next);
+        _checkReports(epoch, reports);
+        (address[] memory addrs, bool[] memory active) = _closedMembers(epoch, waitForReports);
+        if (middles.length != 2 * addrs.length) {
+            revert BadMiddles(middles.length, 2 * addrs.length);
+        }
+        int256[] memory scores = new int256[](addrs.length);
+        uint256[] memory counts = _combine(reports, active, middles, scores);
+        uint256 reward = _state.rewardPerEpoch;
+        uint256 pool = address(this).balance - totalOwed;
+        if (reward > pool) reward = pool;
+        _accrue(epoch, reward, addrs, scores, counts);
+    }
+
     /// Emit every combined score, credit every share, record the epoch's result.
     function _accrue(
         uint64 epoch,
@@ -630,10 +665,10 @@ contract Consortium {
     }
 
     /// Validate `entries` (known subjects, never the reporter, ascending; possibly none) and
-    /// chain them into the epoch's reports hash. The caller records nextEpoch.
+    /// chain them into the epoch's reports hash, or only log them if the epoch is finalized
+    /// (a late report, see the header). The caller records nextEpoch.
     function _report(Member memory m, uint64 epoch, bytes calldata entries) internal {
         State memory s = _state;
-        if (epoch < s.nextEpoch) revert EpochAlreadyFinalized(epoch);
         if (m.nextEpoch > epoch) {
             if (m.nextEpoch == epoch + 1) revert AlreadyReported(msg.sender, epoch);
             revert ReportOutOfOrder(msg.sender, epoch, m.nextEpoch - 1);
@@ -650,6 +685,10 @@ contract Consortium {
             }
             previous = subject;
         }
+        if (epoch < s.nextEpoch) {
+            emit ScoresReportedLate(epoch, msg.sender, entries);
+            return;
+        }
         reportsHash[epoch] = keccak256(abi.encodePacked(reportsHash[epoch], msg.sender, entries));
         emit ScoresReported(epoch, msg.sender, entries);
     }
@@ -663,8 +702,9 @@ contract Consortium {
         if (h != stored) revert ReportsMismatch(epoch, stored, h);
     }
 
-    /// Every member's address and active flag, by index; reverts unless the epoch is closed.
-    function _closedMembers(uint64 epoch)
+    /// Every member's address and active flag, by index; reverts unless the epoch is closed
+    /// and, when `waitForReports`, reported by every active member or past its wait (header).
+    function _closedMembers(uint64 epoch, bool waitForReports)
         internal
         view
         returns (address[] memory addrs, bool[] memory active)
@@ -672,8 +712,11 @@ contract Consortium {
         addrs = new address[](_state.memberCount);
         active = new bool[](addrs.length);
         uint256 closeRound = (uint256(epoch) + 1) * roundsPerEpoch + graceRounds;
+        uint256 windowEnd = closeRound + roundsPerEpoch; // roundLimit() while epoch is next
         uint256 activeCount;
         uint256 past;
+        uint256 atEnd;
+        uint256 reported;
         for (uint256 i; i < addrs.length; ++i) {
             address a = memberAt[i];
             Member memory m = _members[a];
@@ -682,8 +725,13 @@ contract Consortium {
             active[i] = true;
             activeCount += 1;
             if (m.nextRound > closeRound) past += 1;
+            if (m.nextRound >= windowEnd) atEnd += 1;
+            if (m.nextEpoch > epoch) reported += 1; // reported it, or a later one (never it)
         }
         if (past * 2 <= activeCount) revert EpochNotClosed(epoch, past, activeCount);
+        if (waitForReports && reported < activeCount && atEnd * 2 <= activeCount) {
+            revert ReportsMissing(epoch, reported, activeCount);
+        }
     }
 
     /// Median score per active subject from the reports of active reporters; `counts[i]` is

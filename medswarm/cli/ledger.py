@@ -336,9 +336,17 @@ def set_x25519_key(
 def finalize(
     ledger: Ledger,
     epoch: Annotated[int, typer.Option(help="The epoch to finalize (the next unfinalized one).")],
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="As an admin: do not wait for the reports still missing (none are coming).",
+        ),
+    ] = False,
 ) -> None:
-    """Finalize a closed epoch: combine scores, credit rewards (anyone may)."""
-    result = ledger.finalize(epoch)
+    """Finalize a closed epoch: combine scores, credit rewards (anyone may, once every active
+    member reported it or most reached the round window's end)."""
+    result = ledger.finalize(epoch, wait_for_reports=not no_wait)
     err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
 
 
@@ -525,6 +533,10 @@ def _print_audit(report: AuditReport) -> None:
         "epochs finalized": report.epochs_finalized,
         "epochs closed by admin (no reward)": ", ".join(
             f"{c.epoch} by {c.by} at block {c.block}" for c in report.epochs_closed_by_admin
+        )
+        or "-",
+        "late reports (logged, not combined)": ", ".join(
+            f"{names[r.member]} epoch {r.epoch}" for r in report.late_reports
         )
         or "-",
         "funded (wei)": report.funded,

@@ -26,14 +26,14 @@ def _history(ctx: Ctx) -> None:
     ctx.members[3].report_fixed(0, {1: 4 * SCORE, 2: -SCORE, 4: SCORE})
     ctx.members[4].report_fixed(0, {2: 3 * SCORE})
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     ctx.admin.deactivate(ctx.addresses[4])
     ctx.admin.set_reward_per_epoch(5 * 10**17)
     ctx.members[1].withdraw()
     ctx.members[0].report_fixed(1, {1: SCORE, 3: SCORE})
     ctx.members[2].report_fixed(1, {1: 3 * SCORE, 3: 2 * SCORE})
     close_epoch(ctx, 1, who=[0, 1, 2])
-    ctx.admin.finalize(1)
+    ctx.admin.finalize(1, wait_for_reports=False)
     ctx.admin.register(ctx.addresses[4], "back", "hospital 5 again")
 
 

@@ -454,7 +454,7 @@ def test_a_report_may_carry_no_scores(ctx: Ctx) -> None:
     with raises_revert("AlreadyReported", epoch=0):
         ctx.members[4].report(0, {}, epsilon=1.0)
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     assert ctx.admin.epoch_result(0).finalized
 
 
@@ -487,11 +487,14 @@ def test_finalize_needs_a_closed_epoch_in_order(ctx: Ctx) -> None:
     with raises_revert("EpochNotClosed", epoch=0, membersPast=2, activeMembers=5):
         ctx.admin.finalize(0)
     close_epoch(ctx, 0, who=[2])
+    with raises_revert("ReportsMissing", epoch=0, reported=0, activeMembers=5):
+        ctx.outsider.finalize(0)  # closed, but it waits for every active member's report
+    _report_all(ctx, 0, {i: {} for i in range(5)})
     ctx.outsider.finalize(0)  # anyone may finalize
     with raises_revert("EpochAlreadyFinalized", epoch=0):
         ctx.admin.finalize(0)
-    with raises_revert("EpochAlreadyFinalized", epoch=0):
-        ctx.members[0].report_fixed(0, {1: SCORE})
+    with raises_revert("AlreadyReported", epoch=0):
+        ctx.members[1].report_fixed(0, {0: SCORE})
 
 
 def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
@@ -522,7 +525,7 @@ def test_median_resists_a_lying_minority(ctx: Ctx) -> None:
         },
     )
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     scores = {
         e.args["member"]: e.args["score"]
         for e in _events(ctx, "ScoreCombined")
@@ -550,12 +553,12 @@ def test_rewards_split_by_positive_scores_and_pool_bounds_them(ctx: Ctx) -> None
         },
     )
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     owed = {m.index: m.owed for m in ctx.admin.members()}
     assert owed == {0: 0, 1: 10**18, 2: 0, 3: 0, 4: 0}
     _report_all(ctx, 1, {0: {1: SCORE, 2: SCORE}, 3: {1: SCORE, 2: 3 * SCORE}})
     close_epoch(ctx, 1)
-    ctx.admin.finalize(1)
+    ctx.admin.finalize(1, wait_for_reports=False)
     result = ctx.admin.epoch_result(1)
     assert result.finalized and result.reward == 5 * 10**17  # the pool had only 0.5 ether left
     owed = {m.index: m.owed for m in ctx.admin.members()}
@@ -569,7 +572,7 @@ def test_deactivated_reporters_and_subjects_are_left_out(ctx: Ctx) -> None:
     close_epoch(ctx, 0)
     ctx.admin.deactivate(ctx.addresses[2])  # a subject
     ctx.admin.deactivate(ctx.addresses[4])  # a reporter
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     owed = {m.index: m.owed for m in ctx.admin.members()}
     assert owed == {0: 0, 1: 10**18, 2: 0, 3: 0, 4: 0}
 
@@ -582,7 +585,7 @@ def _earn(ctx: Ctx, subject: int, amount: int = 10**18) -> None:
     others = [i for i in range(5) if i != subject][:2]
     _report_all(ctx, 0, {i: {subject: SCORE} for i in others})
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
 
 
 def test_fund_and_withdraw_conserve_wei(ctx: Ctx) -> None:

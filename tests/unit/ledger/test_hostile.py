@@ -1,14 +1,19 @@
-"""The ledger against hostile or absent members (issue 17): a huge round number, and an epoch
-most members stopped writing in (closed by an admin after the timeout)."""
+"""The ledger against hostile, slow or absent members (issue 17): a huge round number, an epoch
+finalized while a slow member's report is on its way, and an epoch most members stopped writing
+in (closed by an admin after the timeout)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ledger.audit import run_audit
 from ledger.contract import finalize_middles
+from ledger.events import Event, EventDecoder
 from ledger.outbox import Outbox
-from ledger.testing import advance_time, digest_of
+from ledger.testing import advance_time, digest_of, peer_id
 from ledger.views import Commitment
 from tests.unit.ledger.support import CONFIG, SCORE, Ctx, commit_through, raises_revert
 
@@ -31,7 +36,9 @@ def test_a_huge_round_is_refused_and_closes_nothing_in_advance(ctx: Ctx) -> None
         commit_through(m, 0, limit - 1)
     with raises_revert("RoundBeyondWindow", round=limit, limit=limit):
         a.commit(limit, digest_of("next"), 1)
-    ctx.admin.finalize(0)  # epoch 0 is closed: three of five members are past it
+    # Epoch 0 is closed (three of five members are past it) and, though d and e never
+    # reported it, finalizes: the three are held at the window's end.
+    ctx.outsider.finalize(0)
     with raises_revert("EpochNotClosed"):  # nobody could commit past epoch 1's close
         ctx.admin.finalize(1)
     assert ctx.admin.round_limit() == limit + CONFIG.rounds_per_epoch  # the window moved on
@@ -57,6 +64,9 @@ def test_the_outbox_holds_a_commit_past_the_window_without_blocking(
     assert box.flush().pending == 3  # still held: epoch 0 is not closed (one member of five)
     for m in (b, c):
         commit_through(m, 0, CONFIG.rounds_per_epoch)  # now most members are past epoch 0
+    assert box.flush().pending == 3  # still held: b to e have not reported epoch 0
+    for m in ctx.members[1:]:
+        m.report_fixed(0, {})
     third = box.flush()  # finalizes epoch 0, which moves the window
     assert ctx.admin.state().next_epoch == 1
     assert (third.failed, third.pending) == (0, 1)
@@ -116,7 +126,8 @@ def test_an_admin_closes_a_stalled_epoch_after_the_timeout(ctx: Ctx, tmp_path: P
 
 def test_finalize_checks_the_middle_scores_it_is_given(ctx: Ctx) -> None:
     """finalize takes the scores' middle values sorted off chain and checks them."""
-    a, b, c, d, _ = ctx.members
+    a, b, c, d, e = ctx.members
+    e.report_fixed(0, {})  # every member reports: finalize does not wait
     for i, m in enumerate((b, c, d)):  # three reports about a: 1, 2, 3 (odd: middle 2)
         m.report_fixed(0, {0: (i + 1) * SCORE, 4: (4 - i) * SCORE})
     a.report_fixed(0, {4: 9 * SCORE})  # four about e: 4, 3, 2, 9 (even: 3 and 4)
@@ -134,3 +145,129 @@ def test_finalize_checks_the_middle_scores_it_is_given(ctx: Ctx) -> None:
     ctx.admin.finalize(0)  # Ledger.finalize sorts them itself
     combined = {s.member: s.score for s in run_audit(ctx.admin).scores}
     assert combined == {a.sender_address: 2 * SCORE, ctx.addresses[4]: 3 * SCORE + SCORE // 2}
+
+
+# ----- the race: finalizing an epoch while a slow member's report is on its way ------------
+
+
+def _fast_and_slow(ctx: Ctx, tmp_path: Path, fast: int) -> tuple[list[Outbox], Outbox]:
+    """Outboxes for the first `fast` members, each with the rounds up to the window's end and
+    one more (held back), and its report of epoch 0 (d 1.0, e 2.0), flushed once; and for d, the
+    slow member, its rounds of epoch 0 and its report (e 4.0, with a privacy spend), queued but
+    not sent yet. e reports epoch 0 at once: only d's report is awaited."""
+    _, _, _, d, e = ctx.members
+    commit_through(e, 0, CONFIG.rounds_per_epoch - 1)
+    e.report_fixed(0, {})
+    limit = ctx.admin.round_limit()
+    boxes = []
+    for i, m in enumerate(ctx.members[:fast]):
+        box = Outbox(tmp_path / f"fast{i}.db", m)
+        for r in range(limit + 1):
+            box.enqueue_commit(r, digest_of(f"{i}:{r}"), 1)
+            if r == CONFIG.rounds_per_epoch - 1:
+                box.enqueue_report(0, {peer_id(4): 1.0, peer_id(5): 2.0})
+        assert box.flush().failed == 0
+        boxes.append(box)
+    slow = Outbox(tmp_path / "slow.db", d)
+    for r in range(CONFIG.rounds_per_epoch):
+        slow.enqueue_commit(r, digest_of(f"d:{r}"), 1)
+    slow.enqueue_report(0, {peer_id(5): 4.0}, epsilon=1.5, delta=1e-5)
+    return boxes, slow
+
+
+def test_a_slow_members_report_still_counts_when_a_fast_member_is_held(
+    ctx: Ctx, tmp_path: Path
+) -> None:
+    """The old failure (test_privacy_swarm, once in CI): a member held back by the round window
+    finalized epoch 0 as soon as it was closed, and the slow member's report arriving after that
+    was refused for good (its scores and its privacy spend lost)."""
+    _, b, c, d, e = ctx.members
+    (box,), slow = _fast_and_slow(ctx, tmp_path, fast=1)  # a, at the window's end
+    for m in (b, c):  # past epoch 0's close round, not at the window's end; reported
+        commit_through(m, 0, CONFIG.rounds_per_epoch)
+        m.report_fixed(0, {})
+    assert box.flush().pending == 1  # epoch 0 is closed, but d's report is awaited
+    assert ctx.admin.state().next_epoch == 0
+    landed = slow.flush()  # the slow report arrives after the others moved on
+    assert (landed.sent, landed.failed, landed.pending) == (3, 0, 0)
+    assert box.flush().pending == 0  # now a finalizes epoch 0 and sends its held round
+    assert ctx.admin.state().next_epoch == 1
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert report.late_reports == []
+    combined = {s.member: (s.score, s.reports) for s in report.scores}
+    assert combined[e.sender_address] == (3 * SCORE, 2)  # median of a's 2.0 and d's 4.0
+    assert [(p.epoch, p.epsilon) for p in ctx.admin.privacy_spent(d.sender_address)] == [
+        (0, 1_500_000)
+    ]
+
+
+def test_a_report_later_than_the_window_is_logged_late_not_lost(ctx: Ctx, tmp_path: Path) -> None:
+    """A member a whole window behind (stopped, or very slow) does not hold the others: once most
+    are held at the window's end, epoch 0 finalizes without its report. The report still lands,
+    as a late one: not combined, its privacy spend logged, nothing failed in the outbox."""
+    _, _, _, d, e = ctx.members
+    boxes, slow = _fast_and_slow(ctx, tmp_path, fast=3)  # a, b, c at the window's end
+    assert ctx.admin.state().next_epoch == 0  # the three just got there
+    assert [box.flush().pending for box in boxes] == [0, 0, 0]  # a finalized epoch 0 without d
+    assert ctx.admin.state().next_epoch == 1
+    landed = slow.flush()
+    assert (landed.sent, landed.failed, landed.pending) == (3, 0, 0)
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert [(r.epoch, r.member) for r in report.late_reports] == [(0, d.sender_address)]
+    combined = {s.member: (s.score, s.reports) for s in report.scores}
+    assert combined[e.sender_address] == (2 * SCORE, 3)  # a's, b's and c's; d's came late
+    assert [(p.epoch, p.epsilon) for p in ctx.admin.privacy_spent(d.sender_address)] == [
+        (0, 1_500_000)
+    ]
+    info = d.member(d.sender_address)
+    assert info is not None and info.next_epoch == 1  # its next report is epoch 1, as usual
+    with raises_revert("AlreadyReported", epoch=0):  # a retried late report lands once
+        d.report_fixed(0, {})
+
+
+def test_finalize_waits_for_every_report_unless_an_admin_does_not(ctx: Ctx) -> None:
+    a, b, c, d, e = ctx.members
+    for m in (a, b, c):
+        commit_through(m, 0, CONFIG.rounds_per_epoch)  # epoch 0 closed, window not full
+    for m in (a, b, c):
+        m.report_fixed(0, {})
+    with raises_revert("ReportsMissing", epoch=0, reported=3, activeMembers=5):
+        ctx.outsider.finalize(0)
+    with raises_revert("ReportsMissing", epoch=0, reported=3, activeMembers=5):
+        ctx.admin.finalize(0)  # an admin too, unless it says not to wait
+    with raises_revert("NotAdmin"):
+        a.finalize(0, wait_for_reports=False)
+    ctx.admin.deactivate(e.sender_address)  # an inactive member is not waited for
+    with raises_revert("ReportsMissing", epoch=0, reported=3, activeMembers=4):
+        ctx.outsider.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
+    assert ctx.admin.state().next_epoch == 1
+    d.report_fixed(0, {})  # late: logged, not chained into the finalized epoch
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    assert [(r.epoch, r.member) for r in report.late_reports] == [(0, d.sender_address)]
+
+
+def test_the_audit_flags_a_finalize_that_did_not_wait(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit mirrors the rule: only an admin finalizes before every report is in (or the
+    window's end). An EpochFinalized whose `by` is made a member's is a finding."""
+    a, b, c, _, _ = ctx.members
+    for m in (a, b, c):
+        commit_through(m, 0, CONFIG.rounds_per_epoch)
+    ctx.admin.finalize(0, wait_for_reports=False)
+    assert run_audit(ctx.admin).ok
+    real_decode = EventDecoder.decode
+
+    def by_a_member(self: EventDecoder, log: Any) -> Event | None:
+        event = real_decode(self, log)
+        if event is not None and event.name == "EpochFinalized":
+            event.args["by"] = a.sender_address
+        return event
+
+    monkeypatch.setattr(EventDecoder, "decode", by_a_member)
+    findings = run_audit(ctx.admin).findings
+    assert [(f.check, f.expected, f.actual) for f in findings] == [("finalize.reports", "5", "0")]
