@@ -4,6 +4,7 @@ in (closed by an admin after the timeout)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,9 @@ def test_a_slow_members_report_still_counts_when_a_fast_member_is_held(
     ]
 
 
-def test_a_report_later_than_the_window_is_logged_late_not_lost(ctx: Ctx, tmp_path: Path) -> None:
+def test_a_report_later_than_the_window_is_logged_late_not_lost(
+    ctx: Ctx, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A member a whole window behind (stopped, or very slow) does not hold the others: once most
     are held at the window's end, epoch 0 finalizes without its report. The report still lands,
     as a late one: not combined, its privacy spend logged, nothing failed in the outbox."""
@@ -211,8 +214,10 @@ def test_a_report_later_than_the_window_is_logged_late_not_lost(ctx: Ctx, tmp_pa
     assert ctx.admin.state().next_epoch == 0  # the three just got there
     assert [box.flush().pending for box in boxes] == [0, 0, 0]  # a finalized epoch 0 without d
     assert ctx.admin.state().next_epoch == 1
-    landed = slow.flush()
+    with caplog.at_level(logging.WARNING, logger="ledger.outbox"):
+        landed = slow.flush()
     assert (landed.sent, landed.failed, landed.pending) == (3, 0, 0)
+    assert "epoch 0 was finalized before this node's report" in caplog.text
     report = run_audit(ctx.admin)
     assert report.ok, report.findings
     assert [(r.epoch, r.member) for r in report.late_reports] == [(0, d.sender_address)]
