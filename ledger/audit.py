@@ -98,6 +98,27 @@ class MaxEpsilonRecord:
     tx_hash: str
 
 
+@dataclass(frozen=True)
+class AdminClose:
+    """A stalled epoch an admin closed (EpochClosedByAdmin): no scores, no reward."""
+
+    epoch: int
+    by: str
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class LateReport:
+    """A report of an epoch already finalized (ScoresReportedLate): logged, never combined."""
+
+    epoch: int
+    member: str
+    entries: str  # 0x-hex, the report encoding
+    block: int
+    tx_hash: str
+
+
 @dataclass
 class AuditReport:
     contract: str
@@ -121,6 +142,8 @@ class AuditReport:
     # Members with a report above the maximum in force when they reported, by index.
     members_over_max: list[str] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)  # every digest, chain order
+    epochs_closed_by_admin: list[AdminClose] = field(default_factory=list)
+    late_reports: list[LateReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -171,6 +194,8 @@ class _Replay:
         self.over_max: set[str] = set()
         self._last_spend: dict[str, PrivacySpend] = {}
         self.evaluations: list[Evaluation] = []
+        self.closed_by_admin: list[AdminClose] = []
+        self.late_reports: list[LateReport] = []
 
     def apply(self, e: Event) -> None:
         handler = getattr(self, f"_on_{e.name}", None)
@@ -271,6 +296,14 @@ class _Replay:
         record.reports += 1
         record.next_epoch = epoch + 1
 
+    def _on_ScoresReportedLate(self, e: Event, a: dict[str, Any]) -> None:
+        epoch, reporter = a["epoch"], a["reporter"]
+        if epoch >= self.next_epoch:  # the contract logs only a finalized epoch's as late
+            self._find("report.late", f"{reporter} epoch {epoch}", "a finalized epoch", epoch)
+        self.members[reporter].next_epoch = epoch + 1
+        entries = "0x" + bytes(a["entries"]).hex()
+        self.late_reports.append(LateReport(epoch, reporter, entries, e.block_number, e.tx_hash))
+
     def _on_ScoreCombined(self, e: Event, a: dict[str, Any]) -> None:
         self._combined[a["epoch"]][a["member"]] = (a["score"], a["reports"])
 
@@ -299,6 +332,12 @@ class _Replay:
         past = sum(1 for m in active if self.members[m].next_round > close_round)
         if past * 2 <= len(active):
             self._find("finalize.closed", f"epoch {epoch}", f"> {len(active) / 2}", past)
+        # Anyone but an admin waits for every active member's report, or the window's end.
+        reported = sum(1 for m in active if self.members[m].next_epoch > epoch)
+        window_end = close_round + self.rounds_per_epoch
+        at_end = sum(1 for m in active if self.members[m].next_round >= window_end)
+        if not self.admins.get(a["by"]) and reported < len(active) and at_end * 2 <= len(active):
+            self._find("finalize.reports", f"epoch {epoch}", len(active), reported)
         buckets: dict[str, list[int]] = defaultdict(list)
         for reporter, entries in self.reports.get(epoch, []):
             if reporter not in active:
@@ -344,6 +383,16 @@ class _Replay:
         self.results[epoch] = (results, reward, allocated)
         self.next_epoch = epoch + 1
 
+    def _on_EpochClosedByAdmin(self, e: Event, a: dict[str, Any]) -> None:
+        """A stalled epoch closed by an admin: no scores, no reward (the contract checked the
+        timeout; the audit lists every such close)."""
+        epoch = a["epoch"]
+        if epoch != self.next_epoch:
+            self._find("event.epoch_order", f"epoch {epoch}", self.next_epoch, epoch)
+        self.results[epoch] = (b"\0" * 32, 0, 0)
+        self.closed_by_admin.append(AdminClose(epoch, a["by"], e.block_number, e.tx_hash))
+        self.next_epoch = epoch + 1
+
 
 def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) -> AuditReport:
     """Replay every event up to `to_block` (default: latest) and check it against the views."""
@@ -387,6 +436,8 @@ def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) ->
         max_epsilon_history=replay.max_epsilon_history,
         members_over_max=[m.address for m in members if m.address in replay.over_max],
         evaluations=replay.evaluations,
+        epochs_closed_by_admin=replay.closed_by_admin,
+        late_reports=replay.late_reports,
     )
 
 

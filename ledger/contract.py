@@ -31,7 +31,7 @@ from ledger.privacy import (
     epsilon_to_fixed,
 )
 from ledger.revert import ErrorDecoder, _type_string
-from ledger.scores import encode_entries, to_fixed
+from ledger.scores import decode_entries, encode_entries, to_fixed
 from ledger.tx import Sender, TxResult, transport_guard
 from ledger.views import (
     Commitment,
@@ -77,6 +77,7 @@ class DeployConfig:
     min_reports: int = 2
     grace_rounds: int = 1
     reward_per_epoch: int = 10**18  # wei
+    close_timeout: int = 7 * 24 * 3600  # seconds before an admin may close a stalled epoch
     admins: tuple[str, ...] = ()  # empty: the deployer alone
 
 
@@ -120,6 +121,7 @@ class Ledger:
             config.min_reports,
             config.grace_rounds,
             config.reward_per_epoch,
+            config.close_timeout,
         ).data_in_transaction
         sender = Sender(chain.w3, account, ErrorDecoder(artifact.abi), chain.name)
         result = sender.send(None, data, description={"function": "constructor"})
@@ -231,10 +233,32 @@ class Ledger:
         """{peer ID or address: float score} -> {member index: fixed-point score}."""
         return {self.index_of(k): to_fixed(v) for k, v in scores.items()}
 
-    def finalize(self, epoch: int) -> TxResult:
-        """Finalize `epoch`, supplying its reports from the chain's events."""
-        reports = [(r.reporter, r.entries) for r in self.reports(epoch)]
-        return self._transact("finalize", epoch, reports)
+    def finalize(self, epoch: int, *, wait_for_reports: bool = True) -> TxResult:
+        """Finalize `epoch`, supplying its reports from the chain's events and, sorted here,
+        the two middle scores about each member (which the contract checks, not sorts).
+
+        The contract waits for every active member's report (ReportsMissing) unless most
+        members reached the window's end; `wait_for_reports=False` is an admin's decision
+        not to wait (adminFinalize), e.g. after a run, when no more reports are coming."""
+        found = self.reports(epoch)
+        reports = [(r.reporter, r.entries) for r in found]
+        members = self.members()
+        active = {m.address for m in members if m.active}
+        about: list[list[int]] = [[] for _ in members]
+        for r in found:
+            if to_checksum_address(r.reporter) in active:
+                for subject, score in decode_entries(r.entries).items():
+                    about[subject].append(score)
+        function = "finalize" if wait_for_reports else "adminFinalize"
+        return self._transact(function, epoch, reports, finalize_middles(about))
+
+    def close_epoch(self, epoch: int) -> TxResult:
+        """As an admin, close a stalled `epoch` (no scores, no reward) after the timeout."""
+        return self._transact("closeEpoch", epoch)
+
+    def closable_at(self) -> int:
+        """The time (unix seconds) from which an admin may close the first unfinalized epoch."""
+        return int(self._call("epochOpenedAt")) + int(self._call("closeTimeout"))
 
     def fund(self, wei: int) -> TxResult:
         return self._transact("fund", value=wei)
@@ -276,6 +300,10 @@ class Ledger:
     @property
     def deployed_at(self) -> int:
         return self._constants[3]
+
+    def round_limit(self) -> int:
+        """Commitments take rounds below this: (next epoch + 2) * rounds per epoch + grace."""
+        return int(self._call("roundLimit"))
 
     def state(self) -> LedgerState:
         count, max_members, admins, next_epoch, reward, pool, max_epsilon = self._call("state")
@@ -448,6 +476,17 @@ class Ledger:
 
     def median(self, values: Iterable[int]) -> int:
         return int(self._call("median", list(values)))
+
+
+def finalize_middles(about: Sequence[Sequence[int]]) -> list[int]:
+    """finalize's `middles`: per member index, the ((n - 1) // 2)-th and (n // 2)-th smallest
+    of the scores about it (equal for an odd count; 0, 0 for none)."""
+    middles: list[int] = []
+    for scores in about:
+        ordered = sorted(scores)
+        n = len(ordered)
+        middles += [ordered[(n - 1) // 2], ordered[n // 2]] if n else [0, 0]
+    return middles
 
 
 def privacy_spend(event: Event) -> PrivacySpend:

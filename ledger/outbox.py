@@ -8,6 +8,15 @@ AlreadyReported, EpochAlreadyFinalized), which the outbox records as done.
 
 Consecutive commitments go out as one commitBatch, and commitments followed by the report
 of an epoch as one commitAndReport: flushing once per epoch is the cheapest way to write.
+The contract takes a commitment only for a round below its window's limit (the round that
+would close the epoch after the first unfinalized one). A commitment past it is held back, not
+sent: it waits, without blocking the writes behind it, until the window moves on. When it holds
+one back, a flush first finalizes the first unfinalized epoch if the contract lets it (anyone
+may), which is what moves the window. The contract waits for every active member's report of
+the epoch (ReportsMissing) unless most members are held at the window's end too, and takes a
+report of an epoch finalized meanwhile as a late one (logged, not combined; its privacy spend
+kept): a slow member's report is never refused, and the node only warns about it.
+
 A cross-site evaluation's digest (commitEvaluation) goes alone; the contract refuses the
 digest a member committed last (AlreadyEvaluated), which makes it exactly once too.
 
@@ -17,7 +26,9 @@ the event loop enqueueing); database access is serialised and only one flush run
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -33,6 +44,8 @@ from ledger.privacy import NO_PRIVACY, delta_to_fixed, epsilon_to_fixed
 from ledger.scores import to_fixed
 from ledger.tx import TxResult
 from ledger.views import Commitment
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["commit", "report", "finalize", "withdraw", "evaluation"]
 Status = Literal["pending", "done", "failed"]
@@ -60,7 +73,7 @@ COLUMNS = (
     " updated_at"
 )
 # Reverts that mean "try again later", not "this write can never land".
-RETRY_LATER = frozenset({"EpochNotClosed"})
+RETRY_LATER = frozenset({"EpochNotClosed", "ReportsMissing", "RoundBeyondWindow"})
 
 
 @dataclass(frozen=True)
@@ -222,6 +235,13 @@ class Outbox:
         try:
             budget = max_items if max_items is not None else 1 << 62
             deferred: set[int] = set()  # retry-later items: skipped until the next flush
+            try:
+                deferred |= self._held_commits()
+            except ChainUnavailable as exc:
+                self._note_attempt(self._next_group(budget, deferred), str(exc))
+                report.chain_down = True
+                report.error = str(exc)
+                budget = 0
             while budget > 0:
                 group = self._next_group(budget, deferred)
                 if not group:
@@ -264,6 +284,22 @@ class Outbox:
         )
         thread.start()
         return thread, stop
+
+    def _held_commits(self) -> set[int]:
+        """The pending commitments the contract would refuse for now (round at or past its
+        window's limit), after finalizing the first unfinalized epoch if any are and it can."""
+        ledger = self.ledger
+        assert ledger is not None
+        commits = [i for i in self.items("pending") if i.kind == "commit"]
+        limit = ledger.round_limit()
+        if not any(int(i.args["round"]) >= limit for i in commits):
+            return set()
+        # The window moves when the first unfinalized epoch is finalized; a revert means it is
+        # not closed yet, a member's report is still awaited, or another member finalized it.
+        with contextlib.suppress(LedgerRevert):
+            ledger.finalize(ledger.state().next_epoch)
+        limit = ledger.round_limit()
+        return {i.id for i in commits if int(i.args["round"]) >= limit}
 
     def _next_group(self, budget: int, deferred: set[int]) -> list[OutboxItem]:
         """The next transaction's items: a run of commits (optionally closed by a report),
@@ -333,6 +369,12 @@ class Outbox:
             scores = {ledger.index_of(k): int(v) for k, v in args["scores"].items()}
             # Rows queued before reports carried privacy have no keys: they were no-DP.
             privacy = (int(args.get("epsilon", NO_PRIVACY)), int(args.get("delta", 0)))
+            if ledger.state().next_epoch > args["epoch"]:
+                log.warning(
+                    "epoch %d was finalized before this node's report of it: the report goes "
+                    "out late (its scores are logged, not combined; its privacy spend counts)",
+                    args["epoch"],
+                )
             if commits:
                 return ledger.commit_and_report(commits, args["epoch"], scores, *privacy)
             return ledger.report_fixed(args["epoch"], scores, *privacy)

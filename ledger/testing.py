@@ -51,3 +51,15 @@ def revert(chain: Chain, snap: Any) -> None:
     response = chain.w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
     if response.get("result") is not True:
         raise BackendError(chain.name, f"evm_revert failed: {response}")
+
+
+def advance_time(chain: Chain, seconds: int) -> None:
+    """Move the dev chain's clock `seconds` forward (and mine a block there)."""
+    if chain.name == "embedded":
+        latest = chain.w3.eth.get_block("latest")["timestamp"]
+        chain.process.time_travel(latest + seconds)  # type: ignore[attr-defined]
+        return
+    for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
+        response = chain.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in response:
+            raise BackendError(chain.name, f"{method} failed: {response}")

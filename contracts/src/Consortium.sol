@@ -27,6 +27,32 @@ pragma solidity 0.8.37;
 /// X25519 keys: each active member registers its own masking public key (setX25519Key), the
 /// PKI of secure aggregation among nodes; one storage slot per member, read through member().
 ///
+/// Round window: a commitment's round must be below roundLimit() = (nextEpoch + 2) *
+/// roundsPerEpoch + graceRounds, where nextEpoch is the first epoch not finalized. That is the
+/// round that would close the epoch after it: a member can count toward closing the current
+/// epoch, never a later one, so a member committing round 10**9 closes nothing in advance.
+///
+/// Waiting for reports: an epoch is closed once more than half of the active members committed
+/// its close round ((epoch + 1) * roundsPerEpoch + graceRounds). finalize also waits until every
+/// active member has reported it (or a later epoch), so that a fast member finalizing the epoch
+/// to move the window on does not shut a slow member's report out. A member that stopped cannot
+/// hold the others for long: once more than half of the active members committed up to the
+/// window's end (roundLimit() - 1, roundsPerEpoch rounds past the close round), the epoch
+/// finalizes without the missing reports. An admin may finalize a closed epoch without waiting
+/// (adminFinalize: after a run, when no report is coming any more).
+///
+/// Late reports: a report of an epoch already finalized is still taken, in epoch order as any
+/// report, but only logged (ScoresReportedLate, and its PrivacySpent): the epoch's scores are
+/// final, while the privacy spend is a fact the consortium must see. So a member's report is
+/// never refused for being slow.
+///
+/// Stalled epochs: if most members stop committing, an epoch never closes and the window
+/// keeps everyone else from moving on. An admin may close the first unfinalized epoch
+/// (closeEpoch) once closeTimeout seconds have passed since that epoch became the first
+/// unfinalized one (deployment, or the previous finalize or close: epochOpenedAt). Such an
+/// epoch pays no reward (its reward stays in the pool; its reports, from the few members left,
+/// are not combined) and is logged as EpochClosedByAdmin.
+///
 /// Cross-site evaluation: each active member commits the sha256 of its row of the swarm's
 /// cross-site evaluation matrix (its own validation split scoring every member's final model
 /// and the consensus). Only the latest digest is stored, so that sending the same one twice (an
@@ -85,6 +111,7 @@ contract Consortium {
     uint64 public immutable graceRounds;
     uint16 public immutable minReports;
     uint64 public immutable deployedAt; // block number: where an auditor starts reading logs
+    uint64 public immutable closeTimeout; // seconds before an admin may close a stalled epoch
 
     State internal _state;
     uint256 public totalOwed;
@@ -100,6 +127,7 @@ contract Consortium {
     mapping(address => bytes32) internal _x25519Key;
     uint64 internal _maxEpsilon; // micro-epsilon, 0: no maximum; own slot: reports never read it
     mapping(address => bytes32) public evaluationOf; // latest cross-site evaluation digest
+    uint64 public epochOpenedAt; // timestamp: when the first unfinalized epoch became so
 
     error NotAdmin(address caller);
     error LastAdmin(address admin);
@@ -111,6 +139,7 @@ contract Consortium {
     error PeerIdTaken(string peerId, address holder);
     error MemberCapReached(uint16 maxMembers);
     error AlreadyCommitted(address member, uint64 round);
+    error RoundBeyondWindow(uint64 round, uint256 limit);
     error EmptyBatch();
     error BadCommitmentEncoding(uint256 length);
     error AlreadyReported(address member, uint64 epoch);
@@ -122,7 +151,11 @@ contract Consortium {
     error EpochAlreadyFinalized(uint64 epoch);
     error EpochOutOfOrder(uint64 epoch, uint64 nextEpoch);
     error EpochNotClosed(uint64 epoch, uint256 membersPast, uint256 activeMembers);
+    error ReportsMissing(uint64 epoch, uint256 reported, uint256 activeMembers);
+    error EpochNotStalled(uint64 epoch, uint256 closableAt);
     error ReportsMismatch(uint64 epoch, bytes32 stored, bytes32 supplied);
+    error BadMiddles(uint256 length, uint256 expected);
+    error MiddlesMismatch(uint16 member, int64 low, int64 high);
     error ZeroAmount();
     error NothingToWithdraw(address member);
     error TransferFailed(address to, uint256 amount);
@@ -149,6 +182,8 @@ contract Consortium {
         bytes commitments
     );
     event ScoresReported(uint64 indexed epoch, address indexed reporter, bytes entries);
+    /// A report of an epoch already finalized (see the header): logged, not combined.
+    event ScoresReportedLate(uint64 indexed epoch, address indexed reporter, bytes entries);
     event ScoreCombined(
         uint64 indexed epoch, address indexed member, int64 score, uint32 reports
     );
@@ -156,6 +191,8 @@ contract Consortium {
     event EpochFinalized(
         uint64 indexed epoch, address indexed by, uint256 reward, uint256 allocated, bytes32 resultsHash
     );
+    /// An admin closed a stalled epoch (see the header): no scores, no reward.
+    event EpochClosedByAdmin(uint64 indexed epoch, address indexed by);
     event PoolFunded(address indexed from, uint256 amount);
     event RewardPerEpochChanged(uint256 amount, address indexed by);
     event RewardWithdrawn(address indexed member, uint256 amount);
@@ -186,7 +223,8 @@ contract Consortium {
         uint64 roundsPerEpoch_,
         uint16 minReports_,
         uint64 graceRounds_,
-        uint128 rewardPerEpoch_
+        uint128 rewardPerEpoch_,
+        uint64 closeTimeout_
     ) {
         if (admins.length == 0) revert InvalidConfig("admins", 0);
         if (maxMembers_ == 0 || maxMembers_ > MAX_MEMBERS_LIMIT) {
@@ -198,6 +236,8 @@ contract Consortium {
         graceRounds = graceRounds_;
         minReports = minReports_;
         deployedAt = uint64(block.number);
+        closeTimeout = closeTimeout_;
+        epochOpenedAt = uint64(block.timestamp);
         _state.maxMembers = maxMembers_;
         _state.rewardPerEpoch = rewardPerEpoch_;
         emit MaxMembersChanged(maxMembers_, msg.sender);
@@ -294,6 +334,7 @@ contract Consortium {
 
     function commit(uint64 round, bytes32 digest, uint64 samples) external {
         Member memory m = _activeMember(msg.sender);
+        _checkRound(round);
         mapping(uint256 => uint256) storage words = _committed[msg.sender];
         uint256 bit = 1 << (round & 0xff);
         uint256 bits = words[round >> 8];
@@ -343,19 +384,38 @@ contract Consortium {
 
     /// Close an epoch: `reports` are the epoch's ScoresReported events in log order (checked
     /// against the stored hash). Callable by anyone once more than half of the active members
-    /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later.
-    function finalize(uint64 epoch, Report[] calldata reports) external nonReentrant {
+    /// have committed round (epoch + 1) * roundsPerEpoch + graceRounds or later, and every
+    /// active member has reported the epoch or most reached the window's end (see the header).
+    /// `middles`: for each member index i, middles[2i] and middles[2i + 1] are the two middle
+    /// values of the scores about it from active reporters (sorted off chain; equal for an odd
+    /// count; any value for a member that gets no score). The contract checks them in one pass
+    /// instead of sorting (see _checkedMedian): an insertion sort was 2/3 of the gas.
+    function finalize(uint64 epoch, Report[] calldata reports, int64[] calldata middles)
+        external
+    {
+        _finalize(epoch, reports, middles, true);
+    }
+
+    /// finalize without waiting for the reports still missing: an admin's decision that they
+    /// are not coming (the epoch must still be closed).
+    function adminFinalize(uint64 epoch, Report[] calldata reports, int64[] calldata middles)
+        external
+        onlyAdmin
+    {
+        _finalize(epoch, reports, middles, false);
+    }
+
+    /// An admin closes the first unfinalized epoch when it stalled: closeTimeout seconds after
+    /// it became the first unfinalized one. No scores and no reward; the next epoch opens.
+    function closeEpoch(uint64 epoch) external onlyAdmin nonReentrant {
         uint64 next = _state.nextEpoch;
         if (epoch < next) revert EpochAlreadyFinalized(epoch);
         if (epoch > next) revert EpochOutOfOrder(epoch, next);
-        _checkReports(epoch, reports);
-        (address[] memory addrs, bool[] memory active) = _closedMembers(epoch);
-        int256[] memory scores = new int256[](addrs.length);
-        uint256[] memory counts = _combine(reports, active, scores);
-        uint256 reward = _state.rewardPerEpoch;
-        uint256 pool = address(this).balance - totalOwed;
-        if (reward > pool) reward = pool;
-        _accrue(epoch, reward, addrs, scores, counts);
+        uint256 closableAt = uint256(epochOpenedAt) + closeTimeout;
+        if (block.timestamp < closableAt) revert EpochNotStalled(epoch, closableAt);
+        _state.nextEpoch = epoch + 1;
+        epochOpenedAt = uint64(block.timestamp);
+        emit EpochClosedByAdmin(epoch, msg.sender);
     }
 
     /// An active member commits the digest of its cross-site evaluation row; the same digest as
@@ -413,7 +473,8 @@ contract Consortium {
     }
 
     /// Median; for an even count the mean of the two middle values, rounded toward zero.
-    /// Sorts `values` in place (insertion sort: a subject has fewer than 100 reports).
+    /// Sorts `values` in place (insertion sort). The rule finalize applies, with the sorting
+    /// done off chain (see finalize's `middles`); kept for tests and auditors.
     function median(int256[] memory values) public pure returns (int256) {
         uint256 n = values.length;
         for (uint256 i = 1; i < n; ++i) {
@@ -430,6 +491,11 @@ contract Consortium {
     }
 
     // ----- views ----------------------------------------------------------------------------
+
+    /// Commitments take rounds below this (see the header's round window).
+    function roundLimit() public view returns (uint256) {
+        return (uint256(_state.nextEpoch) + 2) * roundsPerEpoch + graceRounds;
+    }
 
     function state()
         external
@@ -491,6 +557,28 @@ contract Consortium {
         }
     }
 
+    function _finalize(
+        uint64 epoch,
+        Report[] calldata reports,
+        int64[] calldata middles,
+        bool waitForReports
+    ) internal nonReentrant {
+        uint64 next = _state.nextEpoch;
+        if (epoch < next) revert EpochAlreadyFinalized(epoch);
+        if (epoch > next) revert EpochOutOfOrder(epoch, next);
+        _checkReports(epoch, reports);
+        (address[] memory addrs, bool[] memory active) = _closedMembers(epoch, waitForReports);
+        if (middles.length != 2 * addrs.length) {
+            revert BadMiddles(middles.length, 2 * addrs.length);
+        }
+        int256[] memory scores = new int256[](addrs.length);
+        uint256[] memory counts = _combine(reports, active, middles, scores);
+        uint256 reward = _state.rewardPerEpoch;
+        uint256 pool = address(this).balance - totalOwed;
+        if (reward > pool) reward = pool;
+        _accrue(epoch, reward, addrs, scores, counts);
+    }
+
     /// Emit every combined score, credit every share, record the epoch's result.
     function _accrue(
         uint64 epoch,
@@ -517,6 +605,7 @@ contract Consortium {
         totalOwed += allocated;
         epochResult[epoch] = EpochResult(results, uint128(reward), uint128(allocated));
         _state.nextEpoch = epoch + 1;
+        epochOpenedAt = uint64(block.timestamp);
         emit EpochFinalized(epoch, msg.sender, reward, allocated, results);
     }
 
@@ -537,6 +626,11 @@ contract Consortium {
         unchecked {
             return a + b;
         }
+    }
+
+    function _checkRound(uint64 round) internal view {
+        uint256 limit = roundLimit();
+        if (round >= limit) revert RoundBeyondWindow(round, limit);
     }
 
     /// Mark `items` (48-byte records) in the bitmap and log them as one event; returns the
@@ -564,16 +658,17 @@ contract Consortium {
             else if (round < first) first = round;
         }
         words[word] = bits;
+        _checkRound(last);
         next = last + 1; // checked: a round of 2**64 - 1 reverts, as in commit
         if (next < m.nextRound) next = m.nextRound;
         emit ModelsCommitted(msg.sender, first, last, items);
     }
 
     /// Validate `entries` (known subjects, never the reporter, ascending; possibly none) and
-    /// chain them into the epoch's reports hash. The caller records nextEpoch.
+    /// chain them into the epoch's reports hash, or only log them if the epoch is finalized
+    /// (a late report, see the header). The caller records nextEpoch.
     function _report(Member memory m, uint64 epoch, bytes calldata entries) internal {
         State memory s = _state;
-        if (epoch < s.nextEpoch) revert EpochAlreadyFinalized(epoch);
         if (m.nextEpoch > epoch) {
             if (m.nextEpoch == epoch + 1) revert AlreadyReported(msg.sender, epoch);
             revert ReportOutOfOrder(msg.sender, epoch, m.nextEpoch - 1);
@@ -590,6 +685,10 @@ contract Consortium {
             }
             previous = subject;
         }
+        if (epoch < s.nextEpoch) {
+            emit ScoresReportedLate(epoch, msg.sender, entries);
+            return;
+        }
         reportsHash[epoch] = keccak256(abi.encodePacked(reportsHash[epoch], msg.sender, entries));
         emit ScoresReported(epoch, msg.sender, entries);
     }
@@ -603,8 +702,9 @@ contract Consortium {
         if (h != stored) revert ReportsMismatch(epoch, stored, h);
     }
 
-    /// Every member's address and active flag, by index; reverts unless the epoch is closed.
-    function _closedMembers(uint64 epoch)
+    /// Every member's address and active flag, by index; reverts unless the epoch is closed
+    /// and, when `waitForReports`, reported by every active member or past its wait (header).
+    function _closedMembers(uint64 epoch, bool waitForReports)
         internal
         view
         returns (address[] memory addrs, bool[] memory active)
@@ -612,8 +712,11 @@ contract Consortium {
         addrs = new address[](_state.memberCount);
         active = new bool[](addrs.length);
         uint256 closeRound = (uint256(epoch) + 1) * roundsPerEpoch + graceRounds;
+        uint256 windowEnd = closeRound + roundsPerEpoch; // roundLimit() while epoch is next
         uint256 activeCount;
         uint256 past;
+        uint256 atEnd;
+        uint256 reported;
         for (uint256 i; i < addrs.length; ++i) {
             address a = memberAt[i];
             Member memory m = _members[a];
@@ -622,17 +725,23 @@ contract Consortium {
             active[i] = true;
             activeCount += 1;
             if (m.nextRound > closeRound) past += 1;
+            if (m.nextRound >= windowEnd) atEnd += 1;
+            if (m.nextEpoch > epoch) reported += 1; // reported it, or a later one (never it)
         }
         if (past * 2 <= activeCount) revert EpochNotClosed(epoch, past, activeCount);
+        if (waitForReports && reported < activeCount && atEnd * 2 <= activeCount) {
+            revert ReportsMissing(epoch, reported, activeCount);
+        }
     }
 
     /// Median score per active subject from the reports of active reporters; `counts[i]` is
     /// the number of reports behind `scores[i]`, or 0 when the subject gets no score.
-    function _combine(Report[] calldata reports, bool[] memory active, int256[] memory scores)
-        internal
-        view
-        returns (uint256[] memory counts)
-    {
+    function _combine(
+        Report[] calldata reports,
+        bool[] memory active,
+        int64[] calldata middles,
+        int256[] memory scores
+    ) internal view returns (uint256[] memory counts) {
         uint256 n = active.length;
         counts = new uint256[](n);
         bool[] memory counted = new bool[](reports.length);
@@ -663,7 +772,36 @@ contract Consortium {
                 counts[i] = 0;
                 continue;
             }
-            scores[i] = median(buckets[i]);
+            scores[i] = _checkedMedian(uint16(i), buckets[i], middles[2 * i], middles[2 * i + 1]);
         }
+    }
+
+    /// The median of `values` (as median() computes it) from its two middle values, supplied:
+    /// `low` must be the ((n - 1) / 2)-th smallest value and `high` the (n / 2)-th (0-based),
+    /// which holds iff fewer than j + 1 values are below it and more than j are at most it.
+    /// One pass, O(n), instead of an O(n^2) sort.
+    function _checkedMedian(uint16 subject, int256[] memory values, int64 low, int64 high)
+        internal
+        pure
+        returns (int256)
+    {
+        uint256 n = values.length; // >= minReports >= 1
+        uint256 lowBelow;
+        uint256 lowAtMost;
+        uint256 highBelow;
+        uint256 highAtMost;
+        for (uint256 k; k < n; ++k) {
+            int256 v = values[k];
+            if (v < low) ++lowBelow;
+            if (v <= low) ++lowAtMost;
+            if (v < high) ++highBelow;
+            if (v <= high) ++highAtMost;
+        }
+        uint256 jLow = (n - 1) / 2;
+        uint256 jHigh = n / 2;
+        if (lowBelow > jLow || lowAtMost <= jLow || highBelow > jHigh || highAtMost <= jHigh) {
+            revert MiddlesMismatch(subject, low, high);
+        }
+        return (int256(low) + int256(high)) / 2;
     }
 }

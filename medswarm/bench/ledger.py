@@ -47,10 +47,13 @@ def _digest(member: int, round_: int) -> bytes:
 def _consortium(chain: Chain, n: int, **config: Any) -> tuple[Ledger, list[Ledger]]:
     """A fresh contract with `n` funded, registered members (accounts beyond the dev ten)."""
     admin = chain.dev_accounts[0]
-    ledger = Ledger.deploy(
-        chain, admin, DeployConfig(max_members=max(n, 1), rounds_per_epoch=ROUNDS_PER_EPOCH,
-                                   min_reports=1, grace_rounds=0, **config)
-    )  # fmt: skip
+    settings: dict[str, Any] = {
+        "rounds_per_epoch": ROUNDS_PER_EPOCH,
+        "min_reports": 1,
+        "grace_rounds": 0,
+        **config,
+    }
+    ledger = Ledger.deploy(chain, admin, DeployConfig(max_members=max(n, 1), **settings))
     accounts = _accounts(10, n)
     funder = ledger._sender
     assert funder is not None
@@ -82,9 +85,12 @@ def _items(member: int, first: int, count: int) -> list[Commitment]:
 
 def gas_figures(chain: Chain) -> dict[str, Any]:
     n = 11  # a reporter scores 10 peers
-    ledger, members = _consortium(chain, n)
-    ledger.fund(10**19)
     r = ROUNDS_PER_EPOCH
+    # Grace rounds of 2r widen the round window (roundLimit = (nextEpoch + 2) * r + grace) so
+    # that the 20-rounds-per-epoch case fits before epoch 0 is finalized; gas does not depend
+    # on the grace (an immutable).
+    ledger, members = _consortium(chain, n, grace_rounds=2 * r)
+    ledger.fund(10**19)
     others = {i: {j: SCORE for j in range(n) if j != i} for i in range(n)}  # 10 scores each
     single = [members[0].commit(k, _digest(0, k), 100).gas_used for k in range(r + 1)]
     batch_first = members[1].commit_batch(_items(1, 0, r)).gas_used
@@ -104,10 +110,10 @@ def gas_figures(chain: Chain) -> dict[str, Any]:
                 .gas_used
             )
         combined[rounds] = (gas[0], gas[1])
-    for i in (4, 5, 6, 7):
-        members[i].commit_batch(_items(i, 0, 2 * r))
+    for i in (4, 5, 6, 7):  # past epoch 0's close round, r + 2r
+        members[i].commit_batch(_items(i, 0, 3 * r + 1))
     members[4].report_fixed(0, {0: SCORE, 1: 2 * SCORE}, *_spend(0))
-    ledger.finalize(0)
+    ledger.finalize(0, wait_for_reports=False)  # 1, 5, 6 and 7 never reported it
     withdraws = [m.withdraw().gas_used for m in members[:2]]
     steady_commit = sum(single[1:]) / r
     new_word = batch_first - batch  # a member's next 256-round bitmap word: zero to nonzero
@@ -216,7 +222,7 @@ def _breakdown(chain: Chain, tx_hash: str, gas_used: int) -> dict[str, Any]:
 
 
 def throughput(chain: Chain, count: int = 200) -> dict[str, Any]:
-    _, members = _consortium(chain, 1)
+    _, members = _consortium(chain, 1, grace_rounds=count)  # a window wide enough for them
     start = time.perf_counter()
     for k in range(count):
         members[0].commit(k, _digest(0, k), 100)

@@ -193,6 +193,9 @@ def deploy(
     admin: Annotated[
         list[str] | None, typer.Option(help="Admin address (repeat); default: the deployer.")
     ] = None,
+    close_timeout: Annotated[
+        int, typer.Option(help="Seconds before an admin may close a stalled epoch.")
+    ] = 7 * 24 * 3600,
 ) -> None:
     """Deploy the Consortium contract; prints its address."""
     with _errors(), _session(chain, state) as c:
@@ -203,6 +206,7 @@ def deploy(
             grace_rounds=grace_rounds,
             reward_per_epoch=parse_wei(reward_per_epoch),
             admins=tuple(admin or ()),
+            close_timeout=close_timeout,
         )
         ledger = Ledger.deploy(c, _account(chain, key_file, dev_account), config)
         err.print(f"deployed Consortium on {c.name} at block {ledger.deployed_at}")
@@ -332,10 +336,29 @@ def set_x25519_key(
 def finalize(
     ledger: Ledger,
     epoch: Annotated[int, typer.Option(help="The epoch to finalize (the next unfinalized one).")],
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="As an admin: do not wait for the reports still missing (none are coming).",
+        ),
+    ] = False,
 ) -> None:
-    """Finalize a closed epoch: combine scores, credit rewards (anyone may)."""
-    result = ledger.finalize(epoch)
+    """Finalize a closed epoch: combine scores, credit rewards (anyone may, once every active
+    member reported it or most reached the round window's end)."""
+    result = ledger.finalize(epoch, wait_for_reports=not no_wait)
     err.print(f"finalized epoch {epoch} (gas {result.gas_used})")
+
+
+@app.command("close-epoch")
+@_as_member
+def close_epoch(
+    ledger: Ledger,
+    epoch: Annotated[int, typer.Option(help="The stalled epoch (the next unfinalized one).")],
+) -> None:
+    """As an admin, close a stalled epoch after the timeout: no scores, no reward."""
+    result = ledger.close_epoch(epoch)
+    err.print(f"closed epoch {epoch} by admin (gas {result.gas_used})")
 
 
 @app.command()
@@ -508,6 +531,14 @@ def _print_audit(report: AuditReport) -> None:
         "commitments": len(report.commitments),
         "rounds with commitments": len(per_round),
         "epochs finalized": report.epochs_finalized,
+        "epochs closed by admin (no reward)": ", ".join(
+            f"{c.epoch} by {c.by} at block {c.block}" for c in report.epochs_closed_by_admin
+        )
+        or "-",
+        "late reports (logged, not combined)": ", ".join(
+            f"{names[r.member]} epoch {r.epoch}" for r in report.late_reports
+        )
+        or "-",
         "funded (wei)": report.funded,
         "owed (wei)": report.owed,
         "paid (wei)": report.paid,

@@ -4,7 +4,7 @@ from a chain snapshot before each test, and helpers to drive epochs."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -16,10 +16,18 @@ from ledger.testing import dev_consortium, digest_of, revert, snapshot
 from ledger.views import Commitment
 
 CONFIG = DeployConfig(
-    max_members=6, rounds_per_epoch=2, min_reports=2, grace_rounds=0, reward_per_epoch=10**18
+    max_members=6,
+    rounds_per_epoch=2,
+    min_reports=2,
+    grace_rounds=0,
+    reward_per_epoch=10**18,
+    close_timeout=3600,
 )
 MEMBERS = 5
 SCORE = 1_000_000
+# A window no round reaches (grace rounds of 2**64 - 1): for tests of the bitmap, the events and
+# the audit at huge round numbers, which the round window refuses under CONFIG.
+WIDE = replace(CONFIG, grace_rounds=2**64 - 1)
 
 
 @dataclass
@@ -50,6 +58,13 @@ def ctx(chain: Chain, base: dict[str, Any]) -> Iterator[Ctx]:
     admin = Ledger(chain, base["address"], chain.dev_accounts[0])
     members = [admin.as_account(chain.dev_accounts[i]) for i in range(1, MEMBERS + 1)]
     yield Ctx(chain, admin, members, admin.as_account(chain.dev_accounts[8]))
+
+
+def wide_window(ctx: Ctx) -> Ctx:
+    """A fresh consortium like ctx's on the same chain, deployed with WIDE (the snapshot that
+    the next test restores drops it)."""
+    admin, members = dev_consortium(ctx.chain, MEMBERS, WIDE)
+    return Ctx(ctx.chain, admin, members, admin.as_account(ctx.chain.dev_accounts[8]))
 
 
 def commit_through(member: Ledger, first: int, last: int, tag: str = "") -> None:

@@ -16,7 +16,7 @@ from ledger.events import Event, EventDecoder
 from ledger.privacy import delta_to_fixed, epsilon_to_fixed
 from ledger.testing import digest_of, peer_id
 from ledger.views import Commitment
-from tests.unit.ledger.support import SCORE, Ctx, close_epoch
+from tests.unit.ledger.support import SCORE, Ctx, close_epoch, wide_window
 
 
 def _history(ctx: Ctx) -> None:
@@ -26,14 +26,14 @@ def _history(ctx: Ctx) -> None:
     ctx.members[3].report_fixed(0, {1: 4 * SCORE, 2: -SCORE, 4: SCORE})
     ctx.members[4].report_fixed(0, {2: 3 * SCORE})
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     ctx.admin.deactivate(ctx.addresses[4])
     ctx.admin.set_reward_per_epoch(5 * 10**17)
     ctx.members[1].withdraw()
     ctx.members[0].report_fixed(1, {1: SCORE, 3: SCORE})
     ctx.members[2].report_fixed(1, {1: 3 * SCORE, 3: 2 * SCORE})
     close_epoch(ctx, 1, who=[0, 1, 2])
-    ctx.admin.finalize(1)
+    ctx.admin.finalize(1, wait_for_reports=False)
     ctx.admin.register(ctx.addresses[4], "back", "hospital 5 again")
 
 
@@ -118,6 +118,7 @@ def test_models_are_checked_against_committed_digests(ctx: Ctx, tmp_path: Path) 
 
 def test_audit_rebuilds_every_commitment_exactly(ctx: Ctx) -> None:
     """Single commits, batches across bitmap words and commitAndReport, out of order."""
+    ctx = wide_window(ctx)
     import hashlib
 
     def d(label: str) -> bytes:
@@ -151,6 +152,7 @@ def test_audit_reads_only_the_bitmap_words_events_mention(
 ) -> None:
     """Huge rounds cost the audit one view call per word they touch, not one per word up to
     them (every word below 2**40 would be ~4e9 calls)."""
+    ctx = wide_window(ctx)
     a, b = ctx.members[0], ctx.members[1]
     a.commit(2**33, digest_of("far"), 1)
     a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (3, 2**40, 2**40 + 1)])
@@ -205,6 +207,7 @@ def test_audit_reads_the_word_of_the_contracts_highest_round(
 def test_audit_checks_a_batch_round_range_against_its_records(
     ctx: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    ctx = wide_window(ctx)
     a = ctx.members[0]
     a.commit_batch([Commitment(r, digest_of(f"a{r}"), 1) for r in (7, 3, 9)])
     real_decode = EventDecoder.decode

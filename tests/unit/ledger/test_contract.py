@@ -26,6 +26,7 @@ from tests.unit.ledger.support import (
     close_epoch,
     commit_through,
     raises_revert,
+    wide_window,
 )
 
 # ----- deployment and administration ------------------------------------------------------
@@ -164,6 +165,7 @@ def test_commit_once_per_round(ctx: Ctx) -> None:
 
 
 def test_commit_batch_across_bitmap_words(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m = ctx.members[0]
     rounds = [254, 255, 256, 300, 1000]
     m.commit_batch([Commitment(r, digest_of(str(r)), 1) for r in rounds])
@@ -180,12 +182,12 @@ def test_commit_batch_across_bitmap_words(ctx: Ctx) -> None:
 
 def test_commitment_event_carries_digest_and_samples(ctx: Ctx) -> None:
     m = ctx.members[2]
-    result = m.commit(5, digest_of("model"), 1234)
+    result = m.commit(3, digest_of("model"), 1234)
     logs = m.chain.w3.eth.get_transaction_receipt(result.tx_hash)["logs"]  # type: ignore[arg-type]
     event = m.events.decode(logs[0])
     assert event is not None and event.name == "ModelCommitted"
     assert event.args == {
-        "round": 5,
+        "round": 3,
         "member": m.sender_address,
         "digest": digest_of("model"),
         "samples": 1234,
@@ -193,6 +195,7 @@ def test_commitment_event_carries_digest_and_samples(ctx: Ctx) -> None:
 
 
 def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m = ctx.members[1]
     items = [Commitment(r, digest_of(f"b{r}"), 100 + r) for r in (3, 4, 2**40, 9)]
     result = m.commit_batch(items)
@@ -213,6 +216,7 @@ def test_batch_is_logged_as_one_event_with_every_record(ctx: Ctx) -> None:
 
 
 def test_batch_event_is_indexed_by_its_round_range(ctx: Ctx) -> None:
+    ctx = wide_window(ctx)
     m, other = ctx.members[1], ctx.members[2]
     items = [Commitment(r, digest_of(f"r{r}"), 1) for r in (12, 10, 300, 11)]  # any order
     result = m.commit_batch(items)
@@ -450,7 +454,7 @@ def test_a_report_may_carry_no_scores(ctx: Ctx) -> None:
     with raises_revert("AlreadyReported", epoch=0):
         ctx.members[4].report(0, {}, epsilon=1.0)
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     assert ctx.admin.epoch_result(0).finalized
 
 
@@ -483,11 +487,14 @@ def test_finalize_needs_a_closed_epoch_in_order(ctx: Ctx) -> None:
     with raises_revert("EpochNotClosed", epoch=0, membersPast=2, activeMembers=5):
         ctx.admin.finalize(0)
     close_epoch(ctx, 0, who=[2])
+    with raises_revert("ReportsMissing", epoch=0, reported=0, activeMembers=5):
+        ctx.outsider.finalize(0)  # closed, but it waits for every active member's report
+    _report_all(ctx, 0, {i: {} for i in range(5)})
     ctx.outsider.finalize(0)  # anyone may finalize
     with raises_revert("EpochAlreadyFinalized", epoch=0):
         ctx.admin.finalize(0)
-    with raises_revert("EpochAlreadyFinalized", epoch=0):
-        ctx.members[0].report_fixed(0, {1: SCORE})
+    with raises_revert("AlreadyReported", epoch=0):
+        ctx.members[1].report_fixed(0, {0: SCORE})
 
 
 def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
@@ -495,11 +502,12 @@ def test_finalize_rejects_tampered_reports(ctx: Ctx) -> None:
     close_epoch(ctx, 0)
     reports = [(r.reporter, r.entries) for r in ctx.admin.reports(0)]
     forged = [reports[0], (reports[1][0], encode_entries({1: 100 * SCORE}))]
+    middles = [0] * (2 * len(ctx.members))  # checked only after the reports
     with pytest.raises(LedgerRevert) as info:
-        ctx.admin._transact("finalize", 0, forged)
+        ctx.admin._transact("finalize", 0, forged, middles)
     assert info.value.error_name == "ReportsMismatch" and info.value.arguments["epoch"] == 0
-    with raises_revert("ReportsMismatch", epoch=0):
-        ctx.admin._transact("finalize", 0, reports[:1])  # omitting a report is caught too
+    with raises_revert("ReportsMismatch", epoch=0):  # omitting a report is caught too
+        ctx.admin._transact("finalize", 0, reports[:1], middles)
 
 
 def test_median_resists_a_lying_minority(ctx: Ctx) -> None:
@@ -517,7 +525,7 @@ def test_median_resists_a_lying_minority(ctx: Ctx) -> None:
         },
     )
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     scores = {
         e.args["member"]: e.args["score"]
         for e in _events(ctx, "ScoreCombined")
@@ -545,12 +553,12 @@ def test_rewards_split_by_positive_scores_and_pool_bounds_them(ctx: Ctx) -> None
         },
     )
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     owed = {m.index: m.owed for m in ctx.admin.members()}
     assert owed == {0: 0, 1: 10**18, 2: 0, 3: 0, 4: 0}
     _report_all(ctx, 1, {0: {1: SCORE, 2: SCORE}, 3: {1: SCORE, 2: 3 * SCORE}})
     close_epoch(ctx, 1)
-    ctx.admin.finalize(1)
+    ctx.admin.finalize(1, wait_for_reports=False)
     result = ctx.admin.epoch_result(1)
     assert result.finalized and result.reward == 5 * 10**17  # the pool had only 0.5 ether left
     owed = {m.index: m.owed for m in ctx.admin.members()}
@@ -564,7 +572,7 @@ def test_deactivated_reporters_and_subjects_are_left_out(ctx: Ctx) -> None:
     close_epoch(ctx, 0)
     ctx.admin.deactivate(ctx.addresses[2])  # a subject
     ctx.admin.deactivate(ctx.addresses[4])  # a reporter
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
     owed = {m.index: m.owed for m in ctx.admin.members()}
     assert owed == {0: 0, 1: 10**18, 2: 0, 3: 0, 4: 0}
 
@@ -577,7 +585,7 @@ def _earn(ctx: Ctx, subject: int, amount: int = 10**18) -> None:
     others = [i for i in range(5) if i != subject][:2]
     _report_all(ctx, 0, {i: {subject: SCORE} for i in others})
     close_epoch(ctx, 0)
-    ctx.admin.finalize(0)
+    ctx.admin.finalize(0, wait_for_reports=False)
 
 
 def test_fund_and_withdraw_conserve_wei(ctx: Ctx) -> None:
@@ -685,4 +693,4 @@ def test_events_cover_the_history(ctx: Ctx) -> None:
     (withdrawn,) = _events(ctx, "RewardWithdrawn")
     assert withdrawn.args == {"member": ctx.addresses[0], "amount": 10**18}
     assert CONFIG.rounds_per_epoch == 2
-    commit_through(ctx.members[0], 100, 101)
+    commit_through(ctx.members[0], 4, 5)  # within the window after epoch 0
