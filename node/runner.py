@@ -261,14 +261,19 @@ class NodeRunner:
         checkpoint = load_checkpoint(self.out / "checkpoint")
 
         async def train() -> dict[str, Any]:
+            nonlocal split
             scaler, start = await self._scaler_and_start(split, checkpoint)
+            run = self._start(split, scaler, checkpoint)
+            # The rounds use only the scaled float32 copy: the float64 records can go (a tenth
+            # of a 20-site simulation's memory).
+            del split
             if self.cfg.privacy.secure_aggregation:
                 self.secagg = SecAggMember(
                     self.peer_id, self.session, self.masking,
                     PAIR_WEIGHTS[self.cfg.swarm.merge], self.cfg.privacy.share_threshold,
                 )  # fmt: skip
                 self.exchange.handlers[secure_agg.KIND] = self.secagg.handle
-            summary = await self._train(split, scaler, checkpoint, start)
+            summary = await self._train(run, scaler, start)
             await self._linger()
             return summary
 
@@ -467,11 +472,8 @@ class NodeRunner:
 
     # -- rounds -----------------------------------------------------------------------------
 
-    async def _train(
-        self, split: Split, scaler: Scaler, checkpoint: Checkpoint | None, start: int
-    ) -> dict[str, Any]:
+    async def _train(self, run: RunState, scaler: Scaler, start: int) -> dict[str, Any]:
         cfg = self.cfg
-        run = self._start(split, scaler, checkpoint)
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
         for r in range(start, cfg.swarm.rounds + 1):
