@@ -4,8 +4,12 @@ share as trio tasks (`InprocNodes`), every node still with its own libp2p host a
 Start-up (Python, torch, libp2p) is paid once per process, not per node, and the processes
 use all the cores, which one process cannot (training holds the GIL between torch calls).
 
-The simulator talks to each worker over its stdin and stdout, one JSON object a line:
-commands {"op": "start" | "kill", "node": name} and {"op": "stop"}; events
+The workers are started first (`spawn_workers`), so that their imports (2 to 3 s of torch
+and libp2p) overlap the simulator's preparing the data and the nodes' folders. The simulator
+talks to each worker over its stdin and stdout, one JSON object a line: first
+{"op": "configure", "overrides": {...}} (the node-config overrides, such as the chain's URL,
+known only once the chain is up), then {"op": "start" | "kill", "node": name} and
+{"op": "stop"}; events
 {"event": "exited", "node": name, "error": text or null} and, last, {"event": "done"}. A worker
 whose stdin closes (the simulator died) stops its nodes and exits. Its log goes to
 workers/worker-<i>.log in the run folder, and workers/placement.json says where each node ran.
@@ -34,10 +38,54 @@ class WorkerError(SimError):
 
 
 class _Worker:
-    def __init__(self, index: int, process: trio.Process) -> None:
+    def __init__(self, index: int, process: "subprocess.Popen[bytes]") -> None:
+        assert process.stdin is not None and process.stdout is not None
         self.index = index
         self.process = process
+        self.stdin = trio.lowlevel.FdStream(os.dup(process.stdin.fileno()))
+        self.stdout = trio.lowlevel.FdStream(os.dup(process.stdout.fileno()))
+        process.stdin.close()
+        process.stdout.close()
         self.commands, self.outbox = trio.open_memory_channel[dict[str, Any]](1_000_000)
+
+    async def wait(self) -> int:
+        while (code := self.process.poll()) is None:
+            await trio.sleep(0.05)
+        return code
+
+
+def spawn_workers(folder: Path, count: int) -> list["subprocess.Popen[bytes]"]:
+    """Start `count` worker processes for the run in `folder` (its workers/ holds their logs);
+    they import what nodes need and wait for "configure" on their stdin. A worker whose stdin
+    is closed exits: `stop_unused` for a run that fails before handing them to `worker_pool`."""
+    logs = folder / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for i in range(1, count + 1):
+        with open(logs / f"worker-{i}.log", "ab") as log_file:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "medswarm", "sim", "worker", str(folder)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )  # fmt: skip
+            )
+    return processes
+
+
+def stop_unused(processes: list["subprocess.Popen[bytes]"]) -> None:
+    """Workers that never got their nodes: close their stdin (they exit), wait, else kill."""
+    for process in processes:
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
+    for process in processes:
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def balance(loads: Mapping[str, float], slots: int) -> dict[str, int]:
@@ -109,30 +157,23 @@ class PoolNodes:
 
 @asynccontextmanager
 async def worker_pool(
-    folder: Path, overrides: Mapping[str, Any], count: int, loads: Mapping[str, float]
+    folder: Path,
+    overrides: Mapping[str, Any],
+    processes: list["subprocess.Popen[bytes]"],
+    loads: Mapping[str, float],
 ) -> AsyncIterator[PoolNodes]:
-    """This process and `count - 1` worker processes for the nodes of the run in `folder` (the
-    keys of `loads`, spread by `balance`); on the way out every node is stopped and every
-    worker has exited (killed if it does not within STOP_SECONDS)."""
+    """This process and the worker `processes` (`spawn_workers`) for the nodes of the run in
+    `folder` (the keys of `loads`, spread by `balance`); on the way out every node is stopped
+    and every worker has exited (killed if it does not within STOP_SECONDS)."""
     logs = folder / "workers"
-    logs.mkdir(exist_ok=True)
-    args = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     async with trio.open_nursery() as nursery:
-        workers = []
-        for i in range(1, count):
-            command = [sys.executable, "-m", "medswarm", "sim", "worker", str(folder)]
-            command += [a for arg in args for a in ("--set", arg)]
-            with open(logs / f"worker-{i}.log", "ab") as log_file:
-                process = await trio.lowlevel.open_process(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )  # fmt: skip
-            workers.append(_Worker(i, process))
-        slots = balance(loads, count)
+        workers = [_Worker(i, process) for i, process in enumerate(processes, start=1)]
+        slots = balance(loads, len(workers) + 1)
         places = {n: f"worker-{slot}" if slot else "simulator" for n, slot in slots.items()}
         (logs / "placement.json").write_text(json.dumps(places, indent=1))
         nodes = PoolNodes(InprocNodes(folder, overrides, nursery), workers, slots)
         for worker in workers:
+            worker.commands.send_nowait({"op": "configure", "overrides": dict(overrides)})
             nursery.start_soon(_send, worker)
             nursery.start_soon(_receive, worker, nodes)
         try:
@@ -142,11 +183,11 @@ async def worker_pool(
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(STOP_SECONDS):
                     for worker in workers:
-                        await worker.process.wait()
+                        await worker.wait()
                 for worker in workers:
-                    if worker.process.returncode is None:
+                    if worker.process.poll() is None:
                         worker.process.kill()
-                        await worker.process.wait()
+                        await worker.wait()
                     worker.commands.close()
     failed = {w.index: w.process.returncode for w in workers if w.process.returncode}
     if failed:
@@ -154,8 +195,7 @@ async def worker_pool(
 
 
 async def _send(worker: _Worker) -> None:
-    stdin = worker.process.stdin
-    assert stdin is not None
+    stdin = worker.stdin
     async with worker.outbox:
         async for command in worker.outbox:
             try:
@@ -168,9 +208,7 @@ async def _send(worker: _Worker) -> None:
 
 
 async def _receive(worker: _Worker, nodes: PoolNodes) -> None:
-    stdout = worker.process.stdout
-    assert stdout is not None
-    async for line in _lines(stdout):
+    async for line in _lines(worker.stdout):
         try:
             event = json.loads(line)
         except ValueError:
@@ -198,28 +236,37 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
 # -- the worker's side -------------------------------------------------------------------------
 
 
-def serve_worker(folder: Path, overrides: Mapping[str, Any]) -> None:
+def serve_worker(folder: Path) -> None:
     """`medswarm sim worker`: run the nodes the simulator names on stdin until it says stop."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    trio.run(_serve, folder, overrides)
+    # What its nodes need (torch, libp2p, the Parquet reader), imported now, while the
+    # simulator is still preparing the run, not when the first node starts.
+    import pyarrow.parquet  # noqa: F401
+
+    import node.runner  # noqa: F401
+
+    trio.run(_serve, folder)
 
 
-async def _serve(folder: Path, overrides: Mapping[str, Any]) -> None:
+async def _serve(folder: Path) -> None:
     def report(event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    commands = _lines(stdin)
     async with trio.open_nursery() as nursery:
-        nodes = InprocNodes(folder, overrides, nursery, on_exit=lambda n, e: report(
-            {"event": "exited", "node": n, "error": e}))  # fmt: skip
-        async for line in _lines(stdin):
-            command = json.loads(line)
-            if command["op"] == "start":
-                nodes.start(command["node"])
-            elif command["op"] == "kill":
-                nodes.kill(command["node"])
-            elif command["op"] == "stop":
-                break
-        nodes.stop_all()  # also when stdin closed: the simulator is gone
+        first = json.loads(await anext(commands, '{"op": "stop"}'))
+        if first["op"] == "configure":
+            nodes = InprocNodes(folder, first["overrides"], nursery, on_exit=lambda n, e: report(
+                {"event": "exited", "node": n, "error": e}))  # fmt: skip
+            async for line in commands:
+                command = json.loads(line)
+                if command["op"] == "start":
+                    nodes.start(command["node"])
+                elif command["op"] == "kill":
+                    nodes.kill(command["node"])
+                elif command["op"] == "stop":
+                    break
+            nodes.stop_all()  # also when stdin closed: the simulator is gone
     report({"event": "done"})

@@ -11,6 +11,7 @@ Ray actor, see `sim.ray_backend`).
 import hashlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from sim.backends import InprocNodes, Nodes, ProcessNodes
 from sim.errors import AlreadyExists
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
 from sim.memory import MemoryPeak, own_peak_rss_mb
-from sim.pool import worker_pool
+from sim.pool import spawn_workers, stop_unused, worker_pool
 from sim.scenario import (
     BACKENDS,
     AlieAttack,
@@ -87,6 +88,8 @@ class Plan:
     faults: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
     memory: MemoryPeak = field(default_factory=MemoryPeak)  # this process and all under it
+    # inproc with `workers`: the worker processes, started with the run (sim/pool.py)
+    workers: list["subprocess.Popen[bytes]"] = field(default_factory=list)
 
 
 def run_scenario(
@@ -147,7 +150,27 @@ def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> d
         raise AlreadyExists(f"{folder} already holds a run; choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    # inproc's worker processes first, so that their imports overlap the data's preparation
+    # and the nodes' set-up.
+    shared = scenario.backend == "inproc" and scenario.workers > 1
+    count = min(scenario.workers, len(scenario.node_names())) - 1 if shared else 0
+    workers = spawn_workers(folder, count)
+    try:
+        return _run_seed(scenario, seed, folder, console, began, workers)
+    finally:
+        stop_unused(workers)  # those a failure left unused; the pool has waited for the rest
+
+
+def _run_seed(
+    scenario: Scenario,
+    seed: int,
+    folder: Path,
+    console: Console,
+    began: float,
+    workers: list["subprocess.Popen[bytes]"],
+) -> dict[str, Any]:
     plan = make_plan(scenario, seed, folder / "data")
+    plan.workers = workers
     data_seconds = time.perf_counter() - began
     names = list(plan.files)
     nbrs = topology.neighbours(
@@ -588,11 +611,10 @@ def execute(
     async def main() -> float:
         if scenario.backend == "process":
             return await supervise(folder, scenario, plan, console, ProcessNodes(folder, overrides))
-        if scenario.workers > 1:
-            workers = min(scenario.workers, len(plan.files))
+        if plan.workers:
             # Spread by data size (bytes of each node's file): training time follows it.
             loads = {n: float(path.stat().st_size) for n, path in plan.files.items()}
-            async with worker_pool(folder, overrides, workers, loads) as pool:
+            async with worker_pool(folder, overrides, plan.workers, loads) as pool:
                 return await supervise(folder, scenario, plan, console, pool)
         async with trio.open_nursery() as nursery:
             return await supervise(

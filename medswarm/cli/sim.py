@@ -71,22 +71,14 @@ def sim_fedavg_process(
 @app.command("worker", hidden=True)
 def sim_worker(
     folder: Annotated[Path, typer.Argument(help="The run folder (nodes/<name>/node.toml).")],
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key=JSON, as `node run --set`.")
-    ] = None,
 ) -> None:
     """One worker process of the inproc backend: runs the nodes the simulator names on stdin
     (see sim/pool.py)."""
-    import json
     import logging
     import os
 
     from sim.pool import serve_worker
 
-    settings = {}
-    for item in overrides or []:
-        key, _, value = item.partition("=")
-        settings[key] = json.loads(value)
-    serve_worker(folder, settings)
+    serve_worker(folder)
     logging.shutdown()
     os._exit(0)  # as fedavg-process: skip tearing down torch's lazily loaded modules

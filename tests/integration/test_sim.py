@@ -341,6 +341,18 @@ def test_nodes_shared_among_processes_train_exactly_as_in_one(tmp_path):
         assert all(np.array_equal(a[k], b[k]) for k in a), name
 
 
+def test_a_worker_that_never_gets_its_nodes_exits_when_the_run_fails_early(tmp_path):
+    """Workers start before the run's data is made (their imports overlap it); a run that
+    fails before handing them any node still leaves no process behind."""
+    from sim.pool import spawn_workers, stop_unused
+
+    [worker] = spawn_workers(tmp_path, 1)
+    assert worker.poll() is None  # importing, then waiting for "configure"
+    stop_unused([worker])
+    assert worker.returncode == 0
+    assert (tmp_path / "workers" / "worker-1.log").read_text() == ""
+
+
 def test_a_node_in_a_worker_process_is_killed_and_resumes(tmp_path):
     from sim.local_swarm import HEART_DISEASE
 
