@@ -687,7 +687,9 @@ async def supervise(
     for n in names:
         nodes.start(n)
     try:
-        with Live(console=console, refresh_per_second=4) as live:
+        # Drawn once a tick, by this loop: Live's own refresh thread would draw as often again
+        # and take the GIL from the nodes this process runs.
+        with Live(console=console, auto_refresh=False) as live:
             while any(nodes.running(n) for n in names):
                 if time.perf_counter() - began > RUN_TIMEOUT:
                     raise SwarmError(f"run did not finish within {RUN_TIMEOUT:.0f}s")
@@ -740,7 +742,8 @@ async def supervise(
                             links.heal(n)
                         healed.add(i)
                         console.print(f"{', '.join(cut.nodes)} connected after round {at}")
-                live.update(_progress(scenario, plan, latest, done, down, set(frozen.values())))
+                progress = _progress(scenario, plan, latest, done, down, set(frozen.values()))
+                live.update(progress, refresh=True)
                 plan.memory.sample()
                 await trio.sleep(0.3)
     finally:
