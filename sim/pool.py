@@ -70,7 +70,7 @@ def spawn_workers(folder: Path, count: int) -> list["subprocess.Popen[bytes]"]:
                     stdout=subprocess.PIPE,
                     stderr=log_file,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )  # fmt: skip
+                )
             )
     return processes
 
@@ -208,14 +208,15 @@ async def _send(worker: _Worker) -> None:
 
 
 async def _receive(worker: _Worker, nodes: PoolNodes) -> None:
-    async for line in _lines(worker.stdout):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise WorkerError(f"worker {worker.index} wrote {line[:200]!r}") from None
-        if event.get("event") == "done":
-            return
-        nodes.on_event(worker, event)
+    async with worker.stdout:
+        async for line in _lines(worker.stdout):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise WorkerError(f"worker {worker.index} wrote {line[:200]!r}") from None
+            if event.get("event") == "done":
+                return
+            nodes.on_event(worker, event)
     # Its stdout closed before "done": it died; its nodes died with it.
     for name, home in nodes.home.items():
         if home is worker and name in nodes.alive:
