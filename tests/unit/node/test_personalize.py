@@ -41,18 +41,23 @@ def test_a_model_split_and_joined_again_is_the_model_in_its_order():
     assert shared_part(params, ()) is params and joined(params, {}, params) is params
 
 
-def _runner(tmp_path, *overrides):
-    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
-    neighbours = [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)]
+def _cleveland(folder, neighbours):
+    """A node config for the Cleveland site's records."""
     path, _ = init_node(
-        tmp_path / "node",
+        folder,
         "cleveland",
         str(DATA / "processed.cleveland.data"),
         str(DATA / "schema.toml"),
         "/ip4/127.0.0.1/tcp/0",
         neighbours,
     )
-    cfg = load_config(path, ["node.fsync=false", *overrides])
+    return path
+
+
+def _runner(tmp_path, *overrides):
+    peers = [peer_id_of(create_key_file(tmp_path / f"nb{i}.key")) for i in range(2)]
+    neighbours = [f"/ip4/127.0.0.1/tcp/{4001 + i}/p2p/{p}" for i, p in enumerate(peers)]
+    cfg = load_config(_cleveland(tmp_path / "node", neighbours), ["node.fsync=false", *overrides])
     runner = NodeRunner(cfg)
     runner.out.mkdir(parents=True)
     runner.membership = None
@@ -112,27 +117,13 @@ def test_without_personalization_the_whole_model_is_published(tmp_path):
     ],
 )
 def test_combinations_that_cannot_run_are_refused_naming_the_keys(tmp_path, overrides, message):
-    path, _ = init_node(
-        tmp_path,
-        "cleveland",
-        str(DATA / "processed.cleveland.data"),
-        str(DATA / "schema.toml"),
-        "/ip4/127.0.0.1/tcp/0",
-        [],
-    )
+    path = _cleveland(tmp_path, [])
     with pytest.raises(ConfigError, match=message):
         load_config(path, overrides)
 
 
 def test_prox_mu_reaches_the_training_settings(tmp_path):
-    path, _ = init_node(
-        tmp_path,
-        "cleveland",
-        str(DATA / "processed.cleveland.data"),
-        str(DATA / "schema.toml"),
-        "/ip4/127.0.0.1/tcp/0",
-        [],
-    )
+    path = _cleveland(tmp_path, [])
     assert load_config(path, ["training.prox_mu=0.5"]).training.settings().prox_mu == 0.5
     assert load_config(path).training.settings().prox_mu == 0.0
 
