@@ -546,8 +546,7 @@ def heatmap(results: dict[str, Any], path: Path) -> Path:
                 drops[i, j] = cell["drop_points"]
     fig = Figure(figsize=(1.3 * len(rules) + 2.5, 0.42 * len(rows) + 2.2))
     ax = fig.add_subplot()
-    cmap = ListedColormap(COLOURS)
-    cmap.set_bad("#bbbbbb")
+    cmap = ListedColormap(COLOURS).with_extremes(bad="#bbbbbb")
     # Each drop to its class (0: at most BOUNDS[0] points, ...): one colour per class.
     classes = np.ma.masked_invalid(
         np.where(np.isnan(drops), np.nan, np.digitize(drops, BOUNDS, right=True))
