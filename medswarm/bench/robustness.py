@@ -90,7 +90,12 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "alie": {"kind": "alie"},  # z: the paper's z_max for what the attacker merges from
     "ipm": {"kind": "ipm", "epsilon": 0.5},
     "colluding": {"kind": "alie", "group": "byzantine"},
+    # Not in the table by default: a control. A replaying free rider trains nothing and relays
+    # the merge it received, so the honest nodes lose the attackers' records and little else:
+    # about what a rule loses to the attackers' absence alone.
+    "free_rider": {"kind": "free_rider", "mode": "replay"},
 }
+DEFAULT_ATTACKS = ("label_flip", "noise", "sign_flip", "alie", "ipm", "colluding")
 
 
 def node_names(nodes: int = NODES) -> list[str]:
@@ -209,7 +214,8 @@ def recommend(cells: Sequence[dict[str, Any]], margin: float = MARGIN) -> dict[s
     in the table, the one with the best clean accuracy (its 0% cells; ties: the first in table
     order). A cell without an accuracy (a failed run) fails its rule. Returns {"rule": name or
     None, "passing": [...], "failures": {rule: [{attack, byzantine_fraction, drop_points}]},
-    "clean_accuracy": {rule: share}, "reason": text}."""
+    "clean_accuracy": {rule: share}, "worst_accuracy": {rule: the lowest attacked cell},
+    "reason": text}."""
     rules = list(dict.fromkeys(c["rule"] for c in cells))
     attacks = list(dict.fromkeys(c["attack"] for c in cells))
     fractions = sorted({c["byzantine_fraction"] for c in cells if c["byzantine_fraction"] > 0})
@@ -230,6 +236,14 @@ def recommend(cells: Sequence[dict[str, Any]], margin: float = MARGIN) -> dict[s
                         "byzantine_fraction": fraction,
                         "drop_points": None if drop is None else round(100 * drop, 2),
                     })  # fmt: skip
+    worst = {
+        r: min(
+            (c["accuracy"] for c in cells
+             if c["rule"] == r and c["byzantine_fraction"] > 0 and c["accuracy"] is not None),
+            default=None,
+        )
+        for r in rules
+    }  # fmt: skip
     passing = [r for r in rules if not failures[r] and clean[r] is not None]
     best = max(passing, key=lambda r: clean[r] or 0.0, default=None)  # max keeps the first
     criterion = (
@@ -257,6 +271,7 @@ def recommend(cells: Sequence[dict[str, Any]], margin: float = MARGIN) -> dict[s
         "fractions": fractions,
         "passing": passing,
         "clean_accuracy": clean,
+        "worst_accuracy": worst,
         "failures": failures,
         "reason": reason,
     }
@@ -301,7 +316,7 @@ def run_robustness_bench(
     margin: float = MARGIN,
 ) -> dict[str, Any]:
     """Run the table; print it; return the results (the JSON)."""
-    attacks = list(attacks or ATTACKS)
+    attacks = list(attacks or DEFAULT_ATTACKS)
     rules = list(rules or RULES)
     for a in attacks:
         if a not in ATTACKS:

@@ -172,8 +172,8 @@ def bench_robustness(
     attacks: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated attacks (default: all: label_flip, noise, "
-            "sign_flip, alie, ipm, colluding)."
+            help="Comma-separated attacks (default: label_flip, noise, sign_flip, alie, "
+            "ipm, colluding; also free_rider, a replaying free rider, as a control)."
         ),
     ] = None,  # fmt: skip
     rules: Annotated[

@@ -48,6 +48,9 @@ def test_the_best_clean_rule_within_the_margin_everywhere_is_recommended():
     assert found["rule"] == "multi_krum"
     assert found["passing"] == ["multi_krum", "median"]
     assert found["clean_accuracy"]["metropolis"] == 0.95
+    assert found["worst_accuracy"] == {
+        "metropolis": 0.90, "multi_krum": 0.915, "median": 0.92, "krum": 0.91,
+    }  # fmt: skip
     [failure] = found["failures"]["metropolis"]
     assert failure["attack"] == "alie" and failure["byzantine_fraction"] == 0.2
     assert failure["drop_points"] == pytest.approx(5.0)
@@ -77,6 +80,11 @@ def test_a_rule_missing_an_attacked_cell_is_not_recommended():
     cells = [c for c in cells if not (c["rule"] == "krum" and c["attack"] == "noise")]
     assert rb.recommend(cells)["rule"] == "median"
     assert rb.recommend([c for c in cells if c["byzantine_fraction"] == 0])["rule"] is None
+
+
+def test_the_table_has_the_issue_s_six_attacks_and_the_control_only_when_asked():
+    assert rb.DEFAULT_ATTACKS == ("label_flip", "noise", "sign_flip", "alie", "ipm", "colluding")
+    assert set(rb.DEFAULT_ATTACKS) < set(rb.ATTACKS) and "free_rider" in rb.ATTACKS
 
 
 def test_attackers_are_seeded_and_nested():
