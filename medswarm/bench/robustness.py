@@ -150,8 +150,11 @@ def scenario_text(
     workers: int = WORKERS,
     nodes: int = NODES,
     degree: int = DEGREE,
+    test_fraction: float = 0.0,
 ) -> str:
-    """One run: `rule` on the breast-cancer swarm, `bad` nodes attacking with `attack`."""
+    """One run: `rule` on the breast-cancer swarm, `bad` nodes attacking with `attack`; with
+    `test_fraction`, that share of the records held out (stratified, seeded) as a common test
+    set before the split."""
     swarm = "\n".join(f"{k} = {_toml(v)}" for k, v in rule.swarm().items())
     tables = []
     for node in bad:
@@ -160,6 +163,7 @@ def scenario_text(
         tables.append("[[attacks]]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in fields.items()))
     label = f"{attack}-{len(bad)}" if attack else "clean"
     shared = f"workers = {workers}\n" if workers > 1 else ""
+    test = f"test_fraction = {test_fraction!r}\n" if test_fraction else ""
     return f"""\
 # Written by `medswarm bench robustness`.
 name = "robust-{rule.name.replace("_", "-")}-{label.replace("_", "-")}"
@@ -175,7 +179,7 @@ nodes = {nodes}
 alpha = 0.3
 min_rows = 10
 validation_fraction = 0.25
-
+{test}
 [topology]
 kind = "k_regular"
 degree = {degree}
@@ -314,8 +318,10 @@ def run_robustness_bench(
     keep: Path | None = None,
     nodes: int = NODES,
     margin: float = MARGIN,
+    test_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Run the table; print it; return the results (the JSON)."""
+    """Run the table; print it; return the results (the JSON). Accuracy: each node's on its
+    own validation split, or with `test_fraction` on the common test set held out."""
     attacks = list(attacks or DEFAULT_ATTACKS)
     rules = list(rules or RULES)
     for a in attacks:
@@ -331,6 +337,8 @@ def run_robustness_bench(
             raise ValueError(f"Byzantine fraction {f:g} of {nodes} nodes is no node")
     if rounds < 1:
         raise ValueError("--rounds must be at least 1")
+    if not 0 <= test_fraction < 0.5:
+        raise ValueError(f"test fraction {test_fraction:g}: expected 0 (none) up to below 0.5")
     fractions = sorted(set(fractions))
     skipped = {r: p for r in rules if (p := rule_problem(RULES[r])) is not None}
     runnable = [r for r in rules if r not in skipped]
@@ -357,13 +365,22 @@ def run_robustness_bench(
                     name = f"s{seed}-{rule}-{label}"
                     path = work / f"{name}.toml"
                     path.write_text(
-                        scenario_text(RULES[rule], attack, who, seed, rounds, workers, nodes)
+                        scenario_text(
+                            RULES[rule],
+                            attack,
+                            who,
+                            seed,
+                            rounds,
+                            workers,
+                            nodes,
+                            test_fraction=test_fraction,
+                        )  # fmt: skip
                     )
                     t0 = time.perf_counter()
                     try:
                         summary = _run(path, work / name)
                         run: dict[str, Any] = {
-                            "nodes": {n: v["accuracy"] for n, v in summary["nodes"].items()},
+                            "nodes": _accuracies(summary, test_fraction > 0),
                             "honest": [n for n, v in summary["nodes"].items() if v["honest"]],
                         }
                     except Exception as exc:  # noqa: BLE001 - a failed run is a result
@@ -408,8 +425,14 @@ def run_robustness_bench(
             "fractions": fractions,
             "backend": "inproc",
             "workers": workers,
-            "accuracy": "honest nodes' mean final accuracy, each on its own validation split "
-            "(mean over seeds); clean_accuracy: the same rule's clean run over the same nodes",
+            "test_fraction": test_fraction,
+            "accuracy": "honest nodes' mean final accuracy, "
+            + (
+                f"each on the common test set ({test_fraction:.0%} of the records held out)"
+                if test_fraction
+                else "each on its own validation split"
+            )
+            + " (mean over seeds); clean_accuracy: the same rule's clean run over the same nodes",
             "margin_points": 100 * margin,
         },
         "errors": [
@@ -424,6 +447,13 @@ def run_robustness_bench(
                   highlight=False)  # fmt: skip
     console.print(f"bench took {results['total_seconds']:.0f}s")
     return results
+
+
+def _accuracies(summary: dict[str, Any], on_test: bool) -> dict[str, float]:
+    """Each node's final accuracy: on its validation split, or on the common test set."""
+    if on_test:
+        return {n: float(v["accuracy"]) for n, v in summary["test"]["nodes"].items()}
+    return {n: float(v["accuracy"]) for n, v in summary["nodes"].items()}
 
 
 def _progress(run: dict[str, Any], clean: dict[str, Any] | None) -> str:
@@ -520,7 +550,7 @@ def _pct(share: float | None) -> str:
 def _cell_text(cell: dict[str, Any] | None) -> str:
     if cell is None or cell["accuracy"] is None:
         return "failed" if cell is not None else "-"
-    return f"{_pct(cell['accuracy'])} ({-cell['drop_points']:+.1f})"
+    return f"{_pct(cell['accuracy'])} ({0.0 - cell['drop_points']:+.1f})"
 
 
 def cells_table(results: dict[str, Any]) -> Table:

@@ -188,6 +188,13 @@ def bench_robustness(
     keep: Annotated[
         Path | None, typer.Option(help="Keep the run folders (scenarios, nodes, logs) here.")
     ] = None,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Hold out this share of the records as a common test set and score every "
+            "node's final model on it (default 0: each node on its own validation split)."
+        ),
+    ] = 0.0,
 ) -> None:
     """The attack x defence table: the breast-cancer swarm (20 nodes, 4-regular) under every
     attack with 10% and 20% Byzantine nodes, for every merge rule, against each rule's clean
@@ -202,7 +209,7 @@ def bench_robustness(
         chosen_fractions = [float(f) for f in names(fractions) or []]
         results = run_robustness_bench(
             console, rounds, chosen_seeds, names(attacks), names(rules), chosen_fractions,
-            workers, keep,
+            workers, keep, test_fraction=test_fraction,
         )  # fmt: skip
     except ValueError as exc:
         raise fail(str(exc)) from None

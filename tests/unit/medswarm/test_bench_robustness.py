@@ -116,9 +116,12 @@ def test_the_scenarios_load_with_the_attackers_and_the_rule_settings(tmp_path, a
     kind = SignFlip if attack == "sign_flip" else AlieAttack
     assert all(isinstance(a, kind) for a in s.attacks)
     assert s.colluding_groups() == ({"byzantine": bad} if attack == "colluding" else {})
-    path.write_text(rb.scenario_text(rb.RULES["neighbourhood"], None, [], seed=0, workers=1))
+    assert s.data.test_fraction is None
+    path.write_text(rb.scenario_text(rb.RULES["neighbourhood"], None, [], seed=0, workers=1,
+                                     test_fraction=0.2))  # fmt: skip
     clean = load_scenario(path)
     assert clean.attacks == [] and clean.workers == 1 and clean.swarm.byzantine == 0
+    assert clean.data.test_fraction == 0.2
 
 
 def test_cells_compare_with_the_clean_run_over_the_same_honest_nodes():
@@ -171,3 +174,12 @@ def test_the_report_shows_the_table_and_the_heat_map(tmp_path):
     console = Console(record=True, width=200)
     console.print(rb.cells_table(json.loads(json.dumps(results))))
     assert "noise" in console.export_text()
+
+
+def test_accuracies_come_from_the_validation_splits_or_the_common_test_set():
+    summary = {
+        "nodes": {"n00": {"accuracy": 0.5}, "n01": {"accuracy": 1.0}},
+        "test": {"nodes": {"n00": {"accuracy": 0.9}, "n01": {"accuracy": 0.8}}},
+    }
+    assert rb._accuracies(summary, on_test=False) == {"n00": 0.5, "n01": 1.0}
+    assert rb._accuracies(summary, on_test=True) == {"n00": 0.9, "n01": 0.8}
