@@ -40,7 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 from medswarm.bench.tables import bench_table
+from node.errors import NodeError
 from sim import topology
+from sim.errors import SimError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BREAST_CANCER = REPO_ROOT / "data" / "breast-cancer"
@@ -383,7 +385,9 @@ def run_robustness_bench(
                             "nodes": _accuracies(summary, test_fraction > 0),
                             "honest": [n for n, v in summary["nodes"].items() if v["honest"]],
                         }
-                    except Exception as exc:  # noqa: BLE001 - a failed run is a result
+                    except (SimError, NodeError, ExceptionGroup, OSError) as exc:
+                        # A failed run is a result (the swarm's errors, the inproc nursery's
+                        # group); anything else is a bug and stops the bench.
                         run = {"error": f"{type(exc).__name__}: {exc}"}
                     run["seconds"] = time.perf_counter() - t0
                     runs[(seed, rule, attack, fraction)] = run
