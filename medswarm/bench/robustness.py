@@ -134,13 +134,12 @@ def rule_problem(rule: Rule, degree: int = DEGREE) -> str | None:
 
 
 def _toml(value: Any) -> str:
-    return (
-        json.dumps(value)
-        if isinstance(value, str)
-        else str(value).lower()
-        if isinstance(value, bool)
-        else repr(value)
-    )
+    """A scalar as TOML: strings quoted (JSON's escapes are TOML's), booleans lower case."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def scenario_text(
