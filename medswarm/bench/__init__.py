@@ -1,1 +1,2 @@
-"""The benchmarks behind `medswarm bench ...`: transport, ledger, contribution, sim, swarm."""
+"""The benchmarks behind `medswarm bench ...`: transport, ledger, contribution, sim, swarm,
+scale, privacy, analytics, robustness."""

@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import merge as m
-from node.config import MERGE_RULE_NAMES, SECURE_AGGREGATION_RULES, SwarmSection
+from node.config import (
+    MERGE_RULE_NAMES,
+    SECURE_AGGREGATION_RULES,
+    SwarmSection,
+    byzantine_problem,
+)
 from node.params import Neighbour
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -318,6 +323,14 @@ def byzantine_rounds(draw, rule, far=False):
     b = draw(st.integers(0, f))
     fewest = FEWEST_MODELS[rule](f)
     n = draw(st.integers(max(fewest, b + 1), fewest + 3))
+    own, nbs, honest = draw(_byzantine_inputs(n, b, far))
+    tau = draw(st.sampled_from([0.0, 0.5, 3.0]))
+    return own, nbs, honest, f, m.MergeSettings(byzantine=f, clip_radius=tau)
+
+
+@st.composite
+def _byzantine_inputs(draw, n, b, far=False):
+    """(own, neighbours, honest matrix): n models, the last b of the neighbours Byzantine."""
     p = draw(st.integers(1, 3))
     honest = np.array(draw(st.lists(st.lists(honest_values, min_size=p, max_size=p),
                                     min_size=n - b, max_size=n - b)))  # fmt: skip
@@ -333,8 +346,26 @@ def byzantine_rounds(draw, rule, far=False):
         samples, degree = draw(claims)
         nbs.append(Neighbour(peer, {"w": row}, samples, degree))
     own = me({"w": honest[0]}, draw(st.integers(1, 1000)), n - 1 + draw(st.integers(0, 2)))
-    tau = draw(st.sampled_from([0.0, 0.5, 3.0]))
-    return own, nbs, honest, f, m.MergeSettings(byzantine=f, clip_radius=tau)
+    return own, nbs, honest
+
+
+COORDINATEWISE = ("median", "trimmed_mean")
+
+
+@st.composite
+def coordinatewise_rounds(draw, rule):
+    """(own, neighbours, honest matrix, f, settings) for median or trimmed mean: f <= 3
+    Byzantine assumed, b <= f present, any trim share, and n models such that the config admits
+    f for a node with n - 1 neighbours (`byzantine_problem`: median n >= 2f + 1, trimmed mean
+    floor(trim n) >= f): the bound the config holds every node to."""
+    f = draw(st.integers(0, 3))
+    b = draw(st.integers(0, f))
+    trim = draw(st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.4, 0.45]))
+    swarm = SwarmSection(merge=rule, byzantine=f, trim_fraction=trim)
+    fewest = next(k for k in range(b + 1, 200) if byzantine_problem(swarm, k - 1, "") is None)
+    n = draw(st.integers(fewest, fewest + 4))
+    own, nbs, honest = draw(_byzantine_inputs(n, b))
+    return own, nbs, honest, f, m.MergeSettings(byzantine=f, trim_fraction=trim)
 
 
 def _honest_diameter(honest):
@@ -349,6 +380,42 @@ def test_robust_rules_ignore_the_order_neighbours_arrive_in(rule, data):
     shuffled = data.draw(st.permutations(nbs))
     assert np.array_equal(m.merge(rule, own, nbs, config)["w"],
                           m.merge(rule, own, shuffled, config)["w"])  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", COORDINATEWISE)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_median_and_trimmed_mean_ignore_the_order_neighbours_arrive_in(rule, data):
+    own, nbs, _, _, config = data.draw(coordinatewise_rounds(rule))
+    shuffled = data.draw(st.permutations(nbs))
+    assert np.array_equal(m.merge(rule, own, nbs, config)["w"],
+                          m.merge(rule, own, shuffled, config)["w"])  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", COORDINATEWISE)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_median_and_trimmed_mean_stay_within_the_honest_range_under_the_bound(rule, data):
+    """Per coordinate the k-th smallest of n values, b of them Byzantine, lies within the
+    honest values' range for b <= k <= n - b - 1: the median's middle value(s) (n >= 2f + 1)
+    and every value trimmed mean keeps (k = floor(trim n) >= f dropped at each end) are such
+    order statistics, so their mean is too, wherever the Byzantine values are."""
+    own, nbs, honest, _, config = data.draw(coordinatewise_rounds(rule))
+    out = m.merge(rule, own, nbs, config)["w"]
+    low, high = honest.min(axis=0), honest.max(axis=0)
+    slack = 1e-9 * (1 + np.abs(honest).max())
+    assert (out >= low - slack).all() and (out <= high + slack).all()
+
+
+def test_past_the_bound_a_byzantine_majority_takes_the_median_and_the_trimmed_mean_out():
+    """The bound is what the honest range rests on: with f + 1 values beyond it (median: 3 of 5;
+    trimmed mean, trim 0.2 of 5: 2 where 1 is dropped) the output leaves the honest range."""
+    own = me({"w": np.array([0.0])}, 1, 4)
+    nbs = [contribution([v], 1, 4, f"p{i}") for i, v in enumerate([1.0, 1e3, 1e3, 1e3])]
+    assert m.merge("median", own, nbs, DEFAULTS)["w"][0] == 1e3
+    nbs = [contribution([v], 1, 4, f"p{i}") for i, v in enumerate([1.0, 0.5, 1e3, 1e3])]
+    trimmed = m.merge("trimmed_mean", own, nbs, m.MergeSettings(trim_fraction=0.2))["w"][0]
+    assert trimmed > 1.0
 
 
 @settings(max_examples=150, deadline=None)
