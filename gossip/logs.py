@@ -4,9 +4,9 @@ py-libp2p logs every failed dial: the TCP transport at ERROR ("failed to connect
 a `[ADDCONN_FAIL]` warning with a traceback when a connection's upgrade fails (a peer killed
 mid-handshake, a simultaneous dial), the host an ERROR for each stream it could not open (and
 raises it). A node already reports a neighbour it could not reach, in
-its metrics and progress line, so at the default level those records are noise: below INFO only
-libp2p's errors (not the transport's dial failures) are shown. `--log-level INFO` or `DEBUG`
-(or $MEDSWARM_LOG_LEVEL, which the simulator passes on to its nodes) brings everything back;
+its metrics and progress line, so those records are noise: down to INFO (a node's own
+rounds and neighbours) only libp2p's other errors are shown. `--log-level DEBUG` (or
+$MEDSWARM_LOG_LEVEL, which the simulator passes on to its nodes) brings everything back;
 py-libp2p's own $LIBP2P_DEBUG, when set, is left to configure its loggers itself.
 """
 
@@ -36,12 +36,12 @@ def log_level(name: str | None = None) -> int:
 
 
 def libp2p_verbosity(level: int | str | None = None) -> None:
-    """Quiet py-libp2p's dial noise unless `level` (default `log_level()`) is INFO or lower,
-    in which case its loggers log at that level through the root logger's handlers."""
+    """Quiet py-libp2p's dial noise unless `level` (default `log_level()`) is DEBUG, in which
+    case its loggers log at DEBUG through the root logger's handlers."""
     if os.environ.get("LIBP2P_DEBUG"):
         return  # libp2p's own switch, read when it was imported
     number = log_level(level) if not isinstance(level, int) else level
-    verbose = number <= logging.INFO
+    verbose = number <= logging.DEBUG
     for name, quiet in QUIETED.items():
         if not verbose:
             logging.getLogger(name).setLevel(quiet)

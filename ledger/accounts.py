@@ -70,7 +70,7 @@ def load_key_file(
     if not is_keystore(text):
         return _from_hex(text, str(path))
     if password is None:
-        password = os.environ.get(PASSWORD_ENV)
+        password = os.environ.get(PASSWORD_ENV) or None  # empty: unset (compose passes "")
     if password is None and ask is not None:
         password = ask(f"password of {path}: ")
     if password is None:

@@ -46,7 +46,7 @@ def node_run(
         str,
         typer.Option(
             envvar="MEDSWARM_LOG_LEVEL",
-            help="Python log level; INFO or DEBUG also shows libp2p's dial messages.",
+            help="Python log level; DEBUG also shows libp2p's dial messages.",
         ),
     ] = "WARNING",
 ) -> None:
@@ -118,7 +118,7 @@ def node_doctor(
         str,
         typer.Option(
             envvar="MEDSWARM_LOG_LEVEL",
-            help="Python log level; INFO or DEBUG also shows libp2p's dial messages.",
+            help="Python log level; DEBUG also shows libp2p's dial messages.",
         ),
     ] = "WARNING",
 ) -> None:

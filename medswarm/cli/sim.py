@@ -44,8 +44,8 @@ def sim_run(
         str,
         typer.Option(
             envvar=LOG_LEVEL_ENV,
-            help="Log level of the simulator and its nodes (their node.log); INFO or DEBUG also "
-            "shows libp2p's dial messages, kept out by default.",
+            help="Log level of the simulator and its nodes (their node.log); DEBUG also shows "
+            "libp2p's dial messages, kept out otherwise.",
         ),
     ] = "WARNING",
 ) -> None:

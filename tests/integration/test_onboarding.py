@@ -228,7 +228,7 @@ def test_libp2p_dial_noise_is_shown_only_when_asked_for(tmp_path: Path) -> None:
     quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert quiet.returncode == 1 and f"FAIL neighbour {dead}" in quiet.stderr
     loud = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                          env={**env, "MEDSWARM_LOG_LEVEL": "INFO"})  # fmt: skip
+                          env={**env, "MEDSWARM_LOG_LEVEL": "DEBUG"})  # fmt: skip
     assert loud.returncode == 1 and f"FAIL neighbour {dead}" in loud.stderr
     dial_noise = "Failed to open TCP stream"  # py-libp2p's TCP transport, at ERROR
     assert dial_noise in loud.stderr
