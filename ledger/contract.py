@@ -266,6 +266,15 @@ class Ledger:
     def withdraw(self) -> TxResult:
         return self._transact("withdraw")
 
+    def send_value(self, to: str, wei: int) -> TxResult:
+        """A plain transfer of `wei` from this Ledger's account to `to` (not the contract): e.g.
+        an admin giving a new member the gas its writes cost."""
+        if self._sender is None:
+            raise LedgerError("send_value: this Ledger has no account (read-only)")
+        return self._sender.send(
+            to_checksum_address(to), "0x", value=wei, description={"function": "transfer"}
+        )
+
     # ----- reads --------------------------------------------------------------------------
 
     def _encode(self, fn: str, args: tuple[Any, ...]) -> str:

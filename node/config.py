@@ -249,7 +249,9 @@ class LedgerSection(_Section):
     chain: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain.")
     contract: str = Field("", description="Address of the consortium contract.")
     key_file: Path | None = Field(
-        None, description="Ethereum key file (mode 0600); else $MEDSWARM_ETH_KEY."
+        None,
+        description="Ethereum key file (mode 0600): a hex key, or a keystore (`medswarm ledger "
+        "new-key`) unlocked with $MEDSWARM_KEY_PASSWORD; else $MEDSWARM_ETH_KEY.",
     )
     flush_seconds: PositiveFloat = 1.0
     drain_seconds: float = Field(30.0, ge=0, description="At the end, wait for the outbox.")

@@ -155,7 +155,7 @@ def render_config(
 ) -> str:
     key_line = (
         f'key_file = "{ledger_key_file}"' if ledger_key_file else '# key_file = "eth.key"'
-    ) + "                  # Ethereum key, mode 0600 (or $MEDSWARM_ETH_KEY)"
+    ) + "                  # Ethereum key or keystore, mode 0600 (or $MEDSWARM_ETH_KEY)"
     peer_keys_line = (
         f'peer_keys = "{peer_keys}"' if peer_keys else f'# peer_keys = "{PEER_KEYS_FILE}"'
     ) + "   # without the ledger: the members' X25519 public keys (peer ID -> hex)"

@@ -10,17 +10,18 @@ task cannot be stopped alone in the event loop it shares with the others.
 """
 
 import json
-import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
+from gossip.logs import libp2p_verbosity
 from node.config import load_config
+from sim.local_swarm import tail
 
 
 class Nodes(Protocol):
@@ -31,6 +32,27 @@ class Nodes(Protocol):
     def running(self, name: str) -> bool: ...
     def failures(self) -> dict[str, str]: ...
     def stop_all(self) -> None: ...
+
+
+START_LOG_LINES = 20  # of a node's log, shown when it fails at start-up
+
+
+def failed_at_start(nodes: Nodes, folder: Path, starting: Collection[str]) -> str | None:
+    """Why the run must stop now, or None: a node of `starting` (none of its rounds recorded
+    yet) has failed. Its peers would otherwise wait out their start-up timeout for it and fail
+    too, burying the cause; the message names each such node, its error and its log's last
+    lines (nodes/<name>/node.log, where its backend writes one)."""
+    if not starting:
+        return None  # (asking a backend for its failures may cost a call per node)
+    failed = {n: why for n, why in nodes.failures().items() if n in starting}
+    if not failed:
+        return None
+    parts = []
+    for name, why in failed.items():
+        lines = tail(folder / "nodes" / name / "node.log", START_LOG_LINES)
+        shown = f"; the last lines of its log:\n{lines}" if lines.strip() else ""
+        parts.append(f"node {name} failed at start-up ({why}){shown}")
+    return "\n".join(parts)
 
 
 class ProcessNodes:
@@ -67,7 +89,7 @@ class ProcessNodes:
         return {
             n: f"exit code {p.returncode}; see {self.folder}/nodes/{n}/node.log"
             for n, p in self.procs.items()
-            if p.returncode and n not in self.killed
+            if p.poll() and n not in self.killed
         }
 
     def stop_all(self) -> None:
@@ -97,11 +119,10 @@ class InprocNodes:
         self.alive: set[str] = set()
         self.errors: dict[str, str] = {}
         self.cpu = trio.CapacityLimiter(1)  # one node's training at a time: they share a GIL
-        # The libp2p dialer logs every attempt at INFO; a few hundred nodes would drown the run.
-        logging.getLogger("libp2p").setLevel(logging.WARNING)
-        # Each failed dial to a killed node is logged as an ERROR by the TCP transport; the node
-        # already reports it as a neighbour missed that round.
-        logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)
+        # Each failed dial to a killed node is logged by libp2p (the dialer, [ADDCONN_FAIL]);
+        # the node already reports it as a neighbour missed that round, and a few hundred nodes
+        # would drown the run: kept out unless $MEDSWARM_LOG_LEVEL asks for INFO (gossip/logs.py).
+        libp2p_verbosity()
 
     def start(self, name: str) -> None:
         from node.runner import NodeRunner

@@ -32,7 +32,7 @@ from node.dataset import PARQUET_SUFFIXES, DataSchema, load_schema, load_table, 
 from node.init import with_settings
 from node.metrics import ANALYTICS_PROGRESS, last_record, read_records
 from sim import partition, synthetic, topology
-from sim.backends import InprocNodes, Nodes, ProcessNodes
+from sim.backends import InprocNodes, Nodes, ProcessNodes, failed_at_start
 from sim.errors import AlreadyExists
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
 from sim.memory import MemoryPeak, own_peak_rss_mb
@@ -695,6 +695,9 @@ async def supervise(
                     raise SwarmError(f"run did not finish within {RUN_TIMEOUT:.0f}s")
                 latest = {n: _latest_record(folder, n, scenario) for n in names}  # once a tick
                 done = {n: int(r["round"]) if r else 0 for n, r in latest.items()}
+                starting = [n for n in names if latest[n] is None and scenario.analytics is None]
+                if problem := failed_at_start(nodes, folder, starting):
+                    raise SwarmError(problem)  # at once: the others would wait for it in vain
                 for fault in plan.kills:
                     n = fault.node
                     if n not in killed and done[n] >= fault.at:

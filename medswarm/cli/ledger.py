@@ -3,13 +3,15 @@
 Every command takes `--chain` (a local backend of ledger.backends.CHAIN_BACKENDS, or an
 http(s) URL) and, except deploy, `--contract ADDR`. With `--chain anvil --state FILE` each
 command runs a managed Anvil that loads and saves FILE, so a local consortium persists between
-commands; `serve` keeps one running for nodes. Keys come from `--key-file` (mode 0600),
+commands; `serve` keeps one running for nodes. Keys come from `--key-file` (mode 0600: a hex key,
+or a keystore `new-key` writes, unlocked with $MEDSWARM_KEY_PASSWORD or a prompt),
 $MEDSWARM_ETH_KEY, or, on local dev chains only, `--dev-account N` (the public test mnemonic).
 """
 
 import functools
 import inspect
 import json
+import os
 import signal
 import sys
 import threading
@@ -26,7 +28,13 @@ from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
-from ledger.accounts import KEY_ENV, load_key_env, load_key_file
+from ledger.accounts import (
+    KEY_ENV,
+    PASSWORD_ENV,
+    load_key_env,
+    load_key_file,
+    write_keystore,
+)
 from ledger.accounts import dev_account as dev_key
 from ledger.audit import AuditReport, check_models, run_audit, write_audit
 from ledger.backends import CHAIN_BACKENDS, Chain, connect
@@ -59,7 +67,8 @@ ContractOpt = Annotated[
     str, typer.Option("--contract", envvar="MEDSWARM_LEDGER_CONTRACT", help="Contract address.")
 ]
 KeyFileOpt = Annotated[
-    Path | None, typer.Option("--key-file", help="Hex private key file, mode 0600.")
+    Path | None,
+    typer.Option("--key-file", help="Key file (hex key or keystore from new-key), mode 0600."),
 ]
 DevOpt = Annotated[
     int | None,
@@ -83,9 +92,14 @@ def parse_wei(text: str) -> int:
         raise typer.BadParameter(f"not an amount: {text!r}") from exc
 
 
+def _ask_password(prompt: str) -> str:
+    return str(typer.prompt(prompt.rstrip(": "), hide_input=True, err=True))
+
+
 def _account(chain: str, key_file: Path | None, dev: int | None) -> LocalAccount:
     if key_file is not None:
-        return load_key_file(key_file)
+        # A keystore's password: $MEDSWARM_KEY_PASSWORD, else a prompt at a terminal.
+        return load_key_file(key_file, ask=_ask_password if sys.stdin.isatty() else None)
     from_env = load_key_env()
     if from_env is not None:
         return from_env
@@ -213,6 +227,37 @@ def deploy(
         typer.echo(ledger.address)
 
 
+@app.command("new-key")
+def new_key(
+    path: Annotated[Path, typer.Argument(help="The keystore file to create (e.g. keys/eth.key).")],
+    scrypt_n: Annotated[
+        int | None, typer.Option(hidden=True, help="scrypt's n (tests: a faster, weaker key).")
+    ] = None,
+) -> None:
+    """Make a new Ethereum account for this hospital in an encrypted keystore (mode 0600);
+    prints its address (give it to the consortium). The password comes from
+    $MEDSWARM_KEY_PASSWORD, or is asked for twice."""
+    from eth_account import Account
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = typer.prompt(
+            f"password for {path} (or set ${PASSWORD_ENV})",
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
+        )
+    with _errors():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            account = Account.create()
+            write_keystore(path, account, password, iterations=scrypt_n)
+        except FileExistsError:
+            raise LedgerError(f"{path} exists: a new key never replaces one") from None
+    err.print(f"wrote {path} (encrypted keystore, mode 600); this account's address:")
+    typer.echo(account.address)
+
+
 @app.command()
 @_as_member
 def register(
@@ -220,10 +265,23 @@ def register(
     member: Annotated[str, typer.Option(help="The hospital's Ethereum address.")],
     peer_id: Annotated[str, typer.Option("--peer-id", help="Its libp2p peer ID.")],
     name: Annotated[str, typer.Option(help="Its name (recorded in the event log).")],
+    fund: Annotated[
+        str | None,
+        typer.Option(
+            help="Also send the member this much (e.g. '0.5ether') from this account, for the "
+            "gas of its writes.",
+            callback=lambda text: text if text is None else _checked_amount(text),
+        ),
+    ] = None,
 ) -> None:
-    """Register (or reactivate) a member hospital. Admins only."""
+    """Register (or reactivate) a member hospital, and with --fund give it gas. Admins only."""
     result = ledger.register(member, peer_id, name)
     err.print(f"registered {member} ({peer_id}) in tx {result.tx_hash}")
+    if fund is not None:
+        wei = parse_wei(fund)
+        sent = ledger.send_value(member, wei)
+        balance = ledger.chain.w3.eth.get_balance(Web3.to_checksum_address(member))
+        err.print(f"sent {member} {wei} wei in tx {sent.tx_hash}; its balance is {balance} wei")
 
 
 @app.command()

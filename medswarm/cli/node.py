@@ -42,17 +42,25 @@ def node_run(
         list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
-    log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="MEDSWARM_LOG_LEVEL",
+            help="Python log level; DEBUG also shows libp2p's dial messages.",
+        ),
+    ] = "WARNING",
 ) -> None:
     """Run one node until its last round, with a live progress line."""
     import trio
 
     from gossip.errors import GossipError
+    from gossip.logs import libp2p_verbosity
     from node.config import load_config
     from node.progress import RoundProgress
     from node.runner import NodeRunner
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    libp2p_verbosity(log_level)
     try:
         cfg = load_config(config, overrides)
         with RoundProgress(cfg.node.name, cfg.swarm.rounds, console, enabled=not quiet) as bar:
@@ -95,3 +103,48 @@ def node_health(
     if problems:
         raise typer.Exit(1)
     console.print(f"{cfg.node.name} healthy", highlight=False)
+
+
+@app.command("doctor")
+def node_doctor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the chain and for each neighbour.")
+    ] = 5.0,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="MEDSWARM_LOG_LEVEL",
+            help="Python log level; DEBUG also shows libp2p's dial messages.",
+        ),
+    ] = "WARNING",
+) -> None:
+    """Check a node's set-up before it runs, in order: the config, the data and schema (a dry
+    cleaning report), the key files' modes, the chain (reachable, the contract, this peer ID's
+    membership) and each neighbour (dial, protocol). Prints each problem with its fix; exit
+    status 1 if any check failed."""
+    from gossip.logs import libp2p_verbosity
+    from node.doctor import doctor
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    libp2p_verbosity(log_level)
+    failed = 0
+    for check in doctor(config, overrides, timeout):
+        mark = (
+            "[yellow]SKIP[/yellow]"
+            if check.skipped
+            else "[green] OK [/green]"
+            if check.ok
+            else "[red]FAIL[/red]"
+        )
+        console.print(f"{mark} {check.area:<9} {check.detail}", highlight=False)
+        if not check.ok:
+            failed += not check.skipped
+            console.print(f"     {'fix:':<9} {check.fix}", highlight=False)
+    if failed:
+        console.print(f"[red]{failed} problem{'s' * (failed > 1)} found[/red]")
+        raise typer.Exit(1)
+    console.print("[green]all checks passed[/green]: start the node (`medswarm node run`)")

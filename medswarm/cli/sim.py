@@ -1,11 +1,13 @@
 """`medswarm sim ...`: scenarios with faults, attacks, baselines and a report."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from medswarm.cli.common import console, fail
+from gossip.logs import LOG_LEVEL_ENV
+from medswarm.cli.common import console, fail, sigterm_as_interrupt
 from node.errors import NodeError
 
 app = typer.Typer(help="Scenarios: faults, attacks, baselines, a report.", no_args_is_help=True)
@@ -38,14 +40,35 @@ def sim_run(
         str | None,
         typer.Option(help="process, inproc, docker or ray (default: the scenario's `backend`)."),
     ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar=LOG_LEVEL_ENV,
+            help="Log level of the simulator and its nodes (their node.log); DEBUG also shows "
+            "libp2p's dial messages, kept out otherwise.",
+        ),
+    ] = "WARNING",
 ) -> None:
-    """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report."""
+    """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report.
+    Ctrl-C or SIGTERM stops it, and its nodes, containers and networks with it."""
+    import logging
+
+    from gossip.logs import libp2p_verbosity
+    from gossip.logs import log_level as level_of
     from ledger.errors import LedgerError
     from sim.errors import SimError
     from sim.run import run_scenario
 
     try:
-        run_scenario(scenario, out, console, replace, backend)
+        level_of(log_level)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    os.environ[LOG_LEVEL_ENV] = log_level.upper()  # the node processes and workers read it
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    libp2p_verbosity(log_level)
+    try:
+        with sigterm_as_interrupt():
+            run_scenario(scenario, out, console, replace, backend)
     except (SimError, NodeError, LedgerError) as exc:
         raise fail(str(exc)) from None
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medswarm.cli.common import console, fail
+from medswarm.cli.common import console, fail, sigterm_as_interrupt
 from node.errors import NodeError
 
 app = typer.Typer(help="A local swarm of node processes on 127.0.0.1.", no_args_is_help=True)
@@ -63,6 +63,7 @@ def _run_swarm(run: Callable[[], object]) -> None:
     from sim.errors import SimError
 
     try:
-        run()
+        with sigterm_as_interrupt():
+            run()
     except (SimError, NodeError, LedgerError) as exc:
         raise fail(str(exc)) from None
