@@ -43,7 +43,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield  # signal handlers belong to the main thread (e.g. a command run by a test's thread)
         return
     previous = signal.signal(signal.SIGTERM, interrupt)
+    # A command started in the background by a non-interactive shell inherits SIGINT ignored,
+    # which would make the SIGINT above a no-op (and trio installs its handler only over
+    # Python's default one).
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
