@@ -16,7 +16,13 @@ pytestmark = pytest.mark.integration
 
 ROUNDS = 150
 VICTIM = "hungarian"
-SETTINGS = {"training.epochs": 3, "timeouts.linger_seconds": 20}
+# A short fetch deadline: the neighbours give up on the killed node within seconds.
+SETTINGS = {
+    "training.epochs": 3,
+    "timeouts.linger_seconds": 20,
+    "timeouts.fetch_seconds": 5,
+    "timeouts.connect_seconds": 2,
+}
 
 
 def wait_until(predicate, timeout, what):
@@ -40,11 +46,20 @@ def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
     procs = {n: start_node(swarm, n, SETTINGS) for n in names}
     try:
         wait_until(lambda: checkpoint_round(swarm) >= 5, 180, "the victim's 5th checkpoint")
+        victim_id = metrics(swarm, VICTIM)[0]["peer_id"]
         os.killpg(procs[VICTIM].pid, signal.SIGKILL)
         procs[VICTIM].wait()
         killed_at = time.time()
         resumed_from = checkpoint_round(swarm)
         assert 5 <= resumed_from < ROUNDS
+        # Back only once a neighbour has given up on it: a node that returns within the
+        # neighbours' fetch deadline is simply waited for.
+        others = [n for n in names if n != VICTIM]
+        wait_until(
+            lambda: any(victim_id in r["failures"] for n in others for r in metrics(swarm, n)),
+            120,
+            "a neighbour to skip the killed node",
+        )
 
         restarted = start_node(swarm, VICTIM, SETTINGS)
         procs[VICTIM] = restarted
@@ -53,7 +68,6 @@ def test_killed_node_is_skipped_then_resumes_from_its_checkpoint(tmp_path):
     finally:
         stop_processes(procs.values())
 
-    victim_id = metrics(swarm, VICTIM)[0]["peer_id"]
     for name in names:
         rounds = [r["round"] for r in metrics(swarm, name)]
         assert rounds == list(range(1, ROUNDS + 1)), name
