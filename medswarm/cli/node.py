@@ -11,6 +11,19 @@ from node.errors import NodeError
 
 app = typer.Typer(help="Run one hospital node.", no_args_is_help=True)
 
+# The options the node commands share.
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")]
+OverridesOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
+]
+LogLevelOption = Annotated[
+    str,
+    typer.Option(
+        envvar="MEDSWARM_LOG_LEVEL",
+        help="Python log level; DEBUG also shows libp2p's dial messages.",
+    ),
+]
+
 
 @app.command("init")
 def node_init(
@@ -37,18 +50,10 @@ def node_init(
 
 @app.command("run")
 def node_run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
-    ] = None,
+    config: ConfigOption,
+    overrides: OverridesOption = None,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
-    log_level: Annotated[
-        str,
-        typer.Option(
-            envvar="MEDSWARM_LOG_LEVEL",
-            help="Python log level; DEBUG also shows libp2p's dial messages.",
-        ),
-    ] = "WARNING",
+    log_level: LogLevelOption = "WARNING",
 ) -> None:
     """Run one node until its last round, with a live progress line."""
     import trio
@@ -82,7 +87,7 @@ def node_run(
 
 @app.command("health")
 def node_health(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
+    config: ConfigOption,
     max_age: Annotated[
         float | None,
         typer.Option(help="Also require progress (metrics.jsonl, peer.json) this many s old."),
@@ -107,20 +112,12 @@ def node_health(
 
 @app.command("doctor")
 def node_doctor(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The node's TOML config.")],
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value.")
-    ] = None,
+    config: ConfigOption,
+    overrides: OverridesOption = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the chain and for each neighbour.")
     ] = 5.0,
-    log_level: Annotated[
-        str,
-        typer.Option(
-            envvar="MEDSWARM_LOG_LEVEL",
-            help="Python log level; DEBUG also shows libp2p's dial messages.",
-        ),
-    ] = "WARNING",
+    log_level: LogLevelOption = "WARNING",
 ) -> None:
     """Check a node's set-up before it runs, in order: the config, the data and schema (a dry
     cleaning report), the key files' modes, the chain (reachable, the contract, this peer ID's
