@@ -372,21 +372,14 @@ def _honest_diameter(honest):
     return max(np.linalg.norm(a - b) for a in honest for b in honest)
 
 
-@pytest.mark.parametrize("rule", ROBUST)
+@pytest.mark.parametrize(
+    ("rule", "rounds"),
+    [(r, byzantine_rounds) for r in ROBUST] + [(r, coordinatewise_rounds) for r in COORDINATEWISE],
+)
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
-def test_robust_rules_ignore_the_order_neighbours_arrive_in(rule, data):
-    own, nbs, _, _, config = data.draw(byzantine_rounds(rule))
-    shuffled = data.draw(st.permutations(nbs))
-    assert np.array_equal(m.merge(rule, own, nbs, config)["w"],
-                          m.merge(rule, own, shuffled, config)["w"])  # fmt: skip
-
-
-@pytest.mark.parametrize("rule", COORDINATEWISE)
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_median_and_trimmed_mean_ignore_the_order_neighbours_arrive_in(rule, data):
-    own, nbs, _, _, config = data.draw(coordinatewise_rounds(rule))
+def test_robust_rules_ignore_the_order_neighbours_arrive_in(rule, rounds, data):
+    own, nbs, _, _, config = data.draw(rounds(rule))
     shuffled = data.draw(st.permutations(nbs))
     assert np.array_equal(m.merge(rule, own, nbs, config)["w"],
                           m.merge(rule, own, shuffled, config)["w"])  # fmt: skip
