@@ -106,9 +106,7 @@ def write_keystore(
     if not password:
         raise KeyFileError("an empty password would leave the keystore open to anyone")
     keystore = Account.encrypt(account.key, password, kdf="scrypt", iterations=iterations)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(keystore) + "\n")
+    _create_private(path, json.dumps(keystore) + "\n")
 
 
 def _keystore(text: str, path: Path) -> dict[str, Any]:
@@ -140,9 +138,14 @@ def load_key_env(name: str = KEY_ENV) -> LocalAccount | None:
 
 def write_key_file(path: Path, account: LocalAccount) -> None:
     """Create a new 0600 key file (refuses to overwrite)."""
+    _create_private(path, account.key.hex() + "\n")
+
+
+def _create_private(path: Path, text: str) -> None:
+    # O_EXCL: never overwrite a key; the mode is set at creation, with no window open to others.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(account.key.hex() + "\n")
+        f.write(text)
 
 
 def _from_hex(text: str, where: str) -> LocalAccount:
