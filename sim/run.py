@@ -24,7 +24,6 @@ import trio
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-from safetensors.numpy import load_file
 
 from gossip.identity import load_key_file, peer_id_of
 from node.config import load_config
@@ -33,6 +32,7 @@ from node.init import with_settings
 from node.metrics import ANALYTICS_PROGRESS, last_record, read_records
 from sim import partition, synthetic, topology
 from sim.backends import InprocNodes, Nodes, ProcessNodes, failed_at_start
+from sim.consensus import consensus_distance
 from sim.errors import AlreadyExists
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
 from sim.memory import MemoryPeak, own_peak_rss_mb
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 WEI_PER_ETH = 10**18
 RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
+RUN_INFO = "run.json"  # a seed's plan, written before its rounds (`write_run_info`)
 MAX_PROGRESS_ROWS = 40  # nodes shown one per row in the progress display; more: a summary
 
 
@@ -183,6 +184,7 @@ def _run_seed(
     if scenario.topology.schedule == "matchings":
         for name, settings in rotation_settings(nbrs, names, seed).items():
             plan.settings[name].update(settings)
+    write_run_info(folder, scenario, plan)
 
     def set_up(chain: "Chain | None" = None, ledger: "ConsortiumPlan | None" = None) -> None:
         init_swarm(
@@ -234,6 +236,26 @@ def _run_seed(
         console.print(part)
     console.print(f"report: {folder / 'report.html'} (and report.md)")
     return summary
+
+
+def write_run_info(folder: Path, scenario: Scenario, plan: Plan) -> None:
+    """`run.json`: what this seed's run will be (its nodes, rounds, faults and attacks), written
+    before the nodes start, for whoever follows the run live (`medswarm dashboard`). No keys."""
+    info = {
+        "scenario": scenario.name,
+        "seed": plan.seed,
+        "backend": scenario.backend,
+        "rounds": scenario.rounds,
+        "nodes": list(plan.files),
+        "honest": plan.honest,
+        "chain": scenario.chain.backend,
+        "analytics": scenario.analytics is not None,
+        "faults": plan.faults,
+        "attacks": plan.attacks,
+        "fault_windows": plan.fault_windows,
+        "started": time.time(),
+    }
+    (folder / RUN_INFO).write_text(json.dumps(info, indent=1))
 
 
 def _swarm(
@@ -902,8 +924,9 @@ def collect(
             folder, plan.honest, per_node, nodes, scenario.privacy.audit,
             scenario.privacy.secure_aggregation,
         )  # fmt: skip
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    # consensus.json first: the live dashboard takes summary.json as the sign both are there
     (folder / "consensus.json").write_text(json.dumps(consensus_distance(folder, names)))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -1037,31 +1060,6 @@ def _described(results: dict[str, Any]) -> dict[str, Any]:
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
-
-
-def consensus_distance(folder: Path, names: list[str]) -> list[dict[str, float]]:
-    """Per round: the mean distance of the nodes' published models to their average."""
-    out = []
-    rounds = sorted(
-        {int(p.stem.split("-")[1]) for n in names for p in _models(folder, n).glob("round-*")}
-    )
-    for r in rounds:
-        flats = []
-        for n in names:
-            path = _models(folder, n) / f"round-{r}.safetensors"
-            if path.exists():
-                params = load_file(str(path))
-                flats.append(np.concatenate([params[k].ravel() for k in sorted(params)]))
-        if len(flats) >= 2:
-            stacked = np.stack(flats).astype(np.float64)
-            centre = stacked.mean(axis=0)
-            distance = float(np.linalg.norm(stacked - centre, axis=1).mean())
-            out.append({"round": r, "distance": distance})
-    return out
-
-
-def _models(folder: Path, name: str) -> Path:
-    return folder / "nodes" / name / "out" / "models"
 
 
 def _report(
