@@ -106,9 +106,8 @@ def run_scenario(
     scenario = path if isinstance(path, Scenario) else load_scenario(path)
     if backend is not None:
         scenario = with_backend(scenario, backend)
-    if replace and _holds_a_run(out):
-        console.print(f"replacing the earlier run in {out}")
-        shutil.rmtree(out)
+    if replace:
+        remove_earlier_run(out, console)
     summaries = []
     for seed in scenario.seeds:
         folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
@@ -138,6 +137,13 @@ def with_backend(scenario: Scenario, backend: str) -> Scenario:
     if problems := backend_problems(changed):
         raise ScenarioError("\n  ".join([f"{scenario.source}: invalid scenario", *problems]))
     return changed
+
+
+def remove_earlier_run(out: Path, console: Console) -> None:
+    """Delete the run in `out`, if it holds one (and nothing else)."""
+    if _holds_a_run(out):
+        console.print(f"replacing the earlier run in {out}")
+        shutil.rmtree(out)
 
 
 def _holds_a_run(out: Path) -> bool:

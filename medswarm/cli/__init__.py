@@ -1,4 +1,5 @@
-"""The `medswarm` command line: node, swarm, sim, bench and ledger sub-commands, and stats.
+"""The `medswarm` command line: node, swarm, sim, bench and ledger sub-commands; stats and
+dashboard.
 
 Each group's module is imported only when its command runs (and for the top-level help), so
 `medswarm node run` does not pay for web3 and the ledger CLI: a node's start-up is mostly
@@ -11,12 +12,12 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-GROUPS = ("node", "swarm", "sim", "bench", "ledger", "stats")
+GROUPS = ("node", "swarm", "sim", "bench", "ledger", "stats", "dashboard")
 
 
 class LazyGroups(TyperGroup):
     """The command groups, each built from `medswarm.cli.<name>.app` when first asked for
-    (`stats` is a single command: its app has one)."""
+    (`stats` and `dashboard` are single commands: their apps have one)."""
 
     # Typer's own (vendored) click types: Any keeps this independent of where they live.
     def list_commands(self, ctx: Any) -> list[str]:

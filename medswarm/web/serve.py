@@ -1,5 +1,6 @@
 """Serving a page's app on this machine only, and the static files every page shares."""
 
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -28,5 +29,22 @@ def chart_js_route() -> Route:
 
 
 def serve(app: Starlette, port: int) -> None:
-    """Serve `app` on 127.0.0.1:`port` until Ctrl-C or SIGTERM."""
-    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+    """Serve `app` on 127.0.0.1:`port` until Ctrl-C or SIGTERM (open event streams are cut
+    after a second: they would otherwise hold the shutdown forever)."""
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=1)
+
+
+def port_in_use(port: int) -> bool:
+    """Whether 127.0.0.1:`port` is taken by a listener or a bound socket (not by connections
+    closing on it: uvicorn binds over those, as this does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def url(port: int) -> str:
+    return f"http://{HOST}:{port}/"
