@@ -36,4 +36,5 @@ def dashboard(
     if port_in_use(port):
         raise fail(f"port {port} on 127.0.0.1 is in use: choose another with --port")
     console.print(f"dashboard of {run_dir} at {url(port)} (Ctrl-C stops it)", highlight=False)
-    serve(create_app(run_dir), port)
+    app = create_app(run_dir)
+    serve(app, port, on_exit=app.state.hub.stop)

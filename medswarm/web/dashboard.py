@@ -37,6 +37,11 @@ class Hub:
         self.seq = 0
         self.log: deque[tuple[int, str, str]] = deque(maxlen=EVENT_LOG)
         self.changed: anyio.Event | None = None
+        self.stopping = threading.Event()  # the server is stopping: streams end
+
+    def stop(self) -> None:
+        """End every open stream (called from the server's signal handler)."""
+        self.stopping.set()
 
     def poll(self) -> int:
         """Read the folder once; the number of new events."""
@@ -94,7 +99,8 @@ def create_app(root: Path, period: float = POLL_SECONDS) -> Starlette:
         async def stream() -> AsyncIterator[str]:
             seq, body = hub.snapshot()
             yield sse("snapshot", body, seq)
-            while True:
+            quiet = 0.0
+            while not hub.stopping.is_set():
                 waiter = hub.changed
                 new = hub.since(seq)
                 if new is None:  # fell behind the kept events: start over
@@ -105,12 +111,15 @@ def create_app(root: Path, period: float = POLL_SECONDS) -> Starlette:
                     yield sse(kind, data, seq)
                 if new:
                     continue
+                # In slices of a poll, to see `stopping` soon.
                 if waiter is None:
                     await anyio.sleep(hub.period)
-                    continue
-                with anyio.move_on_after(KEEP_ALIVE_SECONDS) as scope:
-                    await waiter.wait()
-                if scope.cancelled_caught:
+                else:
+                    with anyio.move_on_after(hub.period):
+                        await waiter.wait()
+                quiet = 0.0 if waiter is not None and waiter.is_set() else quiet + hub.period
+                if quiet >= KEEP_ALIVE_SECONDS:
+                    quiet = 0.0
                     yield ": still here\n\n"
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -132,4 +141,6 @@ def create_app(root: Path, period: float = POLL_SECONDS) -> Starlette:
         chart_js_route(),
         Mount("/assets", StaticFiles(directory=STATIC), name="assets"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.hub = hub
+    return app

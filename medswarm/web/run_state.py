@@ -186,6 +186,7 @@ class RunState:
             self.info = self._load_info(self.folder)
         names = self.names()
         for n in names:
+            self.records.setdefault(n, [])
             if n not in self.peers.values():
                 peer = _read_json(self.folder / "nodes" / n / "out" / "peer.json")
                 if isinstance(peer, dict) and "peer_id" in peer:

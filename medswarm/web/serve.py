@@ -1,7 +1,9 @@
 """Serving a page's app on this machine only, and the static files every page shares."""
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -28,10 +30,26 @@ def chart_js_route() -> Route:
     return Route("/static/chart.js", chart_js)
 
 
-def serve(app: Starlette, port: int) -> None:
-    """Serve `app` on 127.0.0.1:`port` until Ctrl-C or SIGTERM (open event streams are cut
-    after a second: they would otherwise hold the shutdown forever)."""
-    uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=1)
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when Ctrl-C or SIGTERM arrives (so that its open event
+    streams end, which uvicorn's graceful shutdown waits for)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
+
+
+def serve(app: Starlette, port: int, on_exit: Callable[[], None] | None = None) -> None:
+    """Serve `app` on 127.0.0.1:`port` until Ctrl-C or SIGTERM; `on_exit` is called when
+    either arrives (streams still open a few seconds later are cut)."""
+    config = uvicorn.Config(
+        app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=5
+    )
+    _Server(config, on_exit or (lambda: None)).run()
 
 
 def port_in_use(port: int) -> bool:
