@@ -34,6 +34,8 @@ function lineChart(id, yTitle) {
 }
 
 function setSeries(chart, series) {
+  const rounds = run.status.rounds;  // the whole run's x axis from the start
+  if (rounds) { chart.options.scales.x.min = 1; chart.options.scales.x.max = rounds; }
   chart.data.datasets = series.map((s, i) => ({
     label: s.label, data: s.points, borderColor: s.colour || colour(i),
     backgroundColor: s.colour || colour(i), borderWidth: 2,
