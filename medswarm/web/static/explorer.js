@@ -75,11 +75,11 @@ function hexCell(hex) {
   return hex ? el("code", {title: hex}, short(hex)) : "-";
 }
 
-function txLink(block, tx) {
+function txLink(block, tx, compact) {
   if (!tx) return "-";
   return el("a", {class: "tx", href: `/api/tx/${tx}`, "data-tx": tx, "data-block": block,
                   title: `block ${block}, transaction ${tx}`, onclick: showTx},
-            `block ${block} · ${short(tx)}`);
+            compact ? `block ${block}` : `block ${block} · ${short(tx)}`);
 }
 
 function nameOf(address) {
@@ -147,7 +147,7 @@ function toggleOwed(event) {
 
 function drawMembers() {
   const activeCell = (m) => m.active ? "yes"
-    : el("span", {}, "no, since ", txLink(m.deactivated_block, m.deactivated_tx));
+    : el("span", {}, "no, since ", txLink(m.deactivated_block, m.deactivated_tx, true));
   put("members", table("members", "Members", [
     ["#", "index", (m) => m.index],
     ["name", "name", (m) => m.name],
@@ -260,6 +260,11 @@ function drawVerdict() {
   box.replaceChildren(a.ok
     ? `Audit passed: the events, the rules and the contract's views agree (${a.events} events replayed up to block ${a.to_block}).`
     : `Audit FAILED: ${a.findings.length} mismatch${a.findings.length === 1 ? "" : "es"} (${a.events} events replayed up to block ${a.to_block}).`);
+  if (!a.findings.length) {
+    document.getElementById("findings-wrap").replaceChildren(el("div", {class: "table-title"},
+      el("strong", {}, "Mismatches"), " none ", downloads("findings")));
+    return;
+  }
   document.getElementById("findings-wrap").replaceChildren(table("findings", "Mismatches", [
     ["check", "check", (f) => f.check],
     ["subject", "subject", (f) => f.subject],
