@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ledger.accounts import dev_account
 from ledger.backends import connect
 from ledger.contract import DeployConfig, Ledger
@@ -111,6 +113,7 @@ def explorer(*args: str, port: int, env: dict[str, str] | None = None) -> Iterat
                 time.sleep(0.1)
         else:
             raise AssertionError("the explorer never answered")
+        children = psutil.Process(proc.pid).children(recursive=True)  # its managed Anvil
         yield url
     finally:
         proc.terminate()
@@ -119,6 +122,11 @@ def explorer(*args: str, port: int, env: dict[str, str] | None = None) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # stopping the explorer stops what it started
+    _, alive = psutil.wait_procs(children, timeout=30)
+    for child in alive:
+        child.kill()
+    assert not alive, f"the explorer left {[c.pid for c in alive]} running"
 
 
 def eth(wei: int | str) -> str:

@@ -665,6 +665,9 @@ def explorer(
         err.print(f"audited {contract} up to block {first.block}: {verdict}")
         typer.echo(f"http://{HOST}:{port}/")
         sys.stdout.flush()
+        # uvicorn shuts down on SIGTERM, then raises it again: exit through the `with` blocks
+        # then, so a managed Anvil is stopped rather than left behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         serve_app(create_app(source), port)
 
 
