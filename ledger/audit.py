@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from eth_utils import keccak, to_checksum_address
 
 from ledger.commitments import commitments_in, decode_commitments, round_range
 from ledger.contract import Ledger, privacy_spend
+from ledger.errors import AuditError
 from ledger.events import Event, read_events
 from ledger.privacy import (
     decimal_delta,
@@ -65,6 +67,12 @@ class MemberRecord:
     x25519_key: str | None = None  # 0x-hex public key; None: none registered
     evaluation: str | None = None  # 0x-hex digest of its latest cross-site evaluation row
     evaluations: int = 0  # how many it committed
+    # Where its name, peer ID and active flag come from: its latest MemberRegistered event and,
+    # when it is inactive, the MemberDeactivated event after it (0 and "": none).
+    registered_block: int = 0
+    registered_tx: str = ""
+    deactivated_block: int = 0
+    deactivated_tx: str = ""
 
     @property
     def owed(self) -> int:
@@ -83,11 +91,50 @@ class CommitRecord:
 
 @dataclass(frozen=True)
 class ScoreRecord:
+    """A combined score and its reward: ScoreCombined and RewardAccrued, logged by the
+    finalizing transaction (`block`, `tx_hash`)."""
+
     epoch: int
     member: str
     score: int  # fixed point (score * 1e6)
     reports: int
     reward: int
+    block: int = 0
+    tx_hash: str = ""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """A finalized epoch (EpochFinalized) or one an admin closed (EpochClosedByAdmin)."""
+
+    epoch: int
+    status: str  # "finalized" or "closed by admin"
+    reward: int  # wei the epoch could hand out
+    allocated: int  # wei it handed out
+    results_hash: str  # 0x-hex
+    by: str
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A member's withdrawal (RewardWithdrawn)."""
+
+    member: str
+    amount: int
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Funding:
+    """Wei paid into the pool (PoolFunded)."""
+
+    source: str
+    amount: int
+    block: int
+    tx_hash: str
 
 
 @dataclass(frozen=True)
@@ -144,6 +191,10 @@ class AuditReport:
     evaluations: list[Evaluation] = field(default_factory=list)  # every digest, chain order
     epochs_closed_by_admin: list[AdminClose] = field(default_factory=list)
     late_reports: list[LateReport] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)  # finalized or closed, in order
+    withdrawals: list[Withdrawal] = field(default_factory=list)  # chain order
+    fundings: list[Funding] = field(default_factory=list)  # chain order
+    rounds_per_epoch: int = 1  # epoch e holds rounds e * rounds_per_epoch ... (e + 1) * ... - 1
 
     @property
     def ok(self) -> bool:
@@ -196,6 +247,9 @@ class _Replay:
         self.evaluations: list[Evaluation] = []
         self.closed_by_admin: list[AdminClose] = []
         self.late_reports: list[LateReport] = []
+        self.epochs: list[EpochRecord] = []
+        self.withdrawals: list[Withdrawal] = []
+        self.fundings: list[Funding] = []
 
     def apply(self, e: Event) -> None:
         handler = getattr(self, f"_on_{e.name}", None)
@@ -258,9 +312,13 @@ class _Replay:
             self.by_index[index] = address
         else:
             record.active, record.peer_id, record.name = True, a["peerId"], a["name"]
+        record.registered_block, record.registered_tx = e.block_number, e.tx_hash
+        record.deactivated_block, record.deactivated_tx = 0, ""
 
     def _on_MemberDeactivated(self, e: Event, a: dict[str, Any]) -> None:
-        self.members[a["member"]].active = False
+        record = self.members[a["member"]]
+        record.active = False
+        record.deactivated_block, record.deactivated_tx = e.block_number, e.tx_hash
 
     def _on_ModelCommitted(self, e: Event, a: dict[str, Any]) -> None:
         """One commitment (`commit`); ModelsCommitted logs a whole batch."""
@@ -314,8 +372,10 @@ class _Replay:
 
     def _on_PoolFunded(self, e: Event, a: dict[str, Any]) -> None:
         self.funded += a["amount"]
+        self.fundings.append(Funding(a["from"], a["amount"], e.block_number, e.tx_hash))
 
     def _on_RewardWithdrawn(self, e: Event, a: dict[str, Any]) -> None:
+        self.withdrawals.append(Withdrawal(a["member"], a["amount"], e.block_number, e.tx_hash))
         self.members[a["member"]].paid += a["amount"]
         self.paid += a["amount"]
         self.owed_total -= a["amount"]
@@ -372,7 +432,11 @@ class _Replay:
                 self._find(
                     "finalize.share", f"epoch {epoch} {m}", shares[m], self._accrued[epoch].get(m)
                 )
-            self.scores.append(ScoreRecord(epoch, m, combined[m], len(buckets[m]), shares[m]))
+            self.scores.append(
+                ScoreRecord(
+                    epoch, m, combined[m], len(buckets[m]), shares[m], e.block_number, e.tx_hash
+                )
+            )
         for m in set(self._combined[epoch]) - set(scored):
             self._find("finalize.score", f"epoch {epoch} {m}", "no score", self._combined[epoch][m])
         allocated = sum(shares.values())
@@ -381,6 +445,18 @@ class _Replay:
         if results != a["resultsHash"]:
             self._find("finalize.results_hash", f"epoch {epoch}", results.hex(), a["resultsHash"])
         self.results[epoch] = (results, reward, allocated)
+        self.epochs.append(
+            EpochRecord(
+                epoch,
+                "finalized",
+                a["reward"],
+                a["allocated"],
+                "0x" + bytes(a["resultsHash"]).hex(),
+                a["by"],
+                e.block_number,
+                e.tx_hash,
+            )
+        )
         self.next_epoch = epoch + 1
 
     def _on_EpochClosedByAdmin(self, e: Event, a: dict[str, Any]) -> None:
@@ -391,12 +467,21 @@ class _Replay:
             self._find("event.epoch_order", f"epoch {epoch}", self.next_epoch, epoch)
         self.results[epoch] = (b"\0" * 32, 0, 0)
         self.closed_by_admin.append(AdminClose(epoch, a["by"], e.block_number, e.tx_hash))
+        self.epochs.append(
+            EpochRecord(
+                epoch, "closed by admin", 0, 0, "0x" + "00" * 32, a["by"], e.block_number, e.tx_hash
+            )
+        )
         self.next_epoch = epoch + 1
 
 
 def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) -> AuditReport:
-    """Replay every event up to `to_block` (default: latest) and check it against the views."""
+    """Replay every event up to `to_block` (default: latest) and check it against the views.
+    AuditError when no contract is deployed at the address."""
     w3 = ledger.chain.w3
+    code = transport_guard(ledger.chain.name, lambda: w3.eth.get_code(ledger.address))
+    if not code:
+        raise AuditError(f"no contract at {ledger.address} on this chain ({ledger.chain.name})")
     last = (
         to_block
         if to_block is not None
@@ -438,6 +523,10 @@ def run_audit(ledger: Ledger, to_block: int | None = None, page: int = 5_000) ->
         evaluations=replay.evaluations,
         epochs_closed_by_admin=replay.closed_by_admin,
         late_reports=replay.late_reports,
+        epochs=replay.epochs,
+        withdrawals=replay.withdrawals,
+        fundings=replay.fundings,
+        rounds_per_epoch=state.rounds_per_epoch,
     )
 
 
@@ -560,14 +649,64 @@ def _sha256(path: Path) -> str:
 FINDING_FIELDS = ["check", "subject", "expected", "actual"]
 PRIVACY_FIELDS = ["member", "name", "epoch", "epsilon", "delta", "block", "tx_hash"]
 EVALUATION_FIELDS = ["member", "name", "digest", "block", "tx_hash"]
+MEMBER_FIELDS = [f.name for f in fields(MemberRecord)] + ["owed"]
+EPOCH_MEMBER_FIELDS = [
+    "epoch", "status", "member", "name", "commitments", "score", "reports", "reward", "block",
+    "tx_hash",
+]  # fmt: skip
+# The audit's tables: one CSV file each, and (but for commitments and privacy, whose rows
+# audit.json keeps in its own form) one list of audit.json.
+TABLE_FIELDS: dict[str, list[str]] = {
+    "members": MEMBER_FIELDS,
+    "epochs": [f.name for f in fields(EpochRecord)],
+    "epoch_members": EPOCH_MEMBER_FIELDS,
+    "commitments": [f.name for f in fields(CommitRecord)],
+    "scores": [f.name for f in fields(ScoreRecord)],
+    "withdrawals": [f.name for f in fields(Withdrawal)],
+    "fundings": [f.name for f in fields(Funding)],
+    "privacy": PRIVACY_FIELDS,
+    "evaluations": EVALUATION_FIELDS,
+    "findings": FINDING_FIELDS,
+}
 
 
-def write_audit(report: AuditReport, out_dir: Path) -> None:
-    """audit.json and members, commitments, scores, privacy, evaluations and findings as CSV
-    files in `out_dir`. audit.json keeps epsilon and delta in the chain's fixed point;
-    privacy.csv has them as exact decimals (epsilon `inf`: trains without differential
-    privacy); digests are 0x-hex in both."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def epoch_members(report: AuditReport) -> list[dict[str, Any]]:
+    """Every epoch with a commitment, a score or a close, and every member: its commitments in
+    the epoch's rounds, its combined score (None: not scored), reports and reward, and the
+    transaction that finalized or closed the epoch (block 0 and "": still open)."""
+    per_epoch = report.rounds_per_epoch or 1
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for c in report.commitments:
+        counts[(c.round // per_epoch, c.member)] += 1
+    scores = {(s.epoch, s.member): s for s in report.scores}
+    closed = {e.epoch: e for e in report.epochs}
+    last = max([e for e, _ in counts] + [s.epoch for s in report.scores] + list(closed), default=-1)
+    rows = []
+    for epoch in range(last + 1):
+        done = closed.get(epoch)
+        for m in report.members:
+            score = scores.get((epoch, m.address))
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "status": done.status if done else "open",
+                    "member": m.address,
+                    "name": m.name,
+                    "commitments": counts.get((epoch, m.address), 0),
+                    "score": score.score if score else None,
+                    "reports": score.reports if score else 0,
+                    "reward": score.reward if score else 0,
+                    "block": done.block if done else 0,
+                    "tx_hash": done.tx_hash if done else "",
+                }
+            )
+    return rows
+
+
+def audit_document(report: AuditReport) -> dict[str, Any]:
+    """audit.json's content, as JSON types: every field of the report (commitments as a count
+    and a count per round; their records are in the commitments table), `ok`, each member's
+    `owed`, and the per epoch and member rows (`epoch_members`)."""
     names = {m.address: m.name for m in report.members}
     evaluations = [
         {"member": v.member, "name": names.get(v.member, ""), "digest": "0x" + v.digest.hex(),
@@ -577,15 +716,25 @@ def write_audit(report: AuditReport, out_dir: Path) -> None:
     doc = {
         "ok": report.ok,
         **{k: v for k, v in asdict(report).items() if k not in ("commitments",)},
+        "members": [asdict(m) | {"owed": m.owed} for m in report.members],
         "commitments_per_round": report.commitments_per_round(),
         "commitments": len(report.commitments),
         "evaluations": evaluations,
+        "epoch_members": epoch_members(report),
     }
-    (out_dir / "audit.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    _csv(out_dir / "members.csv", [asdict(m) | {"owed": m.owed} for m in report.members])
-    _csv(out_dir / "commitments.csv", [asdict(c) for c in report.commitments])
-    _csv(out_dir / "scores.csv", [asdict(s) for s in report.scores])
-    privacy = [
+    parsed: dict[str, Any] = json.loads(json.dumps(doc, default=str))
+    return parsed
+
+
+def audit_tables(report: AuditReport, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each table's rows (TABLE_FIELDS) as its CSV file has them: audit.json's (`doc`, made
+    when not given), but commitments (their records) and privacy (epsilon and delta as exact
+    decimals, epsilon `inf` for no DP, and each member's name)."""
+    doc = doc if doc is not None else audit_document(report)
+    names = {m.address: m.name for m in report.members}
+    tables: dict[str, Any] = {name: doc[name] for name in TABLE_FIELDS if name in doc}
+    tables["commitments"] = [asdict(c) for c in report.commitments]
+    tables["privacy"] = [
         {
             "member": p.member,
             "name": names.get(p.member, ""),
@@ -597,14 +746,26 @@ def write_audit(report: AuditReport, out_dir: Path) -> None:
         }
         for p in report.privacy
     ]
-    _csv(out_dir / "privacy.csv", privacy, header=PRIVACY_FIELDS)
-    _csv(out_dir / "evaluations.csv", evaluations, header=EVALUATION_FIELDS)
-    _csv(out_dir / "findings.csv", [asdict(f) for f in report.findings], header=FINDING_FIELDS)
+    return tables
 
 
-def _csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None) -> None:
-    fields = list(rows[0]) if rows else (header or [])
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+def table_csv(name: str, rows: list[dict[str, Any]]) -> str:
+    """One table as its CSV file's text (None as an empty cell)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=TABLE_FIELDS[name])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_audit(report: AuditReport, out_dir: Path) -> None:
+    """audit.json and a CSV file per table (TABLE_FIELDS: members, epochs, epoch_members,
+    commitments, scores, withdrawals, fundings, privacy, evaluations, findings) in `out_dir`.
+    audit.json keeps epsilon and delta in the chain's fixed point; privacy.csv has them as
+    exact decimals (epsilon `inf`: trains without differential privacy); digests are 0x-hex in
+    both. The explorer serves the same (medswarm/web/explorer.py)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = audit_document(report)
+    (out_dir / "audit.json").write_text(json.dumps(doc, indent=2) + "\n")
+    for name, rows in audit_tables(report, doc).items():
+        (out_dir / f"{name}.csv").write_text(table_csv(name, rows), newline="")

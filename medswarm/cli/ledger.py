@@ -51,7 +51,7 @@ from ledger.scores import from_fixed
 from ledger.views import Evaluation, MemberInfo, PrivacySpend
 
 app = typer.Typer(
-    help="Consortium ledger: deploy, register, fund, status, audit, withdraw.",
+    help="Consortium ledger: deploy, register, fund, status, audit, explorer, withdraw.",
     no_args_is_help=True,
 )
 out = Console()
@@ -635,6 +635,58 @@ def _print_audit(report: AuditReport) -> None:
         out.print(bad)
     else:
         out.print("[green]OK: the events, the rules and the contract's views agree.[/green]")
+
+
+@app.command()
+def explorer(
+    contract: ContractOpt,
+    chain: ChainOpt = "anvil",
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Anvil state file, loaded (never written; anvil only)."),
+    ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Check DIR/<address|peer-id>/round-<r>.safetensors digests."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8060,
+) -> None:
+    """Serve a read-only page of the audit on 127.0.0.1:PORT (members, epochs, commitments,
+    scores, rewards, the verdict; each figure with its event's block and tx; CSV and JSON
+    downloads). It audits again when the chain moves. It never signs: no key options."""
+    from medswarm.web.explorer import AuditSource, create_app
+    from medswarm.web.serve import HOST
+    from medswarm.web.serve import serve as serve_app
+
+    with _errors(), _explorer_chain(chain, state) as c:
+        source = AuditSource(Ledger(c, contract), models)
+        first = source.current()  # an unreachable chain or no contract fails here, clearly
+        verdict = "clean" if first.doc["ok"] else f"{len(first.doc['findings'])} findings"
+        err.print(f"audited {contract} up to block {first.block}: {verdict}")
+        typer.echo(f"http://{HOST}:{port}/")
+        sys.stdout.flush()
+        # uvicorn shuts down on SIGTERM, then raises it again: exit through the `with` blocks
+        # then, so a managed Anvil is stopped rather than left behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        serve_app(create_app(source), port)
+
+
+@contextmanager
+def _explorer_chain(chain: str, state: Path | None) -> Iterator[Chain]:
+    """The explorer's chain: with --state, a managed Anvil that loads FILE and never saves it
+    back (`--load-state`)."""
+    if state is None:
+        with connect(chain) as handle:
+            yield handle
+        return
+    if chain != "anvil":
+        raise LedgerError("--state only applies to --chain anvil")
+    if not state.is_file():
+        raise LedgerError(f"no Anvil state file at {state}")
+    from ledger.backends.anvil import connect_anvil
+
+    with connect_anvil(extra_args=["--load-state", str(state)]) as handle:
+        yield handle
 
 
 @app.command()

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from ledger.audit import check_models, run_audit, write_audit
+from ledger.audit import TABLE_FIELDS, check_models, epoch_members, run_audit, write_audit
 from ledger.contract import Ledger
-from ledger.events import Event, EventDecoder
+from ledger.errors import AuditError
+from ledger.events import Event, EventDecoder, read_events
 from ledger.privacy import delta_to_fixed, epsilon_to_fixed
 from ledger.testing import digest_of, peer_id
 from ledger.views import Commitment
@@ -56,6 +57,74 @@ def test_audit_of_a_consistent_history_is_clean(ctx: Ctx, tmp_path: Path) -> Non
         rows = list(csv.DictReader(f))
     assert [r["address"] for r in rows] == ctx.addresses
     assert (tmp_path / "scores.csv").exists() and (tmp_path / "commitments.csv").exists()
+
+
+def test_every_figure_names_the_event_that_set_it(ctx: Ctx, tmp_path: Path) -> None:
+    """Registration, deactivation, scores and rewards, withdrawals, funding and epochs each
+    carry their event's block and transaction; the tables hold the same."""
+    funded = ctx.admin.fund(2 * 10**18)
+    ctx.members[0].commit_and_report([Commitment(0, digest_of("a0"), 3)], 0, {1: 2 * SCORE})
+    ctx.members[2].report_fixed(0, {1: 4 * SCORE, 0: SCORE})
+    ctx.members[3].report_fixed(0, {0: 3 * SCORE})
+    close_epoch(ctx, 0)
+    final = ctx.admin.finalize(0, wait_for_reports=False)
+    paid = ctx.members[1].withdraw()
+    gone = ctx.admin.deactivate(ctx.addresses[4])
+    report = run_audit(ctx.admin)
+    assert report.ok, report.findings
+    events = read_events(ctx.chain.w3, ctx.admin.events, ctx.admin.address, 0)
+    registered = {
+        e.args["member"]: (e.block_number, e.tx_hash)
+        for e in events
+        if e.name == "MemberRegistered"
+    }
+    for m in report.members:
+        assert (m.registered_block, m.registered_tx) == registered[m.address]
+        assert m.registered_block > 0 and m.registered_tx.startswith("0x")
+    last = report.members[4]
+    assert (last.active, last.deactivated_block, last.deactivated_tx) == (
+        False, gone.block_number, gone.tx_hash,
+    )  # fmt: skip
+    assert report.members[0].deactivated_tx == ""
+    assert report.scores and {(s.block, s.tx_hash) for s in report.scores} == {
+        (final.block_number, final.tx_hash)
+    }
+    assert [(e.epoch, e.status, e.tx_hash) for e in report.epochs] == [
+        (0, "finalized", final.tx_hash)
+    ]
+    assert report.epochs[0].allocated == sum(s.reward for s in report.scores) > 0
+    owed_to_1 = next(s.reward for s in report.scores if s.member == ctx.addresses[1])
+    assert [(w.member, w.amount, w.tx_hash) for w in report.withdrawals] == [
+        (ctx.addresses[1], owed_to_1, paid.tx_hash)
+    ]
+    assert [(f.source, f.amount, f.tx_hash) for f in report.fundings] == [
+        (ctx.admin.sender_address, 2 * 10**18, funded.tx_hash)
+    ]
+    # close_epoch had everyone commit rounds 0-2: two rounds of epoch 0, one of the open epoch 1
+    rows = {(r["epoch"], r["member"]): r for r in epoch_members(report)}
+    assert sorted(rows) == sorted((e, m) for e in (0, 1) for m in ctx.addresses)
+    assert {(r["epoch"], r["commitments"], r["status"], r["tx_hash"]) for r in rows.values()} == {
+        (0, 2, "finalized", final.tx_hash), (1, 1, "open", ""),
+    }  # fmt: skip
+    scored = {(s.member, s.score, s.reward) for s in report.scores}
+    assert {(m, r["score"], r["reward"]) for (e, m), r in rows.items() if e == 0} == scored | {
+        (a, None, 0) for a in ctx.addresses if a not in {s.member for s in report.scores}
+    }
+
+    write_audit(report, tmp_path)
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert doc["withdrawals"][0]["tx_hash"] == paid.tx_hash
+    assert doc["members"][1]["owed"] == 0 and doc["members"][1]["paid"] == owed_to_1
+    for name in TABLE_FIELDS:
+        with (tmp_path / f"{name}.csv").open() as f:
+            assert list(csv.DictReader(f).fieldnames or []) == TABLE_FIELDS[name], name
+    with (tmp_path / "scores.csv").open() as f:
+        assert {r["tx_hash"] for r in csv.DictReader(f)} == {final.tx_hash}
+
+
+def test_the_audit_refuses_an_address_without_a_contract(ctx: Ctx) -> None:
+    with pytest.raises(AuditError, match="no contract at"):
+        run_audit(Ledger(ctx.chain, ctx.addresses[0]))
 
 
 def test_audit_names_views_that_disagree_with_events(
