@@ -655,9 +655,12 @@ def explorer(
     scores, rewards, the verdict; each figure with its event's block and tx; CSV and JSON
     downloads). It audits again when the chain moves. It never signs: no key options."""
     from medswarm.web.explorer import AuditSource, create_app
-    from medswarm.web.serve import HOST
+    from medswarm.web.serve import HOST, port_in_use
     from medswarm.web.serve import serve as serve_app
 
+    if port_in_use(port):
+        err.print(f"[red]error:[/red] port {port} on 127.0.0.1 is in use: choose another --port")
+        raise typer.Exit(2)
     with _errors(), _explorer_chain(chain, state) as c:
         source = AuditSource(Ledger(c, contract), models)
         first = source.current()  # an unreachable chain or no contract fails here, clearly
@@ -665,9 +668,6 @@ def explorer(
         err.print(f"audited {contract} up to block {first.block}: {verdict}")
         typer.echo(f"http://{HOST}:{port}/")
         sys.stdout.flush()
-        # uvicorn shuts down on SIGTERM, then raises it again: exit through the `with` blocks
-        # then, so a managed Anvil is stopped rather than left behind.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         serve_app(create_app(source), port)
 
 

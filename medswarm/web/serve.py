@@ -1,6 +1,8 @@
 """Serving a page's app on this machine only, and the static files every page shares."""
 
+import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -45,7 +47,11 @@ class _Server(uvicorn.Server):
 
 def serve(app: Starlette, port: int, on_exit: Callable[[], None] | None = None) -> None:
     """Serve `app` on 127.0.0.1:`port` until Ctrl-C or SIGTERM; `on_exit` is called when
-    either arrives (streams still open a few seconds later are cut)."""
+    either arrives (streams still open a few seconds later are cut). SIGTERM then exits with
+    status 0 through the caller's `with` blocks, as Ctrl-C does (uvicorn raises the signal again
+    after its shutdown; by default that would kill the process before they close a managed
+    chain or a child)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(
         app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=5
     )
