@@ -2,15 +2,42 @@
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from gossip.logs import LOG_LEVEL_ENV
 from medswarm.cli.common import console, fail, sigterm_as_interrupt
 from node.errors import NodeError
+from sim.tracking import DEFAULT_URI, INSTALL, URI_ENV
+
+if TYPE_CHECKING:
+    from sim.tracking import Store
 
 app = typer.Typer(help="Scenarios: faults, attacks, baselines, a report.", no_args_is_help=True)
+
+# Typer does not take an option whose value is optional (`--mlflow [URI]`: its `flag_value` is
+# deprecated and ignored), hence a flag and the URI apart; a URI alone turns tracking on.
+MlflowUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        metavar="URI",
+        help=f"MLflow tracking URI (default ${URI_ENV}, else {DEFAULT_URI}: a local store "
+        "under ./mlruns, no server needed); on `sim run`, implies --mlflow.",
+        show_default=False,
+    ),
+]
+MlflowExperiment = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-experiment",
+        metavar="NAME",
+        help="MLflow experiment (default: the scenario's name).",
+        show_default=False,
+    ),
+]
 
 
 @app.command("init")
@@ -25,7 +52,7 @@ def sim_init(
     try:
         write_example(path)
     except FileExistsError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     console.print(f"wrote {path}; run it with: medswarm sim run {path} --out runs/sim")
 
 
@@ -48,6 +75,16 @@ def sim_run(
             "libp2p's dial messages, kept out otherwise.",
         ),
     ] = "WARNING",
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Log the finished run to MLflow (--mlflow-uri; default $MLFLOW_TRACKING_URI, "
+            f"else {DEFAULT_URI}). Needs: {escape(INSTALL)}",
+        ),
+    ] = False,
+    mlflow_uri: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
 ) -> None:
     """Run a scenario (one run per seed) and write metrics, summary.json, plots and a report.
     Ctrl-C or SIGTERM stops it, and its nodes, containers and networks with it."""
@@ -62,15 +99,59 @@ def sim_run(
     try:
         level_of(log_level)
     except ValueError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     os.environ[LOG_LEVEL_ENV] = log_level.upper()  # the node processes and workers read it
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     libp2p_verbosity(log_level)
+    store = None
+    if mlflow or mlflow_uri is not None:  # before the run: a missing MLflow fails at once
+        from sim.tracking import TrackingError, open_store
+
+        try:
+            store = open_store(mlflow_uri)
+        except TrackingError as exc:
+            raise fail(escape(str(exc))) from None
     try:
         with sigterm_as_interrupt():
             run_scenario(scenario, out, console, replace, backend)
     except (SimError, NodeError, LedgerError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
+    if store is not None:
+        _track(store, out, mlflow_experiment, after_run=True)
+
+
+@app.command("track")
+def sim_track(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (`sim run --out`).")],
+    mlflow_uri: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
+) -> None:
+    """Log a finished run folder to MLflow, as `sim run --mlflow` does when the run ends:
+    the scenario's settings, per-round metrics per node and their mean, the summary's numbers,
+    and the summary, report and plots as artifacts (one MLflow run per seed)."""
+    from sim.tracking import TrackingError, open_store
+
+    try:
+        store = open_store(mlflow_uri)
+    except TrackingError as exc:
+        raise fail(escape(str(exc))) from None
+    _track(store, run_dir, mlflow_experiment, after_run=False)
+
+
+def _track(store: "Store", folder: Path, experiment: str | None, after_run: bool) -> None:
+    from sim.tracking import TrackingError, track_folder
+
+    try:
+        tracked = track_folder(store, folder, experiment)
+    except TrackingError as exc:
+        if after_run:
+            console.print(f"the run is in {folder}; log it later with: medswarm sim track {folder}")
+        raise fail(escape(str(exc))) from None
+    runs = ", ".join(tracked.run_ids)
+    console.print(
+        f"MLflow: experiment {tracked.experiment!r} ({tracked.experiment_id}), "
+        f"run {runs} in {store.uri}"
+    )
 
 
 @app.command("fedavg-process", hidden=True)
