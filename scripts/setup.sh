@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
     # torch first and exactly pinned: an open range would pull a multi-GB CUDA build.
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
-    .venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev,ray]"
+    .venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev,ray,mlflow]"
     touch "$stamp"
 fi
 if [ -f package.json ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then

@@ -108,6 +108,10 @@ def run_scenario(
         scenario = with_backend(scenario, backend)
     if replace:
         remove_earlier_run(out, console)
+    try:
+        source = scenario.source.read_text()  # as it is now: the run reads it no more
+    except OSError:
+        source = None
     summaries = []
     for seed in scenario.seeds:
         folder = out if len(scenario.seeds) == 1 else out / f"seed-{seed}"
@@ -116,7 +120,18 @@ def run_scenario(
     if len(summaries) > 1:
         (out / "seeds.json").write_text(json.dumps(summaries, indent=1))
         _report(out, summaries[-1], out / f"seed-{scenario.seeds[-1]}", summaries)
+    _keep_scenario(out, scenario, source)
     return summaries
+
+
+def _keep_scenario(out: Path, scenario: Scenario, source: str | None) -> None:
+    """The scenario at the top of the run folder, as written (`scenario.toml`, when its file
+    could be read) and as run, every default filled in and the backend override applied
+    (`scenario.json`): what `sim track` logs as the run's parameters."""
+    if source is not None:
+        (out / "scenario.toml").write_text(source)
+    settings = {"source": str(scenario.source), **scenario.model_dump(mode="json")}
+    (out / "scenario.json").write_text(json.dumps(settings, indent=1))
 
 
 def _chain_plan(scenario: Scenario) -> "ConsortiumPlan":
