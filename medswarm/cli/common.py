@@ -11,14 +11,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 JsonOut = Annotated[Path, typer.Option("--json", help="Write the results as JSON here.")]
 
 
 def fail(message: str) -> typer.Exit:
-    """Print `message` as an error; the caller raises the returned exit (status 2)."""
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print `message` (plain text, not markup: `medswarm[mlflow]` stays as written) as an
+    error; the caller raises the returned exit (status 2)."""
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(2)
 
 

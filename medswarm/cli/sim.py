@@ -81,7 +81,7 @@ def sim_init(
     try:
         write_example(path)
     except FileExistsError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     console.print(f"wrote {path}; run it with: medswarm sim run {path} --out runs/sim")
 
 
@@ -128,7 +128,7 @@ def sim_run(
     try:
         level_of(log_level)
     except ValueError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     os.environ[LOG_LEVEL_ENV] = log_level.upper()  # the node processes and workers read it
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     libp2p_verbosity(log_level)
@@ -141,7 +141,7 @@ def sim_run(
         try:
             store = open_store(None if mlflow == DEFAULT_STORE else mlflow)
         except TrackingError as exc:
-            raise fail(escape(str(exc))) from None
+            raise fail(str(exc)) from None
     try:
         with sigterm_as_interrupt():
             if dashboard is None:
@@ -151,7 +151,7 @@ def sim_run(
                     scenario, out, console, replace, backend, dashboard, store, mlflow_experiment
                 )
     except (SimError, NodeError, LedgerError, DashboardError) as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     if store is not None and dashboard is None:
         _track(store, out, mlflow_experiment, after_run=True)
 
@@ -170,7 +170,7 @@ def sim_track(
     try:
         store = open_store(None if mlflow == DEFAULT_STORE else mlflow)
     except TrackingError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     _track(store, run_dir, mlflow_experiment, after_run=False)
 
 
@@ -182,7 +182,7 @@ def _track(store: "Store", folder: Path, experiment: str | None, after_run: bool
     except TrackingError as exc:
         if after_run:
             console.print(f"the run is in {folder}; log it later with: medswarm sim track {folder}")
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     runs = ", ".join(tracked.run_ids)
     console.print(
         f"MLflow: experiment {tracked.experiment!r} ({tracked.experiment_id}), "

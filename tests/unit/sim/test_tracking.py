@@ -68,7 +68,9 @@ def test_sim_track_without_mlflow_says_how_to_install_it(monkeypatch, tmp_path):
     assert "pip install 'medswarm[mlflow]'" in words(result.output)
 
 
-def test_a_sqlite_store_without_sqlalchemy_says_how_to_install_it(monkeypatch, tmp_path):
+def test_a_sqlite_store_without_sqlalchemy_says_how_to_install_it(monkeypatch, tmp_path, store_uri):
+    # `store_uri` first: MLflow registers its SQLite stores when it is first imported, and
+    # without SQLAlchemy then it would never serve one in this process (the later tests).
     monkeypatch.setitem(sys.modules, "sqlalchemy", None)
     with pytest.raises(tracking.TrackingError, match=r"pip install 'medswarm\[mlflow\]'"):
         tracking.open_store(f"sqlite:///{tmp_path}/mlflow.db")
