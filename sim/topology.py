@@ -6,8 +6,10 @@ error rather than a topology.
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:  # imported where a graph is drawn: an inproc worker never draws one
+    import networkx as nx
 
 KINDS = ("ring", "k_regular", "random", "full", "edges")
 ATTEMPTS = 100  # random graphs drawn before giving up on a connected one
@@ -60,7 +62,9 @@ def is_connected(nbrs: Sequence[set[int]]) -> bool:
 
 def _graph(
     kind: str, n: int, degree: int | None, seed: int, edges: Sequence[Sequence[int]] | None
-) -> nx.Graph:
+) -> "nx.Graph":
+    import networkx as nx
+
     if kind == "ring":
         return nx.cycle_graph(n)
     if kind == "full":
@@ -89,7 +93,9 @@ def _graph(
     )
 
 
-def _explicit(n: int, edges: Sequence[Sequence[int]]) -> nx.Graph:
+def _explicit(n: int, edges: Sequence[Sequence[int]]) -> "nx.Graph":
+    import networkx as nx
+
     graph = nx.empty_graph(n)
     for k, edge in enumerate(edges):
         if len(edge) != 2:

@@ -41,6 +41,9 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """medswarm: hospitals train one model together, with no central server."""
+    from medswarm.allocator import give_back_freed_memory
+
+    give_back_freed_memory()  # every command: nodes, simulator, workers, pages
 
 
 __all__ = ["app"]
