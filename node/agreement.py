@@ -25,11 +25,13 @@ from node.scaling import Scaler, centred_squares, column_sums
 def member_flood(
     session: str, members: tuple[str, ...], neighbours: list[PeerInfo], timeouts: TimeoutSection
 ) -> Flood:
-    """A flood over every member within the start-up deadline (the start's sums, a query's)."""
+    """A flood over every member within the start-up deadline (the start's sums, a query's).
+    Only the neighbours that are members are asked: a row is taken from members only, and a
+    neighbour that is not one never publishes a step (asking it cost a fetch timeout a step)."""
     return Flood(
         session=session,
         members=members,
-        neighbours=tuple(neighbours),
+        neighbours=tuple(n for n in neighbours if n.peer_id.to_base58() in members),
         fetch_seconds=timeouts.fetch_seconds,
         connect_seconds=timeouts.connect_seconds,
         deadline_seconds=timeouts.startup_seconds,

@@ -1039,7 +1039,10 @@ class NodeRunner:
         """Keep serving the final round until every partner took it (and, after a cross-site
         evaluation, until no member asks anything for a moment), or the linger time ends."""
         final, steps = self.cfg.swarm.rounds, self.cfg.swarm.gossip_steps
+        # Only partners that may ask: a peer this node refuses, or every peer once this node is
+        # no longer a member (they refuse it), never takes the final round.
         wanted = {info.peer_id.to_base58() for info in self._partners(final)}
+        wanted = {p for p in wanted if self._allows(p)} if self._allows(self.peer_id) else set()
         served = self.exchange.counters.served if self.secagg is None else self.secagg.served
         if steps > 1:  # the last mixing step is what partners ask for last
             served, final = self.exchange.counters.served_of(MIX), final * steps + steps - 1

@@ -10,7 +10,9 @@ ruff format --check medswarm node gossip ledger sim tests
 echo "==> mypy"
 mypy medswarm node gossip ledger sim
 echo "==> pytest (all but the browser and Docker stages)"
-pytest -q -m "not docker and not browser" "$@"
+# Two workers (pytest-xdist), each given whole files (--dist loadfile: a module's shared
+# fixtures are built once): most of the time goes to waiting on node processes and chains.
+pytest -q -m "not docker and not browser" -n 2 --dist loadfile "$@"
 # The browser stage: installs Debian's chromium if missing, loads the dashboard and the ledger
 # explorer in it, writes the screenshots in docs/. Timed on its own, as the Docker stage.
 echo "==> pytest: browser stage"
