@@ -35,6 +35,7 @@ from node import cross_site
 from node import merge as merging
 from node.adversary import CRAFTED, alie, alie_z, flip_labels, forged_params, ipm, tamper_update
 from node.agreement import agree_session_only, agree_start
+from node.allocator import settle_for_rounds
 from node.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -476,6 +477,7 @@ class NodeRunner:
         cfg = self.cfg
         records = read_records(self.metrics_path)
         record: dict[str, Any] = records[-1] if records else {}
+        settle_for_rounds()  # the intake's memory is given back; the rounds reuse the heap's
         for r in range(start, cfg.swarm.rounds + 1):
             record = await self._round(run, r)
             if r == cfg.faults.hold_after_round:

@@ -41,7 +41,7 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """medswarm: hospitals train one model together, with no central server."""
-    from medswarm.allocator import give_back_freed_memory
+    from node.allocator import give_back_freed_memory
 
     give_back_freed_memory()  # every command: nodes, simulator, workers, pages
 

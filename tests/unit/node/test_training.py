@@ -112,6 +112,25 @@ def test_evaluate_matches_sklearn_on_a_fixed_model():
     }
 
 
+def test_evaluate_scores_every_row_of_a_set_larger_than_one_slice():
+    from node.training import EVAL_ROWS
+
+    model = build_model("mlp", 5, [8], 3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2 * EVAL_ROWS + 17, 5)).astype(np.float32)  # a short last slice
+    y = rng.integers(0, 2, size=len(x))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).squeeze(-1).double().numpy()
+    prob = 1 / (1 + np.exp(-logits))
+
+    result = evaluate(model, x, y)
+
+    assert result.n == len(x)
+    assert result.accuracy == pytest.approx(accuracy_score(y, logits > 0))
+    assert result.auc == pytest.approx(roc_auc_score(y, logits))
+    assert result.loss == pytest.approx(log_loss(y, prob), rel=1e-5)
+
+
 def test_roc_auc_matches_sklearn_with_many_ties():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)

@@ -1,6 +1,7 @@
-"""medswarm.allocator in a fresh process each (the settings are process-wide): Arrow's system
+"""node.allocator in a fresh process each (the settings are process-wide): Arrow's system
 pool unless the user chose another, and glibc's mmap threshold kept from rising after a large
-free (observed through mallinfo2's count of mmapped blocks)."""
+free during the intake, and heap blocks again for the rounds (observed through mallinfo2's
+count of mmapped blocks)."""
 
 import json
 import os
@@ -17,9 +18,11 @@ class MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
         "fordblks", "keepcost")]
 
-if sys.argv[1] == "apply":
-    from medswarm.allocator import give_back_freed_memory
+if sys.argv[1] in ("apply", "rounds"):
+    from node.allocator import give_back_freed_memory, settle_for_rounds
     give_back_freed_memory()
+    if sys.argv[1] == "rounds":
+        settle_for_rounds()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -50,6 +53,7 @@ def probe(mode: str, **env: str) -> dict:
 def test_large_blocks_stay_mmapped_after_a_larger_free():
     assert probe("default")["mmapped"] == 0  # glibc alone: the 1 MiB block came from the heap
     assert probe("apply")["mmapped"] == 1
+    assert probe("rounds")["mmapped"] == 0  # the rounds: from the heap again
 
 
 def test_arrow_uses_the_system_pool_unless_the_user_chose_one():
