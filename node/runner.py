@@ -201,6 +201,9 @@ def shared_test_set(path: Path, schema_path: Path, scaler: Scaler) -> tuple[np.n
         if len(_TEST_SETS) >= _TEST_SETS_KEPT:
             _TEST_SETS.clear()
         _TEST_SETS[key] = (x, y)
+        # The float64 table can go: the nodes of a run share one scaling, so the others find
+        # the scaled copy (another scaling reads the file again).
+        _TEST_TABLES.pop((str(path), str(schema_path)), None)
     return _TEST_SETS[key]
 
 
