@@ -37,6 +37,7 @@ from sim.errors import AlreadyExists
 from sim.local_swarm import SwarmError, init_swarm, load_manifest, rotation_settings
 from sim.memory import MemoryPeak, own_peak_rss_mb
 from sim.pool import spawn_workers, stop_unused, worker_pool
+from sim.run_folder import RUN_INFO, holds_a_run, in_effect
 from sim.scenario import (
     BACKENDS,
     AlieAttack,
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
 
 WEI_PER_ETH = 10**18
 RUN_TIMEOUT = 3600.0  # seconds: a run that takes longer is stuck
-RUN_INFO = "run.json"  # a seed's plan, written before its rounds (`write_run_info`)
 MAX_PROGRESS_ROWS = 40  # nodes shown one per row in the progress display; more: a summary
 
 
@@ -156,15 +156,9 @@ def with_backend(scenario: Scenario, backend: str) -> Scenario:
 
 def remove_earlier_run(out: Path, console: Console) -> None:
     """Delete the run in `out`, if it holds one (and nothing else)."""
-    if _holds_a_run(out):
+    if holds_a_run(out):
         console.print(f"replacing the earlier run in {out}")
         shutil.rmtree(out)
-
-
-def _holds_a_run(out: Path) -> bool:
-    """Whether `out` is a run folder (so `replace` may delete it, and no other folder)."""
-    marks = [out / "swarm.json", out / "seeds.json", *out.glob("seed-*/swarm.json")]
-    return any(p.exists() for p in marks)
 
 
 def run_seed(scenario: Scenario, seed: int, folder: Path, console: Console) -> dict[str, Any]:
@@ -840,7 +834,7 @@ def _progress(
             f"{int((rounds == 0).sum())} starting",
         )
     current = min(done.values())
-    active = [w["label"] for w in plan.fault_windows if w["from"] <= current <= w["to"]]
+    active = in_effect(plan.fault_windows, current)
     active += [f"{n} down" for n in down] + [f"{n} frozen" for n in frozen]
     active = list(dict.fromkeys(active))  # a kill's window and its node being down say the same
     mean = f"mean accuracy {np.mean(accs):.3f}   " if accs else ""

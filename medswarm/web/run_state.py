@@ -15,8 +15,8 @@ from typing import Any
 
 from medswarm.web.tail import JsonlTail
 from sim.consensus import consensus_at
+from sim.run_folder import RUN_INFO, SWARM_MANIFEST, holds_a_run, holds_a_seed, in_effect
 
-RUN_INFO = "run.json"  # as sim.run writes it (not imported: sim.run pulls in trio and pandas)
 SEED_FOLDER = re.compile(r"seed-(-?\d+)")
 # The files of a report: report.html (plots inlined), report.md and its PNGs. A bare name in
 # the report's folder; anything else (a key file, a path with a separator, ..) is refused.
@@ -40,16 +40,10 @@ class NotARunFolder(ValueError):
     """The folder holds no simulator run."""
 
 
-def is_run_folder(root: Path) -> bool:
-    marks = [root / RUN_INFO, root / "swarm.json", root / "seeds.json"]
-    marks += [*root.glob(f"seed-*/{RUN_INFO}"), *root.glob("seed-*/swarm.json")]
-    return any(p.is_file() for p in marks)
-
-
 def check_run_folder(root: Path) -> None:
     if not root.is_dir():
         raise NotARunFolder(f"{root} is not a folder: expected a run folder (`sim run --out`)")
-    if not is_run_folder(root):
+    if not holds_a_run(root):
         raise NotARunFolder(
             f"{root} is not a run folder: expected {RUN_INFO} or swarm.json in it (one seed's "
             "run), or seed-<n>/ folders holding them (a run of several seeds), as "
@@ -75,11 +69,6 @@ def compact(record: dict[str, Any], peers: dict[str, str]) -> dict[str, Any]:
         "failures": len(record.get("failures") or {}),
         "scores": {peers.get(p, p): s for p, s in scores.items()},
     }
-
-
-def in_effect(windows: list[dict[str, Any]], round_: int) -> list[str]:
-    """The labels of the fault windows that cover `round_`."""
-    return [w["label"] for w in windows if w["from"] <= round_ <= w["to"]]
 
 
 def _read_json(path: Path) -> Any:
@@ -114,16 +103,13 @@ class RunState:
 
     def seed_folders(self) -> list[Path]:
         found = [
-            p
-            for p in self.root.glob("seed-*")
-            if SEED_FOLDER.fullmatch(p.name)
-            and ((p / RUN_INFO).is_file() or (p / "swarm.json").is_file())
+            p for p in self.root.glob("seed-*") if SEED_FOLDER.fullmatch(p.name) and holds_a_seed(p)
         ]
         return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
 
     def current_folder(self) -> Path | None:
         """The seed folder being written: the run folder itself, or its newest seed's."""
-        if (self.root / RUN_INFO).is_file() or (self.root / "swarm.json").is_file():
+        if holds_a_seed(self.root):
             return self.root
         seeds = self.seed_folders()
         if not seeds:
@@ -133,7 +119,7 @@ class RunState:
             info = _read_json(p / RUN_INFO)
             if isinstance(info, dict) and "started" in info:
                 return float(info["started"])
-            return (p / "swarm.json").stat().st_mtime
+            return (p / SWARM_MANIFEST).stat().st_mtime
 
         return max(seeds, key=started)
 
@@ -225,7 +211,7 @@ class RunState:
         info = _read_json(folder / RUN_INFO)
         if isinstance(info, dict) and "nodes" in info:
             return info
-        swarm = _read_json(folder / "swarm.json")  # a run from before run.json
+        swarm = _read_json(folder / SWARM_MANIFEST)  # a run from before run.json
         if isinstance(swarm, dict) and "nodes" in swarm:
             return {"nodes": list(swarm["nodes"]), "rounds": swarm.get("rounds")}
         return {}
@@ -259,12 +245,8 @@ class RunState:
         for _ in range(CONSENSUS_PER_POLL):
             r = self.consensus_next
             reached = [n for n in names if latest[n] >= r]
-            excused = {
-                n
-                for w in windows
-                if w["from"] <= r <= w["to"]
-                for n in names
-                if w["label"].startswith(f"{n} ")  # "<node> down", "<node> frozen"
+            excused = {  # "<node> down", "<node> frozen"
+                n for label in in_effect(windows, r) for n in names if label.startswith(f"{n} ")
             }
             if not reached or any(n not in excused for n in names if latest[n] < r):
                 break

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from medswarm.web.run_state import NotARunFolder, RunState, check_run_folder, in_effect
+from medswarm.web.run_state import NotARunFolder, RunState, check_run_folder
 from sim.consensus import consensus_at
+from sim.run_folder import in_effect
 from tests.unit.medswarm.dashboard_folder import KEY_FILES, NAMES, PEERS, FakeRun
 
 PARTITION = {"label": "partition", "from": 3, "to": 4}
