@@ -40,6 +40,7 @@ MergeRuleName = Literal[
     "multi_krum",
     "bulyan",
     "clipped_gossip",
+    "ubar",
 ]
 MERGE_RULE_NAMES: tuple[str, ...] = get_args(MergeRuleName)
 # node.personalize.local_names's modes (static here for the same reasons; the same test).
@@ -210,6 +211,13 @@ class SwarmSection(_Section):
         allow_inf_nan=False,
         description="clipped_gossip: the clipping radius tau (L2, whole model); 0: adaptive, "
         "the (f+1)-th largest distance to a neighbour that arrived this round.",
+    )
+    self_weight: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="ubar: alpha, the own model's share of the merge; the neighbours it picks "
+        "share the rest equally.",
     )
     max_staleness: int = Field(2, ge=0, description="Oldest neighbour round accepted: r - this.")
     rotation: int = Field(
@@ -486,6 +494,17 @@ class NodeConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _screen_outside_dp(self) -> Self:
+        if self.swarm.merge == "ubar" and self.privacy.dp:
+            raise ValueError(
+                "swarm.merge = 'ubar' with DP-SGD (privacy.target_epsilon or "
+                "privacy.noise_multiplier): ubar picks neighbours by their loss on this node's "
+                "training rows, a use of them DP-SGD's accounting does not cover; use "
+                "multi_krum or clipped_gossip"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _merge_fits_degree(self) -> Self:
         swarm, listed = self.swarm, len(self.node.neighbours)
         partners = partners_per_round(listed, self.node.neighbour_phases, swarm.rotation)
@@ -506,10 +525,13 @@ NEIGHBOURS_NEEDED = {
     "bulyan": (lambda f: 4 * f + 2, "n >= 4f + 3"),
     "clipped_gossip": (lambda f: f + 1, "an honest neighbour at least: more than f neighbours"),
     "median": (lambda f: 2 * f, "an honest majority: n >= 2f + 1"),
+    "ubar": (lambda f: f + 1, "a neighbour left after dropping the f farthest: more than f"),
 }
 
 # The rules that resist Byzantine neighbours (the others need swarm.byzantine = 0).
-BYZANTINE_RULES = ("median", "trimmed_mean", "krum", "multi_krum", "bulyan", "clipped_gossip")
+BYZANTINE_RULES = (
+    "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "clipped_gossip", "ubar"
+)  # fmt: skip
 
 
 def byzantine_problem(swarm: SwarmSection, partners: int, has: str) -> str | None:

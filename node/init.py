@@ -69,14 +69,16 @@ rounds = {rounds}
 # (in one round on a complete graph: docs/consensus.md).
 merge = "neighbourhood"               # {merge_rules}
 trim_fraction = 0.2                   # for trimmed_mean
-# Byzantine-robust rules (krum, multi_krum, bulyan, clipped_gossip; docs/consensus.md) assume at
-# most `byzantine` neighbours lie, and need enough neighbours for it: krum and multi_krum
-# n > 2f + 2 (n = neighbours + 1), bulyan n >= 4f + 3, clipped_gossip more than f neighbours,
-# median n >= 2f + 1, trimmed_mean floor(trim_fraction * n) >= f. A node that cannot is refused.
+# Byzantine-robust rules (krum, multi_krum, bulyan, clipped_gossip, ubar; docs/consensus.md)
+# assume at most `byzantine` neighbours lie, and need enough neighbours for it: krum and
+# multi_krum n > 2f + 2 (n = neighbours + 1), bulyan n >= 4f + 3, clipped_gossip and ubar more
+# than f neighbours, median n >= 2f + 1, trimmed_mean floor(trim_fraction * n) >= f. A node
+# that cannot is refused.
 byzantine = 0                         # f; the weighted rules (neighbourhood, metropolis) need 0
 multi_krum_m = 0                      # multi_krum: models averaged (0: n - f)
 clip_radius = 0.0                     # clipped_gossip: tau, L2 over the whole model (0: adaptive,
                                       # the (f+1)-th largest distance to a neighbour this round)
+self_weight = 0.5                     # ubar: the own model's share of the merge
 max_staleness = 2                     # accept neighbour models from rounds >= r - this
 rotation = 1                          # gossip with each neighbour every this many rounds
 gossip_steps = 1                      # mixing steps per round (more: faster consensus)

@@ -53,6 +53,12 @@ node's own model is honest), over the n = 1 + arrived models at hand:
   clip(x_j - x_i, tau), Metropolis weights (each at most 1 / (1 + d_i) whatever a neighbour
   claims), clip(z, tau) = z min(1, tau / |z|); tau fixed, or adaptive: the (f+1)-th largest
   distance to an arrived neighbour, so at least one honest neighbour is no nearer than tau.
+- `ubar` (Guo et al. 2021, made for decentralized learning): of the d arrived, the d - f
+  nearest the own model (distance); of those, every one whose loss on the node's own training
+  rows is at most the own model's (performance), or else the one with the lowest loss; then
+  alpha x_i + (1 - alpha) times their unweighted mean. The screen needs no bound on how many
+  neighbours lie: a model that does worse on this hospital's records than its own is not
+  merged, however many send one.
 
 None of them weighs by sample counts: a Byzantine neighbour could claim any. A round with fewer
 arrivals than the rule's bound needs keeps the node's own model, the one input it can trust.
@@ -66,6 +72,7 @@ own model with the same function, so the masked merge comes out exactly as the p
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -84,6 +91,10 @@ class MergeSettings:
     byzantine: int = 0  # f: the arrived neighbours that may lie (krum, bulyan, clipped_gossip)
     multi_krum_m: int = 0  # multi_krum: the models averaged; 0: n - f
     clip_radius: float = 0.0  # clipped_gossip: tau; 0: adaptive (see the module's doc)
+    self_weight: float = 0.5  # ubar: alpha, the own model's share of the merge
+    # ubar: a model's (shared parameters') mean loss on this node's own training rows; the
+    # node supplies it (node.training.loss_meter).
+    loss: Callable[[Params], float] | None = None
 
 
 MergeRule = Callable[[Neighbour, Sequence[Neighbour], MergeSettings], Params]
@@ -286,6 +297,34 @@ def merge_clipped_gossip(
     return unflatten(x + (np.array(weights) * scale) @ diffs, own.params)
 
 
+def merge_ubar(own: Neighbour, neighbours: Sequence[Neighbour], settings: MergeSettings) -> Params:
+    """UBAR's two stages over the arrived models, then alpha x_i + (1 - alpha) mean(picked)."""
+    if settings.loss is None:
+        raise ValueError("ubar needs the node's loss on its own training rows")
+    arrived = sorted(neighbours, key=lambda nb: nb.peer)
+    f = settings.byzantine
+    if not _enough(len(arrived), f + 1, "ubar (arrived neighbours)"):
+        return _copy(own.params, own.params)  # none of them need be honest
+    x, vectors = flatten(own.params), _vectors(arrived)
+    distances = ((vectors - x) ** 2).sum(axis=1)
+    nearest = np.argsort(distances, kind="stable")[: len(arrived) - f]
+    losses = {int(i): _finite(settings.loss(arrived[i].params)) for i in nearest}
+    own_loss = _finite(settings.loss(own.params))
+    picked = [i for i, loss in losses.items() if loss <= own_loss]
+    if not picked:  # sorted by peer first: a tie goes to the lower peer ID
+        picked = [min(losses, key=lambda i: (losses[i], i))]
+    picked.sort()
+    log.debug("ubar: own loss %.4g; merging %s (losses %s)", own_loss,
+              [arrived[i].peer for i in picked], [losses[i] for i in picked])  # fmt: skip
+    alpha = settings.self_weight
+    return unflatten(alpha * x + (1 - alpha) * vectors[picked].mean(axis=0), own.params)
+
+
+def _finite(loss: float) -> float:
+    """A loss to compare: NaN (a model that outputs nonsense) as the worst."""
+    return loss if loss == loss else math.inf
+
+
 def adaptive_radius(distances: np.ndarray, byzantine: int) -> float:
     """The (f+1)-th largest distance to an arrived neighbour: with at most f of them Byzantine,
     one honest neighbour at least is that far, so each Byzantine pull is at most an honest one's.
@@ -346,6 +385,7 @@ MERGE_RULES: dict[str, MergeRule] = {
     "multi_krum": merge_multi_krum,
     "bulyan": merge_bulyan,
     "clipped_gossip": merge_clipped_gossip,
+    "ubar": merge_ubar,
 }
 
 

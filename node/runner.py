@@ -71,7 +71,14 @@ from node.offload import Offload
 from node.params import Neighbour, Params, flatten, load_params, model_params, size_of
 from node.personalize import joined, local_names, local_part, shared_part
 from node.scaling import Scaler
-from node.training import EvalResult, TrainSettings, evaluate, train_local, training_seed
+from node.training import (
+    EvalResult,
+    TrainSettings,
+    evaluate,
+    loss_meter,
+    train_local,
+    training_seed,
+)
 
 if TYPE_CHECKING:  # imported where used: a node without DP or ledger never pays for
     # Opacus or web3 at start-up (seconds of imports each)
@@ -130,6 +137,8 @@ class RunState:
     # and their values as this round's training left them.
     local: tuple[str, ...] = ()
     kept: Params = field(default_factory=dict)
+    # swarm.merge = "ubar": a model's loss on this node's training rows (its screen).
+    train_loss: Callable[[Params], float] | None = None
 
 
 @dataclass
@@ -591,6 +600,11 @@ class NodeRunner:
             test_y=test_y,
             evaluated_on=evaluated_on,
             local=local,
+            train_loss=(
+                loss_meter(model, train_x, split.train_y, cfg.training.seed)
+                if cfg.swarm.merge == "ubar"
+                else None
+            ),
         )
 
     def _private_training(
@@ -657,7 +671,7 @@ class NodeRunner:
             if self.cfg.adversary.mode in CRAFTED:  # what it crafts next round's model from
                 run.received, run.received_base = neighbours, previous
             scores = await self._score(run, r, previous, own, neighbours)
-            merged = self._combine(own, len(partners), mass, neighbours)
+            merged = self._combine(run, own, len(partners), mass, neighbours)
             reached = [n.peer for n in neighbours]
             merged = await self._mix(run, r, partners, merged, mass, mixed)
         else:
@@ -783,7 +797,7 @@ class NodeRunner:
             )
             for peer, why in failures.items():
                 log.info("round %d, mixing step %d: no %s: %s", r, step, peer, why)
-            merged = self._combine(merged, len(partners), mass, arrived)
+            merged = self._combine(run, merged, len(partners), mass, arrived)
             mixed.append(len(arrived))
         return merged
 
@@ -860,13 +874,22 @@ class NodeRunner:
             return self._epoch_ends(r)
         return r % self.cfg.contribution.snapshot_every == 0 or r == self.cfg.swarm.rounds
 
-    def _combine(self, own: Params, degree: int, mass: int, neighbours: list[Neighbour]) -> Params:
+    def _combine(
+        self, run: RunState, own: Params, degree: int, mass: int, neighbours: list[Neighbour]
+    ) -> Params:
         """The configured merge rule over `own` (with this round's degree and mass) and the
         arrivals."""
         swarm = self.cfg.swarm
         me = Neighbour(self.peer_id, own, self.samples, degree, mass)
+        screen = run.train_loss
         settings = MergeSettings(
-            swarm.trim_fraction, swarm.byzantine, swarm.multi_krum_m, swarm.clip_radius
+            swarm.trim_fraction,
+            swarm.byzantine,
+            swarm.multi_krum_m,
+            swarm.clip_radius,
+            swarm.self_weight,
+            # A neighbour's shared part is scored with this node's own local part beside it.
+            None if screen is None else lambda p: screen(joined(p, run.kept, run.initial)),
         )
         return merging.merge(swarm.merge, me, neighbours, settings)
 

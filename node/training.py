@@ -6,6 +6,7 @@ Pure and synchronous: the node runs `train_local` in a worker thread. Thread cou
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from torch import nn
 
 from node.direct_sgd import DirectSGD, linear_layers
 from node.models import SeededDropout
+from node.params import load_params
 
 
 @dataclass(frozen=True)
@@ -243,3 +245,22 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> EvalResult:
     labels = np.asarray(y).astype(np.int64)
     accuracy = float(((scores > 0).astype(np.int64) == labels).mean())
     return EvalResult(accuracy=accuracy, auc=roc_auc(labels, scores), loss=loss, n=len(labels))
+
+
+def loss_meter(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int = 0
+) -> Callable[[dict[str, np.ndarray]], float]:
+    """A model's mean BCE loss on up to EVAL_ROWS of ``(x, y)`` (a seeded sample when there
+    are more), for given parameters: what the `ubar` merge screens a neighbour's model with.
+    Works on its own copy of ``model``, which the caller's training never sees."""
+    if len(y) > EVAL_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(len(y), EVAL_ROWS, replace=False))
+        x, y = x[rows], y[rows]
+    scratch = copy.deepcopy(model)
+    xt, yt = _tensors(x, y)
+
+    def loss(params: dict[str, np.ndarray]) -> float:
+        load_params(scratch, params)
+        return _mean_loss(scratch, xt, yt)
+
+    return loss

@@ -476,6 +476,7 @@ gossip_steps = 1                  # mixing steps per round
 byzantine = 0                     # f, the Byzantine neighbours the robust rules resist
 # multi_krum_m = 0                # multi_krum: models averaged (0: n - f)
 # clip_radius = 0.0               # clipped_gossip: tau (0: adaptive)
+# self_weight = 0.5               # ubar: the own model's share of the merge
 # personalize = "bias"            # keep the output's bias (or "head": the output layer) at
 #                                 # each hospital (docs/heterogeneity.md)
 

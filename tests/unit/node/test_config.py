@@ -134,6 +134,7 @@ def _neighbours(k):
         ("multi_krum", 2, 6, "n > 2f + 2"),
         ("bulyan", 1, 6, "n >= 4f + 3"),
         ("clipped_gossip", 2, 3, "more than f neighbours"),
+        ("ubar", 1, 2, "more than f"),
         ("median", 2, 4, "n >= 2f + 1"),
     ],
 )
@@ -172,9 +173,18 @@ def test_under_a_rotation_the_bound_holds_in_the_sparsest_round(config_path):
 
 def test_secure_aggregation_refuses_the_rules_that_need_each_model(config_path):
     on = [_neighbours(4), "privacy.secure_aggregation=true"]
-    for rule in ("krum", "multi_krum", "bulyan", "clipped_gossip"):
+    for rule in ("krum", "multi_krum", "bulyan", "clipped_gossip", "ubar"):
         with pytest.raises(ConfigError, match=f"'{rule}' needs every neighbour's model"):
             load_config(config_path, [*on, f"swarm.merge={rule}"])
+
+
+def test_ubar_is_refused_with_dp_sgd_and_its_self_weight_is_a_share(config_path):
+    ubar = [_neighbours(4), "swarm.merge=ubar", "swarm.byzantine=1"]
+    assert load_config(config_path, [*ubar, "swarm.self_weight=0.25"]).swarm.self_weight == 0.25
+    with pytest.raises(ConfigError, match=r"ubar picks neighbours by their loss on this node's"):
+        load_config(config_path, [*ubar, "privacy.target_epsilon=8"])
+    with pytest.raises(ConfigError, match=r"swarm.self_weight"):
+        load_config(config_path, [*ubar, "swarm.self_weight=1"])
 
 
 def test_missing_section_and_missing_file(tmp_path):

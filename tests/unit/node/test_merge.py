@@ -308,6 +308,7 @@ FEWEST_MODELS = {  # n = 1 + arrived, per rule, for f Byzantine
     "multi_krum": lambda f: 2 * f + 3,
     "bulyan": lambda f: 4 * f + 3,
     "clipped_gossip": lambda f: f + 2,
+    "ubar": lambda f: f + 2,
 }
 ROBUST = tuple(FEWEST_MODELS)
 honest_values = st.floats(-10, 10, allow_nan=False)
@@ -325,7 +326,15 @@ def byzantine_rounds(draw, rule, far=False):
     n = draw(st.integers(max(fewest, b + 1), fewest + 3))
     own, nbs, honest = draw(_byzantine_inputs(n, b, far))
     tau = draw(st.sampled_from([0.0, 0.5, 3.0]))
-    return own, nbs, honest, f, m.MergeSettings(byzantine=f, clip_radius=tau)
+    alpha = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    config = m.MergeSettings(byzantine=f, clip_radius=tau, self_weight=alpha,
+                             loss=quadratic_loss(honest.mean(axis=0)))  # fmt: skip
+    return own, nbs, honest, f, config
+
+
+def quadratic_loss(centre):
+    """A convex stand-in for a model's loss on the node's rows: squared distance to `centre`."""
+    return lambda params: float(((params["w"] - centre) ** 2).sum())
 
 
 @st.composite
@@ -534,7 +543,66 @@ def test_the_adaptive_radius_is_the_f_plus_first_largest_distance():
 def test_a_round_with_fewer_arrivals_than_the_bound_keeps_the_own_model(rule):
     own = me({"w": np.array([1.0, 2.0], np.float32)}, 10, 4)
     nbs = [contribution([50.0, 60.0], 10, 4, "a")]  # n = 2 models: below every bound for f = 1
-    out = m.merge(rule, own, nbs, m.MergeSettings(byzantine=1))
+    out = m.merge(rule, own, nbs, m.MergeSettings(byzantine=1, loss=quadratic_loss(0.0)))
     assert out["w"].dtype == np.float32
     np.testing.assert_array_equal(out["w"], own.params["w"])
     assert out["w"] is not own.params["w"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_ubar_never_leaves_the_node_worse_on_its_rows_than_its_own_or_best_screened_model(data):
+    """However many neighbours are Byzantine (f assumed, any number present): with a convex
+    loss the merge, a convex combination of the own model and models no worse than it (or the
+    one best of the d - f nearest), is no worse than the worse of those two."""
+    f = data.draw(st.integers(0, 2))
+    n = data.draw(st.integers(f + 2, f + 6))
+    b = data.draw(st.integers(0, n - 1))
+    own, nbs, honest = data.draw(_byzantine_inputs(n, b))
+    centre = np.array(data.draw(st.lists(honest_values, min_size=honest.shape[1],
+                                         max_size=honest.shape[1])))  # fmt: skip
+    loss = quadratic_loss(centre)
+    alpha = data.draw(st.sampled_from([0.0, 0.3, 0.5, 0.9]))
+    out = m.merge("ubar", own, nbs, m.MergeSettings(byzantine=f, self_weight=alpha, loss=loss))
+    x = own.params["w"]
+    nearest = sorted(nbs, key=lambda nb: ((nb.params["w"] - x) ** 2).sum())[: len(nbs) - f]
+    best = min(loss(nb.params) for nb in nearest)
+    bound = max(loss(own.params), best)
+    assert loss(out) <= bound * (1 + 1e-9) + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(byzantine_rounds("ubar", far=True))
+def test_ubar_merges_honest_models_only_when_the_byzantine_ones_are_far(case):
+    own, nbs, honest, _, config = case
+    out = m.merge("ubar", own, nbs, config)["w"]
+    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+
+
+def test_ubar_keeps_out_models_worse_on_its_rows_beyond_f():
+    """Three of four neighbours Byzantine, f = 1: the distance stage drops one, the loss stage
+    the two others, which do worse on the node's rows than its own model."""
+    own = me({"w": np.array([0.0])}, 1, 4)
+    nbs = [contribution([v], 1, 4, f"p{i}") for i, v in enumerate([0.5, -1.0, -1.1, -9.0])]
+    settings_ = m.MergeSettings(byzantine=1, self_weight=0.5, loss=quadratic_loss(0.4))
+    assert m.merge("ubar", own, nbs, settings_)["w"][0] == pytest.approx(0.25)
+    # No neighbour as good as the own model: the best of the d - f nearest, half and half.
+    settings_ = m.MergeSettings(byzantine=1, self_weight=0.5, loss=quadratic_loss(-0.2))
+    assert m.merge("ubar", own, nbs, settings_)["w"][0] == pytest.approx(0.25)
+    # Every one of the nearest no worse than the own model is averaged in: here -1.0 and -1.1.
+    settings_ = m.MergeSettings(byzantine=1, self_weight=0.5, loss=quadratic_loss(-0.6))
+    assert m.merge("ubar", own, nbs, settings_)["w"][0] == pytest.approx(-0.525)
+    # The distance stage drops the farthest even when it fits the rows best (5.0, centre 4.0).
+    nbs = [contribution([v], 1, 4, f"p{i}") for i, v in enumerate([0.5, -1.0, -1.1, 5.0])]
+    settings_ = m.MergeSettings(byzantine=1, self_weight=0.5, loss=quadratic_loss(4.0))
+    assert m.merge("ubar", own, nbs, settings_)["w"][0] == pytest.approx(0.25)
+
+
+def test_ubar_counts_a_nan_loss_as_the_worst_and_needs_a_loss():
+    own = me({"w": np.array([0.0])}, 1, 2)
+    nbs = [contribution([1.0], 1, 2, "a"), contribution([2.0], 1, 2, "b")]
+    losses = {0.0: 1.0, 1.0: float("nan"), 2.0: 3.0}
+    settings_ = m.MergeSettings(self_weight=0.5, loss=lambda p: losses[float(p["w"][0])])
+    assert m.merge("ubar", own, nbs, settings_)["w"][0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="loss"):
+        m.merge("ubar", own, nbs, m.MergeSettings())

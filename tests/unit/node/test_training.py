@@ -9,7 +9,16 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from torch import nn
 
 from node.models import build_model
-from node.training import EvalResult, PlainSGD, TrainSettings, evaluate, roc_auc, train_local
+from node.params import model_params
+from node.training import (
+    EvalResult,
+    PlainSGD,
+    TrainSettings,
+    evaluate,
+    loss_meter,
+    roc_auc,
+    train_local,
+)
 
 
 def _separable(n: int = 200, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -275,3 +284,26 @@ def test_prox_mu_zero_takes_the_plain_steps_bit_for_bit():
 def test_prox_mu_must_not_be_negative():
     with pytest.raises(ValueError, match="prox_mu"):
         TrainSettings(prox_mu=-0.1)
+
+
+def test_the_loss_meter_scores_given_parameters_and_leaves_the_model_alone():
+    x, y = _separable(300)
+    model = build_model("mlp", x.shape[1], [8], seed=0)
+    before = model_params(model)
+    other = build_model("mlp", x.shape[1], [8], seed=1)
+    train_local(other, x, y, TrainSettings(epochs=3, lr=0.1), seed=0)
+    meter = loss_meter(model, x, y)
+    assert meter(model_params(other)) == pytest.approx(evaluate(other, x, y).loss, rel=1e-6)
+    assert meter(before) == pytest.approx(evaluate(model, x, y).loss, rel=1e-6)
+    assert all(np.array_equal(v, model_params(model)[k]) for k, v in before.items())
+
+
+def test_the_loss_meter_samples_a_large_set_by_its_seed(monkeypatch):
+    import node.training as training
+
+    monkeypatch.setattr(training, "EVAL_ROWS", 50)
+    x, y = _separable(300)
+    model = build_model("logreg", x.shape[1], [], seed=0)
+    params = model_params(model)
+    same, again, other = (loss_meter(model, x, y, seed)(params) for seed in (3, 3, 4))
+    assert same == again and same != other
