@@ -56,9 +56,9 @@ node's own model is honest), over the n = 1 + arrived models at hand:
 - `ubar` (Guo et al. 2021, made for decentralized learning): of the d arrived, the d - f
   nearest the own model (distance); of those, every one whose loss on the node's own training
   rows is at most the own model's (performance), or else the one with the lowest loss; then
-  alpha x_i + (1 - alpha) times their unweighted mean. The screen needs no bound on how many
-  neighbours lie: a model that does worse on this hospital's records than its own is not
-  merged, however many send one.
+  alpha x_i + (1 - alpha) times their unweighted mean. The loss screen assumes no bound on how
+  many neighbours lie; its blind spot is a bad model that happens to fit this hospital's rows
+  (on rows of mostly one class, one that predicts that class firmly): docs/consensus.md.
 
 None of them weighs by sample counts: a Byzantine neighbour could claim any. A round with fewer
 arrivals than the rule's bound needs keeps the node's own model, the one input it can trust.

@@ -15,14 +15,15 @@ the same nodes (so a cell compares like with like: the attackers' own validation
 neither); the mean over the seeds. The splits are small (3 to 17 rows; one row of a 3-row node
 is 2.1 points of 16 honest nodes' mean), hence several seeds.
 
-Rule parameters: f = `swarm.byzantine` = 1 for every robust rule. At 20% a node has 0.84
-Byzantine neighbours on average, and Krum's bound (n > 2f + 2, n = 5 models) admits no more on
-degree 4; median and trimmed mean do not read f (trimmed mean drops k = floor(0.2 * 5) = 1 value
-at each end), multi-Krum averages m = n - f = 4, clipped gossip's radius is adaptive (the
-second-largest neighbour distance), UBAR drops the farthest neighbour before its loss screen.
+Rule parameters: f = `swarm.byzantine` = 1 for every robust rule. At 20% an honest node has
+0.75 to 1.0 Byzantine neighbours on average (by seed), and Krum's bound (n > 2f + 2, n = 5
+models) admits no more on degree 4; median and trimmed mean do not read f (trimmed mean drops
+k = floor(0.2 * 5) = 1 value at each end), multi-Krum averages m = n - f = 4, clipped gossip's
+radius is adaptive (the second-largest neighbour distance), UBAR drops the farthest neighbour
+before its loss screen.
 Bulyan needs n >= 4f + 3, six neighbours for f = 1, so it has no cell on this graph (the JSON
-says so under `skipped_rules`). A rule whose bound the
-graph cannot meet is found by the config's own check (`node.config.byzantine_problem`).
+says so under `skipped_rules`). A rule whose bound the graph cannot meet is found by the
+config's own check (`node.config.byzantine_problem`).
 
 The recommended rule is computed from the cells (`recommend`): the rule with the best clean
 accuracy among those within `MARGIN` (2 points) of their clean run under every attack at every

@@ -201,13 +201,13 @@ def bench_robustness(
     """The attack x defence table: the breast-cancer swarm (20 nodes, 4-regular) under every
     attack with 10% and 20% Byzantine nodes, for every merge rule, against each rule's clean
     run; the recommended rule; a heat map and report beside the JSON (.png, .md, .html)."""
-    from medswarm.bench.robustness import run_robustness_bench, write_report
+    from medswarm.bench.robustness import SEEDS, run_robustness_bench, write_report
 
     def names(text: str | None) -> list[str] | None:
         return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
     try:
-        chosen_seeds = [int(s) for s in names(seeds) or ["0", "1", "2", "3", "4"]]
+        chosen_seeds = [int(s) for s in names(seeds) or []] or list(SEEDS)
         chosen_fractions = [float(f) for f in names(fractions) or []]
         results = run_robustness_bench(
             console, rounds, chosen_seeds, names(attacks), names(rules), chosen_fractions,

@@ -101,6 +101,8 @@ def test_shipped_scenarios_say_what_they_promise():
     assert {a.kind for a in attacks.attacks} == {"label_flip", "free_rider", "sybil"}
     assert attacks.sybil_names() == ["hungarian_sybil"]
     assert attacks.chain.backend == "anvil"
+    # The rule docs/consensus.md recommends from `medswarm bench robustness`, with f = 1.
+    assert (attacks.swarm.merge, attacks.swarm.byzantine) == ("multi_krum", 1)
 
 
 def test_the_example_is_the_heart_disease_scenario_and_round_trips(tmp_path, monkeypatch):
