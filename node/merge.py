@@ -88,7 +88,7 @@ class MergeSettings:
     """What the rules may need beyond the parameters (each reads only its own)."""
 
     trim_fraction: float = 0.2  # trimmed_mean: the share dropped at each end per coordinate
-    byzantine: int = 0  # f: the arrived neighbours that may lie (krum, bulyan, clipped_gossip)
+    byzantine: int = 0  # f: the arrived neighbours that may lie (the robust rules)
     multi_krum_m: int = 0  # multi_krum: the models averaged; 0: n - f
     clip_radius: float = 0.0  # clipped_gossip: tau; 0: adaptive (see the module's doc)
     self_weight: float = 0.5  # ubar: alpha, the own model's share of the merge

@@ -138,7 +138,7 @@ class RunState:
     local: tuple[str, ...] = ()
     kept: Params = field(default_factory=dict)
     # swarm.merge = "ubar": a model's loss on this node's training rows (its screen).
-    train_loss: Callable[[Params], float] | None = None
+    screen_loss: Callable[[Params], float] | None = None
 
 
 @dataclass
@@ -600,7 +600,7 @@ class NodeRunner:
             test_y=test_y,
             evaluated_on=evaluated_on,
             local=local,
-            train_loss=(
+            screen_loss=(
                 loss_meter(model, train_x, split.train_y, cfg.training.seed)
                 if cfg.swarm.merge == "ubar"
                 else None
@@ -881,7 +881,7 @@ class NodeRunner:
         arrivals."""
         swarm = self.cfg.swarm
         me = Neighbour(self.peer_id, own, self.samples, degree, mass)
-        screen = run.train_loss
+        screen = run.screen_loss
         settings = MergeSettings(
             swarm.trim_fraction,
             swarm.byzantine,
