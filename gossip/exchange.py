@@ -45,6 +45,9 @@ RequestHandler = Callable[[str, dict[str, Any]], Awaitable[Sequence[bytes]]]
 # One request and its answer on a stream (the asker's side): returns the parsed answer or
 # raises _StreamGone if the stream ended cleanly before it.
 Transaction = Callable[[INetStream, float], Awaitable[T]]
+# Whether the link to a peer is up for a snapshot of (kind, round), or (None, None) for a request
+# of another kind: the host's own judgement of a simulated partition.
+LinkCheck = Callable[[str, str | None, int | None], bool]
 
 
 @dataclass
@@ -126,11 +129,17 @@ class ParamExchange:
         store: SnapshotStore,
         io_timeout: float,
         allow_peer: Callable[[str], bool] = lambda _peer: True,
+        link_up: LinkCheck = lambda _peer, _kind, _round: True,
     ) -> None:
         self.host = host
         self.store = store
         self.io_timeout = io_timeout
+        # Who may ask at all (consortium membership): judged before a request is read.
         self.allow_peer = allow_peer
+        # Whether the link to the peer is up for a snapshot (a simulated partition): judged by
+        # the snapshot's round once it is published, not by the round this host is in when the
+        # request arrives (early, for the round after a partition, or late, for one before it).
+        self.link_up = link_up
         self.counters = TrafficCounters()
         self.handlers: dict[str, RequestHandler] = {}  # other request kinds, by kind
         self._streams: dict[str, INetStream] = {}  # kept open per neighbour we fetch from
@@ -163,30 +172,41 @@ class ParamExchange:
                 return
             # Asked per request: a kept stream outlives a member's deactivation or a partition.
             if not self.allow_peer(peer):
-                self.counters.refused[peer] += 1
-                log.warning("refused request from unauthorised peer %s", peer)
-                with trio.move_on_after(self.io_timeout):  # say why, then hang up
-                    await stream.write(wire.encode_status("refused"))
+                await self._refuse(stream, peer, "unauthorised peer")
                 return
             request = wire.unpack_map(body, "request", peer)
             if request.get("kind") in self.handlers:
+                if not self.link_up(peer, None, None):
+                    await self._refuse(stream, peer, "peer cut off")
+                    return
                 await self._answer_other(stream, peer, request)
-            else:
-                await self._answer(stream, peer, *wire.request_fields(request, peer))
+            elif not await self._answer(stream, peer, *wire.request_fields(request, peer)):
+                await self._refuse(stream, peer, "peer cut off")
+                return
             wait_for_request = IDLE_STREAM_SECONDS
+
+    async def _refuse(self, stream: INetStream, peer: str, why: str) -> None:
+        self.counters.refused[peer] += 1
+        log.warning("refused request from %s %s", why, peer)
+        with trio.move_on_after(self.io_timeout):  # say why, then hang up
+            await stream.write(wire.encode_status("refused"))
 
     async def _answer(
         self, stream: INetStream, peer: str, kind: str, round_: int, wait: float
-    ) -> None:
+    ) -> bool:
+        """Send the snapshot of (kind, round_) once published; False (nothing sent) if the link
+        to the peer is down by then."""
         if kind in self.store.retired:  # e.g. a privacy budget spent: no need to wait for it
             with trio.fail_after(self.io_timeout):
                 await stream.write(wire.encode_status("gone"))
-            return
+            return True
         found = await self.store.wait_for(kind, round_, wait)
+        if not self.link_up(peer, kind, round_ if found is None else found.round):
+            return False
         with trio.fail_after(self.io_timeout):
             if found is None:
                 await stream.write(wire.encode_status("not_ready"))
-                return
+                return True
             size = len(found.header) + sum(map(len, found.buffers))
             if size <= WRITE_CHUNK:
                 # One write, so one yamux frame, not one per tensor (measured on the
@@ -199,6 +219,7 @@ class ParamExchange:
         self.counters.bytes_sent += len(found.header) + sum(map(len, found.buffers))
         served = self.counters.served_of(kind)
         served[peer] = max(served.get(peer, -1), found.round)
+        return True
 
     async def _answer_other(self, stream: INetStream, peer: str, request: dict[str, Any]) -> None:
         parts = await self.handlers[request["kind"]](peer, request)

@@ -362,6 +362,9 @@ class AdversarySection(_Section):
 
 
 class PartitionWindow(_Section):
+    """No model of rounds `from` to `to` crosses to or from the peers in `unreachable`: judged
+    by the round of the model asked for, so two sides leave the window in step."""
+
     from_round: int = Field(alias="from", ge=1)
     to_round: int = Field(alias="to", ge=1)
     unreachable: list[str] = Field(description="Peer IDs cut off from this node meanwhile.")

@@ -301,8 +301,9 @@ class NodeRunner:
         self.masking = MaskingKeys(masking_key, self.keyring.public_of)
         host = build_host(self.key_pair)
         self.exchange = ParamExchange(
-            host, SnapshotStore(), self.cfg.timeouts.io_seconds, allow_peer=self._allows
-        )
+            host, SnapshotStore(), self.cfg.timeouts.io_seconds,
+            allow_peer=self._is_member, link_up=self._link_up,
+        )  # fmt: skip
         try:
             async with host.run([multiaddr.Multiaddr(self.cfg.node.listen)]):
                 self._announce([str(a) for a in host.get_addrs()])
@@ -460,9 +461,20 @@ class NodeRunner:
     def _allows(self, peer: str) -> bool:
         """Only active members are served and merged once the ledger is on (and, in a
         simulated partition, only peers on this side)."""
-        if peer in self.cfg.faults.unreachable(self.round):
-            return False
+        return self._link_up(peer) and self._is_member(peer)
+
+    def _is_member(self, peer: str) -> bool:
         return self.membership is None or self.membership.allows(peer)
+
+    def _link_up(self, peer: str, kind: str | None = None, ident: int | None = None) -> bool:
+        """False while a simulated partition puts the peer on the other side: for a snapshot,
+        in the round it is of (a mixing step's id is round * steps + step); else in this one."""
+        round_ = self.round
+        if ident is not None and kind == "params":
+            round_ = ident
+        elif ident is not None and kind == MIX:
+            round_ = ident // self.cfg.swarm.gossip_steps
+        return peer not in self.cfg.faults.unreachable(round_)
 
     async def _wait_for_neighbours(self) -> None:
         """Nodes start at different moments: give the neighbours a bounded time to come up."""
@@ -1055,7 +1067,7 @@ class NodeRunner:
         reachable, failures = [], {}
         for info in partners:
             peer = info.peer_id.to_base58()
-            if peer in self.cfg.faults.unreachable(self.round):
+            if not self._link_up(peer):
                 failures[peer] = "unreachable (simulated partition)"
             elif self._allows(peer):
                 reachable.append(info)

@@ -1,6 +1,7 @@
 """The exchange keeps one stream per neighbour: requests reuse it, a stream the server closed is
-reopened without blame, and the membership check still applies to every request on it. Two real
-libp2p hosts on loopback, in one trio run."""
+reopened without blame, and the membership check still applies to every request on it; a
+simulated partition is judged when the answer is ready. Two real libp2p hosts on loopback, in one
+trio run."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,9 +32,10 @@ class Pair:
         self.allowed = True
         self.server = ParamExchange(
             build_host(create_new_key_pair()), SnapshotStore(keep_rounds=10), 5.0,
-            allow_peer=lambda _peer: self.allowed,
+            allow_peer=lambda _peer: self.allowed, link_up=self.link_up,
         )  # fmt: skip
         self.client = ParamExchange(build_host(create_new_key_pair()), SnapshotStore(), 5.0)
+        self.cut_rounds: set[int] = set()  # a simulated partition, by the snapshot's round
         self.streams_served = 0
         serve = self.server._serve
 
@@ -42,6 +44,9 @@ class Pair:
             await serve(stream, peer)
 
         self.server._serve = counting_serve  # type: ignore[method-assign]
+
+    def link_up(self, _peer: str, _kind: str | None, round_: int | None) -> bool:
+        return round_ not in self.cut_rounds
 
     @property
     def info(self) -> PeerInfo:
@@ -147,5 +152,33 @@ def test_a_connection_that_stops_answering_is_dropped_so_the_next_try_dials_afre
             assert not pair.client.host.get_network().connections.get(server_id)
             multiselect.negotiate = answer
             assert (await pair.fetch(2)).round == 2
+
+    trio.run(main)
+
+
+def test_a_partition_is_judged_by_the_round_of_the_snapshot_asked_for():
+    """Rounds 3 to 5 are cut; the server may be in any round when a request arrives. Judging by
+    the server's round had locked two halves out for the rest of a run: the asker, refused at
+    once for the round after the cut while the server was finishing its last cut round, stayed a
+    round ahead (tests/integration/test_ray_backend.py)."""
+
+    async def main() -> None:
+        async with running_pair() as pair:
+            pair.cut_rounds = {3, 4, 5}
+            with pytest.raises(PeerUnavailable, match="round 3: refused"):
+                await pair.fetch(3)
+            assert (await pair.fetch(2)).round == 2  # before the cut, though published late
+
+            async def publish_round_10() -> None:
+                await trio.sleep(0.5)  # the request for round 10 is waiting by now
+                me = pair.server.host.get_id().to_base58()
+                tensors = {"w": np.full(3, 10, np.float32)}
+                await pair.server.store.publish(wire.Snapshot("params", 10, me, 5, 1, tensors))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_round_10)
+                assert (await pair.fetch(10)).round == 10
+            client_id = pair.client.host.get_id().to_base58()
+            assert pair.server.counters.refused == {client_id: 1}
 
     trio.run(main)
