@@ -45,8 +45,8 @@ RequestHandler = Callable[[str, dict[str, Any]], Awaitable[Sequence[bytes]]]
 # One request and its answer on a stream (the asker's side): returns the parsed answer or
 # raises _StreamGone if the stream ended cleanly before it.
 Transaction = Callable[[INetStream, float], Awaitable[T]]
-# Whether the link to a peer is up for a snapshot of (kind, round), or (None, None) for a request
-# of another kind: the host's own judgement of a simulated partition.
+# Whether the link to a peer is up for a request of (kind, round): a snapshot's, or another kind's
+# (round None if it names none). The host's own judgement of a simulated partition.
 LinkCheck = Callable[[str, str | None, int | None], bool]
 
 
@@ -136,9 +136,9 @@ class ParamExchange:
         self.io_timeout = io_timeout
         # Who may ask at all (consortium membership): judged before a request is read.
         self.allow_peer = allow_peer
-        # Whether the link to the peer is up for a snapshot (a simulated partition): judged by
-        # the snapshot's round once it is published, not by the round this host is in when the
-        # request arrives (early, for the round after a partition, or late, for one before it).
+        # Whether the link to the peer is up (a simulated partition): for a snapshot, judged by
+        # its round once it is published, not by the round this host is in when the request
+        # arrives (early, for the round after a partition, or late, for one before it).
         self.link_up = link_up
         self.counters = TrafficCounters()
         self.handlers: dict[str, RequestHandler] = {}  # other request kinds, by kind
@@ -175,8 +175,10 @@ class ParamExchange:
                 await self._refuse(stream, peer, "unauthorised peer")
                 return
             request = wire.unpack_map(body, "request", peer)
-            if request.get("kind") in self.handlers:
-                if not self.link_up(peer, None, None):
+            kind = request.get("kind")
+            if kind in self.handlers:
+                round_ = request.get("round")  # a request of another kind may name a round
+                if not self.link_up(peer, kind, round_ if type(round_) is int else None):
                     await self._refuse(stream, peer, "peer cut off")
                     return
                 await self._answer_other(stream, peer, request)

@@ -467,10 +467,10 @@ class NodeRunner:
         return self.membership is None or self.membership.allows(peer)
 
     def _link_up(self, peer: str, kind: str | None = None, ident: int | None = None) -> bool:
-        """False while a simulated partition puts the peer on the other side: for a snapshot,
-        in the round it is of (a mixing step's id is round * steps + step); else in this one."""
+        """False while a simulated partition puts the peer on the other side: for a model, in
+        the round it is of (a mixing step's id is round * steps + step); else in this one."""
         round_ = self.round
-        if ident is not None and kind == "params":
+        if ident is not None and kind in ("params", secure_agg.KIND):
             round_ = ident
         elif ident is not None and kind == MIX:
             round_ = ident // self.cfg.swarm.gossip_steps

@@ -182,3 +182,27 @@ def test_a_partition_is_judged_by_the_round_of_the_snapshot_asked_for():
             assert pair.server.counters.refused == {client_id: 1}
 
     trio.run(main)
+
+
+def test_a_request_of_another_kind_is_judged_by_the_round_it_names():
+    """E.g. secure aggregation's masked model of a round: refused for a cut round only."""
+
+    async def echo(_peer: str, request: dict) -> list[bytes]:  # type: ignore[type-arg]
+        return [wire.frame({"v": wire.WIRE_VERSION, "status": "ok", "round": request["round"]})]
+
+    async def ask(pair: Pair, round_: int) -> dict:  # type: ignore[type-arg]
+        async def transact(stream, _deadline):  # type: ignore[no-untyped-def]
+            body = wire.frame({"v": wire.WIRE_VERSION, "kind": "echo", "round": round_})
+            raw = await pair.client.exchange_frames(stream, "server", body, wire.MAX_HEADER_BYTES)
+            return wire.unpack_map(raw, "echo answer", "server")
+
+        return await pair.client.call(pair.info, transact, 10.0, 5.0, f"echo {round_}")
+
+    async def main() -> None:
+        async with running_pair() as pair:
+            pair.server.handlers["echo"] = echo
+            pair.cut_rounds = {3}
+            assert (await ask(pair, 3))["status"] == "refused"
+            assert (await ask(pair, 4)) == {"v": wire.WIRE_VERSION, "status": "ok", "round": 4}
+
+    trio.run(main)
