@@ -43,6 +43,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from medswarm.bench.journal import RunJournal
 from medswarm.bench.tables import bench_table
 from node.errors import NodeError
 from sim import topology
@@ -314,6 +315,24 @@ def _run(path: Path, folder: Path) -> dict[str, Any]:
     return summary
 
 
+def _measure(path: Path, folder: Path, on_test: bool) -> dict[str, Any]:
+    """One run's result: each node's final accuracy and which nodes are honest, or its error;
+    and how long it took."""
+    t0 = time.perf_counter()
+    try:
+        summary = _run(path, folder)
+        run: dict[str, Any] = {
+            "nodes": _accuracies(summary, on_test),
+            "honest": [n for n, v in summary["nodes"].items() if v["honest"]],
+        }
+    except (SimError, NodeError, ExceptionGroup, OSError) as exc:
+        # A failed run is a result (the swarm's errors, the inproc nursery's group); anything
+        # else is a bug and stops the bench.
+        run = {"error": f"{type(exc).__name__}: {exc}"}
+    run["seconds"] = time.perf_counter() - t0
+    return run
+
+
 def run_robustness_bench(
     console: Console,
     rounds: int = ROUNDS,
@@ -326,9 +345,11 @@ def run_robustness_bench(
     nodes: int = NODES,
     margin: float = MARGIN,
     test_fraction: float = 0.0,
+    journal: RunJournal | None = None,
 ) -> dict[str, Any]:
     """Run the table; print it; return the results (the JSON). Accuracy: each node's on its
-    own validation split, or with `test_fraction` on the common test set held out."""
+    own validation split, or with `test_fraction` on the common test set held out. With a
+    `journal`, each finished run is recorded there and a run recorded before is not run again."""
     attacks = list(attacks or DEFAULT_ATTACKS)
     rules = list(rules or RULES)
     for a in attacks:
@@ -358,6 +379,15 @@ def run_robustness_bench(
     began = time.perf_counter()
     runs: dict[tuple[int, str, str | None, float], dict[str, Any]] = {}
     done = 0
+    if journal is not None and journal.results:
+        console.print(
+            f"resuming: {len(journal.results)} finished run(s) in {journal.path} are reused "
+            "where the scenario and the code are unchanged (--fresh runs every one again)",
+            highlight=False,
+        )
+    elif journal is not None:
+        console.print(f"each finished run is kept in {journal.path}: stopped part way, the "
+                      "same command resumes", highlight=False)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="medswarm-bench-robustness-") as tmp:
         work = Path(tmp) if keep is None else keep
         work.mkdir(parents=True, exist_ok=True)
@@ -370,37 +400,27 @@ def run_robustness_bench(
                     who = bad[seed][fraction] if attack else []
                     label = f"{attack or 'clean'}-{round(100 * fraction)}"
                     name = f"s{seed}-{rule}-{label}"
-                    path = work / f"{name}.toml"
-                    path.write_text(
-                        scenario_text(
-                            RULES[rule],
-                            attack,
-                            who,
-                            seed,
-                            rounds,
-                            workers,
-                            nodes,
-                            test_fraction=test_fraction,
-                        )  # fmt: skip
-                    )
-                    t0 = time.perf_counter()
-                    try:
-                        summary = _run(path, work / name)
-                        run: dict[str, Any] = {
-                            "nodes": _accuracies(summary, test_fraction > 0),
-                            "honest": [n for n, v in summary["nodes"].items() if v["honest"]],
-                        }
-                    except (SimError, NodeError, ExceptionGroup, OSError) as exc:
-                        # A failed run is a result (the swarm's errors, the inproc nursery's
-                        # group); anything else is a bug and stops the bench.
-                        run = {"error": f"{type(exc).__name__}: {exc}"}
-                    run["seconds"] = time.perf_counter() - t0
+                    text = scenario_text(
+                        RULES[rule], attack, who, seed, rounds, workers, nodes,
+                        test_fraction=test_fraction,
+                    )  # fmt: skip
+                    key = journal.key(text) if journal is not None else ""
+                    earlier = journal.get(key) if journal is not None else None
+                    if earlier is not None:
+                        run = earlier
+                    else:
+                        path = work / f"{name}.toml"
+                        path.write_text(text)
+                        run = _measure(path, work / name, test_fraction > 0)
+                        if journal is not None and "error" not in run:  # a failure: run again
+                            journal.add(key, run)
                     runs[(seed, rule, attack, fraction)] = run
                     console.print(
                         f"[{done}/{planned}] seed {seed}, {rule}, {attack or 'clean'}"
                         + (f" {fraction:.0%} ({', '.join(who)})" if attack else "")
                         + f": {_progress(run, runs.get((seed, rule, None, 0.0)))}, "
-                        f"{run['seconds']:.1f}s",
+                        + f"{run['seconds']:.1f}s"
+                        + (" (finished before)" if earlier is not None else ""),
                         highlight=False,
                     )
     cells = build_cells(runs, seeds, runnable, attacks, fractions)

@@ -197,10 +197,20 @@ def bench_robustness(
             "node's final model on it (default 0: each node on its own validation split)."
         ),
     ] = 0.0,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Run every run again, though an earlier, stopped bench finished some (they are "
+            "kept in OUT's .runs.jsonl until OUT is written).",
+        ),
+    ] = False,
 ) -> None:
     """The attack x defence table: the breast-cancer swarm (20 nodes, 4-regular) under every
     attack with 10% and 20% Byzantine nodes, for every merge rule, against each rule's clean
-    run; the recommended rule; a heat map and report beside the JSON (.png, .md, .html)."""
+    run; the recommended rule; a heat map and report beside the JSON (.png, .md, .html).
+    Stopped part way, it resumes when started again with the same settings."""
+    from medswarm.bench.journal import RunJournal
     from medswarm.bench.robustness import SEEDS, run_robustness_bench, write_report
 
     def names(text: str | None) -> list[str] | None:
@@ -209,13 +219,15 @@ def bench_robustness(
     try:
         chosen_seeds = [int(s) for s in names(seeds) or []] or list(SEEDS)
         chosen_fractions = [float(f) for f in names(fractions) or []]
+        journal = RunJournal(json_out.with_suffix(".runs.jsonl"), fresh=fresh)
         results = run_robustness_bench(
             console, rounds, chosen_seeds, names(attacks), names(rules), chosen_fractions,
-            workers, keep, test_fraction=test_fraction,
+            workers, keep, test_fraction=test_fraction, journal=journal,
         )  # fmt: skip
     except ValueError as exc:
         raise fail(str(exc)) from None
     write_json(json_out, results)
+    journal.remove()
     for path in write_report(results, json_out):
         console.print(f"wrote {path}")
     if results["errors"]:
