@@ -201,8 +201,8 @@ def bench_robustness(
         bool,
         typer.Option(
             "--fresh",
-            help="Run every run again, though an earlier, stopped bench finished some (they are "
-            "kept in OUT's .runs.jsonl until OUT is written).",
+            help="Run every run again, though an earlier, stopped or failed bench finished some "
+            "(they are kept in OUT's .runs.jsonl until a bench with no failed run is written).",
         ),
     ] = False,
 ) -> None:
@@ -227,11 +227,14 @@ def bench_robustness(
     except ValueError as exc:
         raise fail(str(exc)) from None
     write_json(json_out, results)
-    journal.remove()
     for path in write_report(results, json_out):
         console.print(f"wrote {path}")
     if results["errors"]:
-        raise fail(f"{len(results['errors'])} run(s) failed; see {json_out}")
+        raise fail(
+            f"{len(results['errors'])} run(s) failed; see {json_out}. The same command runs "
+            f"only those again (the finished ones are kept in {journal.path})."
+        )
+    journal.remove()
 
 
 @app.command("sim-one", hidden=True)

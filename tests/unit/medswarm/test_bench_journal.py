@@ -126,3 +126,27 @@ def test_the_command_resumes_from_its_journal_and_removes_it_once_the_json_is_wr
     assert cells[0.0]["accuracy"] == pytest.approx(0.7)
     assert cells[0.2]["accuracy"] == pytest.approx(0.6)
     assert not out.with_suffix(".runs.jsonl").exists()
+
+
+def test_after_a_failed_run_the_command_keeps_its_journal_to_retry_only_that_one(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from medswarm.cli import app
+
+    out = tmp_path / "table.json"
+
+    def clean_only(path, folder):
+        if "sign_flip" in path.stem:
+            raise rb.SimError("a node failed")
+        return fake_summary(rb.NODES, [], 0.7)
+
+    monkeypatch.setattr(rb, "_run", clean_only)
+    args = ["bench", "robustness", "--json", str(out), "--rounds", "2", "--seeds", "0",
+            "--rules", "metropolis", "--attacks", "sign_flip", "--fractions", "0.2",
+            "--workers", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "runs only those again" in " ".join(result.output.split())
+    assert len(out.with_suffix(".runs.jsonl").read_text().splitlines()) == 1  # the clean run
