@@ -1069,7 +1069,7 @@ class NodeRunner:
             peer = info.peer_id.to_base58()
             if not self._link_up(peer):
                 failures[peer] = "unreachable (simulated partition)"
-            elif self._allows(peer):
+            elif self._is_member(peer):
                 reachable.append(info)
             else:
                 failures[peer] = "not an active member on the ledger"
