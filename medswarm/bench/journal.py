@@ -47,13 +47,15 @@ class RunJournal:
                 except (ValueError, KeyError, TypeError):
                     self.skipped_lines += 1
 
-    def key(self, scenario: str) -> str:
+    def _key(self, scenario: str) -> str:
         return hashlib.sha256(f"{self.code}\0{scenario}".encode()).hexdigest()
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.results.get(key)
+    def get(self, scenario: str) -> dict[str, Any] | None:
+        """The result of `scenario` run by this code, if a run of it finished before."""
+        return self.results.get(self._key(scenario))
 
-    def add(self, key: str, result: dict[str, Any]) -> None:
+    def add(self, scenario: str, result: dict[str, Any]) -> None:
+        key = self._key(scenario)
         self.results[key] = result
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as out:

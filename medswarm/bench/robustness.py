@@ -404,8 +404,7 @@ def run_robustness_bench(
                         RULES[rule], attack, who, seed, rounds, workers, nodes,
                         test_fraction=test_fraction,
                     )  # fmt: skip
-                    key = journal.key(text) if journal is not None else ""
-                    earlier = journal.get(key) if journal is not None else None
+                    earlier = journal.get(text) if journal is not None else None
                     if earlier is not None:
                         run = earlier
                     else:
@@ -413,7 +412,7 @@ def run_robustness_bench(
                         path.write_text(text)
                         run = _measure(path, work / name, test_fraction > 0)
                         if journal is not None and "error" not in run:  # a failure: run again
-                            journal.add(key, run)
+                            journal.add(text, run)
                     runs[(seed, rule, attack, fraction)] = run
                     console.print(
                         f"[{done}/{planned}] seed {seed}, {rule}, {attack or 'clean'}"

@@ -14,29 +14,29 @@ from medswarm.bench.journal import RunJournal
 def test_a_run_is_found_again_by_its_scenario_and_code(tmp_path, monkeypatch):
     path = tmp_path / "bench.runs.jsonl"
     first = RunJournal(path)
-    first.add(first.key("scenario A"), {"nodes": {"n0": 0.9}, "seconds": 1.0})
+    first.add("scenario A", {"nodes": {"n0": 0.9}, "seconds": 1.0})
     again = RunJournal(path)
-    assert again.get(again.key("scenario A")) == {"nodes": {"n0": 0.9}, "seconds": 1.0}
-    assert again.get(again.key("scenario B")) is None
+    assert again.get("scenario A") == {"nodes": {"n0": 0.9}, "seconds": 1.0}
+    assert again.get("scenario B") is None
     monkeypatch.setattr(journal_module, "code_fingerprint", lambda: "other code")
     changed = RunJournal(path)
-    assert changed.get(changed.key("scenario A")) is None
+    assert changed.get("scenario A") is None
     assert RunJournal(path, fresh=True).results == {} and not path.exists()
 
 
 def test_a_line_cut_short_by_a_crash_is_skipped_and_the_next_run_still_recorded(tmp_path):
     path = tmp_path / "bench.runs.jsonl"
     first = RunJournal(path)
-    first.add(first.key("A"), {"seconds": 1.0})
+    first.add("A", {"seconds": 1.0})
     with path.open("a") as out:
         out.write('{"key": "cut sh')  # the process died mid-write
     second = RunJournal(path)
     assert second.skipped_lines == 1
-    second.add(second.key("B"), {"seconds": 2.0})
+    second.add("B", {"seconds": 2.0})
     third = RunJournal(path)
     assert third.skipped_lines == 1
-    assert third.get(third.key("A")) == {"seconds": 1.0}
-    assert third.get(third.key("B")) == {"seconds": 2.0}
+    assert third.get("A") == {"seconds": 1.0}
+    assert third.get("B") == {"seconds": 2.0}
 
 
 def test_the_code_fingerprint_follows_any_source_change(tmp_path):
@@ -107,7 +107,7 @@ def test_the_command_resumes_from_its_journal_and_removes_it_once_the_json_is_wr
     out = tmp_path / "table.json"
     journal = RunJournal(out.with_suffix(".runs.jsonl"))
     clean = rb.scenario_text(rb.RULES["metropolis"], None, [], 0, rounds=2, workers=1)
-    journal.add(journal.key(clean), {"nodes": {n: 0.7 for n in rb.node_names()},
+    journal.add(clean, {"nodes": {n: 0.7 for n in rb.node_names()},
                                      "honest": rb.node_names(), "seconds": 3.0})  # fmt: skip
     ran: list[str] = []
 
