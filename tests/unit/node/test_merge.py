@@ -381,6 +381,12 @@ def _honest_diameter(honest):
     return max(np.linalg.norm(a - b) for a in honest for b in honest)
 
 
+def assert_within_honest_range(out, honest, slack=1e-9):
+    """Every coordinate of `out` within the honest inputs' coordinate-wise range, +- `slack`."""
+    low, high = honest.min(axis=0), honest.max(axis=0)
+    assert (out >= low - slack).all() and (out <= high + slack).all()
+
+
 @pytest.mark.parametrize(
     ("rule", "rounds"),
     [(r, byzantine_rounds) for r in ROBUST] + [(r, coordinatewise_rounds) for r in COORDINATEWISE],
@@ -404,9 +410,7 @@ def test_median_and_trimmed_mean_stay_within_the_honest_range_under_the_bound(ru
     order statistics, so their mean is too, wherever the Byzantine values are."""
     own, nbs, honest, _, config = data.draw(coordinatewise_rounds(rule))
     out = m.merge(rule, own, nbs, config)["w"]
-    low, high = honest.min(axis=0), honest.max(axis=0)
-    slack = 1e-9 * (1 + np.abs(honest).max())
-    assert (out >= low - slack).all() and (out <= high + slack).all()
+    assert_within_honest_range(out, honest, slack=1e-9 * (1 + np.abs(honest).max()))
 
 
 def test_past_the_bound_a_byzantine_majority_takes_the_median_and_the_trimmed_mean_out():
@@ -453,7 +457,7 @@ def test_multi_krum_stays_within_sqrt_k_honest_diameters_of_the_honest_box(case,
     config = dataclasses.replace(config, multi_krum_m=m_setting)
     out = m.merge("multi_krum", own, nbs, config)["w"]
     slack = np.sqrt(len(nbs) + 1 - f - 2) * _honest_diameter(honest) * (1 + 1e-9) + 1e-9
-    assert (out >= honest.min(axis=0) - slack).all() and (out <= honest.max(axis=0) + slack).all()
+    assert_within_honest_range(out, honest, slack)
 
 
 @settings(max_examples=100, deadline=None)
@@ -461,7 +465,7 @@ def test_multi_krum_stays_within_sqrt_k_honest_diameters_of_the_honest_box(case,
 def test_multi_krum_averages_honest_inputs_only_when_the_byzantine_ones_are_far(case):
     own, nbs, honest, _, config = case
     out = m.merge("multi_krum", own, nbs, config)["w"]
-    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+    assert_within_honest_range(out, honest)
 
 
 def test_multi_krum_averages_the_m_best_scored():
@@ -482,9 +486,7 @@ def test_bulyan_stays_within_the_honest_range_widened_by_its_width(case):
     honest pick, so the output is within [min - W, max + W], W = max - min of the honest."""
     own, nbs, honest, _, config = case
     out = m.merge("bulyan", own, nbs, config)["w"]
-    low, high = honest.min(axis=0), honest.max(axis=0)
-    slack = (high - low) * (1 + 1e-9) + 1e-9
-    assert (out >= low - slack).all() and (out <= high + slack).all()
+    assert_within_honest_range(out, honest, slack=np.ptp(honest, axis=0) * (1 + 1e-9) + 1e-9)
 
 
 @settings(max_examples=100, deadline=None)
@@ -492,7 +494,7 @@ def test_bulyan_stays_within_the_honest_range_widened_by_its_width(case):
 def test_bulyan_stays_within_the_honest_range_when_the_byzantine_ones_are_far(case):
     own, nbs, honest, _, config = case
     out = m.merge("bulyan", own, nbs, config)["w"]
-    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+    assert_within_honest_range(out, honest)
 
 
 def test_bulyan_with_one_byzantine_of_seven():
@@ -576,7 +578,7 @@ def test_ubar_never_leaves_the_node_worse_on_its_rows_than_its_own_or_best_scree
 def test_ubar_merges_honest_models_only_when_the_byzantine_ones_are_far(case):
     own, nbs, honest, _, config = case
     out = m.merge("ubar", own, nbs, config)["w"]
-    assert (out >= honest.min(axis=0) - 1e-9).all() and (out <= honest.max(axis=0) + 1e-9).all()
+    assert_within_honest_range(out, honest)
 
 
 def test_ubar_keeps_out_models_worse_on_its_rows_beyond_f():
