@@ -288,7 +288,7 @@ def merge_clipped_gossip(
     if not arrived:
         return _copy(own.params, own.params)
     _, weights = metropolis_weights(own.samples, own.degree, arrived)
-    diffs = np.stack([flatten(nb.params) for nb in arrived]) - x
+    diffs = _vectors(arrived) - x
     norms = np.sqrt((diffs**2).sum(axis=1))
     tau = settings.clip_radius or adaptive_radius(norms, settings.byzantine)
     far = norms > tau
